@@ -1,0 +1,5 @@
+//! The generated bindings of `wit/usocket.wit` (private).
+wit_bindgen::generate!({
+    path: "wit-fixed",
+    world: "usocket-command",
+});

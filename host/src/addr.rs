@@ -1,0 +1,146 @@
+//! Socket addresses as the guest passes them: a numeric literal and a port, validated strictly.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::errno::{Errno, SockResult};
+
+/// An address family: what `socket(af, ..)` and `getaddrinfo(.., af)` take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// AF_INET (2).
+    V4,
+    /// AF_INET6 (10). Such sockets never reach IPv4 (IPV6_V6ONLY is always set).
+    V6,
+}
+
+impl Family {
+    /// MicroPython's AF_INET.
+    pub const AF_INET: i32 = 2;
+    /// MicroPython's AF_INET6.
+    pub const AF_INET6: i32 = 10;
+
+    /// The family of a MicroPython `af` number.
+    pub fn from_af(af: i32) -> Option<Family> {
+        match af {
+            Self::AF_INET => Some(Family::V4),
+            Self::AF_INET6 => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    /// The MicroPython `af` number.
+    pub fn af(self) -> i32 {
+        match self {
+            Family::V4 => Self::AF_INET,
+            Family::V6 => Self::AF_INET6,
+        }
+    }
+
+    /// The family an IP address belongs to.
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// The wildcard address (`0.0.0.0` / `::`).
+    pub fn unspecified(self) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// What an address is for; each purpose has its own rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `bind`: `""` is the wildcard, port 0 means any.
+    Bind,
+    /// `connect`, `sendto`: a concrete destination, port 1-65535.
+    Destination,
+}
+
+/// Parses a port number: 0-65535, else EINVAL.
+pub fn parse_port(port: i32) -> SockResult<u16> {
+    u16::try_from(port).map_err(|_| Errno::EINVAL)
+}
+
+/// Parses a guest address for a socket of `family`.
+///
+/// Only numeric literals in their plain form are accepted (`127.0.0.1`, `::1`): host names,
+/// shortened or numeric aliases (`127.1`, `2130706433`, `0x7f.0.0.1`) and zone ids give EINVAL,
+/// as do `""`, the wildcard and port 0 as destinations. A literal of the other family gives
+/// EAFNOSUPPORT.
+pub fn parse(family: Family, address: &str, port: i32, purpose: Purpose) -> SockResult<SocketAddr> {
+    let port = parse_port(port)?;
+    let ip = if address.is_empty() {
+        match purpose {
+            Purpose::Bind => family.unspecified(),
+            Purpose::Destination => return Err(Errno::EINVAL),
+        }
+    } else {
+        // Rust's parsers accept exactly the plain dotted-quad and RFC 4291 text forms.
+        address.parse::<IpAddr>().map_err(|_| Errno::EINVAL)?
+    };
+    if Family::of(ip) != family {
+        return Err(Errno::EAFNOSUPPORT);
+    }
+    if purpose == Purpose::Destination && (port == 0 || ip.is_unspecified()) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The text form a guest gets back: the address literal, without brackets or zone.
+pub fn literal(addr: &SocketAddr) -> String {
+    addr.ip().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_literals_parse() {
+        let a = parse(Family::V4, "127.0.0.1", 80, Purpose::Destination).unwrap();
+        assert_eq!(a, "127.0.0.1:80".parse().unwrap());
+        let a = parse(Family::V6, "::1", 80, Purpose::Destination).unwrap();
+        assert_eq!(a, "[::1]:80".parse().unwrap());
+    }
+
+    #[test]
+    fn names_and_aliases_are_einval() {
+        for bad in ["localhost", "1.2.3", "127.1", "2130706433", "0x7f.0.0.1", "[::1]", " 1.2.3.4"] {
+            assert_eq!(parse(Family::V4, bad, 80, Purpose::Destination), Err(Errno::EINVAL), "{bad}");
+        }
+        assert_eq!(parse(Family::V6, "fe80::1%eth0", 80, Purpose::Destination), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn ports_are_checked_per_purpose() {
+        assert_eq!(parse(Family::V4, "127.0.0.1", 0, Purpose::Destination), Err(Errno::EINVAL));
+        assert!(parse(Family::V4, "127.0.0.1", 0, Purpose::Bind).is_ok());
+        assert_eq!(parse(Family::V4, "127.0.0.1", 65536, Purpose::Bind), Err(Errno::EINVAL));
+        assert_eq!(parse(Family::V4, "127.0.0.1", -1, Purpose::Bind), Err(Errno::EINVAL));
+        assert!(parse(Family::V4, "127.0.0.1", 65535, Purpose::Destination).is_ok());
+    }
+
+    #[test]
+    fn wildcard_only_for_bind() {
+        assert_eq!(parse(Family::V4, "", 80, Purpose::Destination), Err(Errno::EINVAL));
+        assert_eq!(parse(Family::V4, "0.0.0.0", 80, Purpose::Destination), Err(Errno::EINVAL));
+        assert_eq!(parse(Family::V6, "::", 80, Purpose::Destination), Err(Errno::EINVAL));
+        assert_eq!(
+            parse(Family::V6, "", 0, Purpose::Bind).unwrap(),
+            "[::]:0".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn other_family_is_eafnosupport() {
+        assert_eq!(parse(Family::V4, "::1", 80, Purpose::Destination), Err(Errno::EAFNOSUPPORT));
+        assert_eq!(parse(Family::V6, "127.0.0.1", 80, Purpose::Bind), Err(Errno::EAFNOSUPPORT));
+    }
+}

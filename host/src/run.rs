@@ -1,0 +1,135 @@
+//! Running `wasi:cli` command components with `usocket`: the engine, linker and store set-up an
+//! embedder would otherwise write by hand. Use [`crate::add_to_linker`] directly for more control.
+//!
+//! Guests run as tokio tasks on the caller's runtime. A guest blocked in a socket call holds no
+//! thread; a guest spinning in a loop yields every epoch tick (10 ms), so it cannot starve the
+//! others. To cancel a guest, drop (or abort the task running) the future of [`Runner::run`]:
+//! its `Store` goes with it, and with the `Store` every socket it had open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use crate::ctx::{UsocketCtx, UsocketCtxView, UsocketView};
+
+/// How often the engine's epoch advances; a running guest yields to others at each tick.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The `Store` data of a guest run by a [`Runner`]: WASI, the resource table, and `usocket`.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    usocket: UsocketCtx,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl UsocketView for GuestState {
+    fn usocket(&mut self) -> UsocketCtxView<'_> {
+        UsocketCtxView { ctx: &mut self.usocket, table: &mut self.table }
+    }
+}
+
+/// One guest to run: its WASI context (args, stdio, env), its `usocket` context (policy and
+/// limits), and an optional bound on its run time.
+pub struct Guest {
+    /// WASI for the guest. Do not grant wasi:sockets here (`inherit_network`,
+    /// `socket_addr_check`): `usocket` is meant to be the guest's only way out.
+    pub wasi: WasiCtx,
+    /// The guest's policy and quotas.
+    pub usocket: UsocketCtx,
+    /// Stop the guest with an error once it has run this long.
+    pub time_limit: Option<Duration>,
+}
+
+/// An engine and linker set up for async `usocket` guests, with an epoch ticker.
+pub struct Runner {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Runner {
+    /// A runner with wasmtime's on-disk compilation cache enabled when `cache` is true.
+    pub fn new(cache: bool) -> wasmtime::Result<Runner> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        if cache {
+            config.cache(Some(wasmtime::Cache::from_file(None)?));
+        }
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::add_to_linker(&mut linker)?;
+
+        let ticker = Arc::new(AtomicBool::new(true));
+        let (running, weak) = (ticker.clone(), engine.weak());
+        thread::Builder::new().name("usocket-epoch".into()).spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(Runner { engine, linker, ticker })
+    }
+
+    /// The engine, to compile components with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a component from its bytes.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        Component::new(&self.engine, bytes)
+    }
+
+    /// Runs `component`'s `wasi:cli/run` to completion and returns its exit code (0 for a
+    /// normal return, 1 for `Err` from `main`, or the code passed to `exit`).
+    ///
+    /// Traps and time-outs are errors. Cancel-safe: dropping the future stops the guest and
+    /// closes its sockets.
+    pub async fn run(&self, component: &Component, guest: Guest) -> wasmtime::Result<i32> {
+        let state = GuestState { wasi: guest.wasi, table: ResourceTable::new(), usocket: guest.usocket };
+        let mut store = Store::new(&self.engine, state);
+        store.epoch_deadline_async_yield_and_update(1);
+        let pre = CommandPre::new(self.linker.instantiate_pre(component)?)?;
+        let run = async {
+            let command = pre.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        };
+        let result = match guest.time_limit {
+            None => run.await,
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(result) => result,
+                Err(_) => wasmtime::bail!("the guest ran longer than its time limit of {limit:?}"),
+            },
+        };
+        match result {
+            Ok(Ok(())) => Ok(0),
+            Ok(Err(())) => Ok(1),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(e),
+            },
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
+}
