@@ -25,18 +25,37 @@ impl Default for Limits {
     }
 }
 
+/// Counters of one guest's network activity, readable while the guest runs and after.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Uses the policy granted.
+    pub allowed: AtomicUsize,
+    /// Uses the policy refused (EACCES).
+    pub denied: AtomicUsize,
+    /// Names handed to the system resolver.
+    pub lookups: AtomicUsize,
+}
+
+impl Stats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
 /// Everything `usocket` keeps for one guest. Put one in each guest's `Store` data.
 pub struct UsocketCtx {
     label: Arc<str>,
     policy: Arc<Policy>,
     limits: Limits,
     open: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
 }
 
 impl UsocketCtx {
     /// A context for a guest named `label` (used in audit events) under `policy`.
     pub fn new(label: impl Into<Arc<str>>, policy: Arc<Policy>) -> Self {
-        UsocketCtx { label: label.into(), policy, limits: Limits::default(), open: Arc::default() }
+        UsocketCtx { label: label.into(), policy, limits: Limits::default(), open: Arc::default(), stats: Arc::default() }
     }
 
     /// Replaces the default limits.
@@ -48,6 +67,16 @@ impl UsocketCtx {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The guest's counters; keep the handle to read them after the context moved into a `Store`.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// A handle to the guest's count of open sockets.
+    pub fn open_counter(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
     }
 
     /// How many sockets the guest has open right now.
@@ -70,7 +99,14 @@ impl UsocketCtx {
         if decision.is_allowed() { Ok(()) } else { Err(Errno::EACCES) }
     }
 
+    /// Counts a name given to the system resolver.
+    pub(crate) fn count_lookup(&self) {
+        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn audit(&self, use_: Use, target: &str, decision: &Decision) {
+        let counter = if decision.is_allowed() { &self.stats.allowed } else { &self.stats.denied };
+        counter.fetch_add(1, Ordering::Relaxed);
         let verdict = if decision.is_allowed() { "allow" } else { "deny" };
         tracing::info!(
             target: "usocket::audit",

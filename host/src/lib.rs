@@ -15,6 +15,6 @@ pub mod run;
 pub mod socket;
 
 pub use bindings::add_to_linker;
-pub use ctx::{Limits, UsocketCtx, UsocketCtxView, UsocketView};
+pub use ctx::{Limits, Stats, UsocketCtx, UsocketCtxView, UsocketView};
 pub use errno::Errno;
 pub use policy::{Decision, Policy, PolicyBuilder, Rule, Use};

@@ -65,6 +65,7 @@ pub async fn getaddrinfo(
         return Err(Errno::EAI_NONAME);
     }
     ctx.check_name(host)?;
+    ctx.count_lookup();
     let ips = lookup(host.to_string(), want).await?;
     let found: Vec<AddrInfo> = ips.into_iter().filter(|ip| want.is_none_or(|f| f == Family::of(*ip))).map(info).collect();
     if found.is_empty() {

@@ -3,7 +3,10 @@
 //!
 //! Guests run as tokio tasks on the caller's runtime. A guest blocked in a socket call holds no
 //! thread; a guest spinning in a loop yields every epoch tick (10 ms), so it cannot starve the
-//! others. To cancel a guest, drop (or abort the task running) the future of [`Runner::run`]:
+//! others. (A spinning guest is a task that is always ready again; tokio polls for I/O only
+//! every `event_interval` task polls, 61 by default, so hosts that expect CPU-bound guests
+//! should build their runtime with a small `event_interval` to keep the other guests'
+//! wake-ups prompt.) To cancel a guest, drop (or abort the task running) the future of [`Runner::run`]:
 //! its `Store` goes with it, and with the `Store` every socket it had open.
 
 use std::sync::Arc;
