@@ -1,5 +1,5 @@
 //! The generated bindings of `wit/usocket.wit` (private).
 wit_bindgen::generate!({
-    path: "wit-fixed",
+    path: "../wit",
     world: "usocket-command",
 });
