@@ -1,1 +1,114 @@
+//! The test harness: runs guest programs (compiled once per test binary) in one shared
+//! [`Runner`], with their stdout captured, against servers the tests start on loopback.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use usocket_host::run::{Guest, Runner};
+use usocket_host::{Limits, Policy, Rule, UsocketCtx};
+use wasmtime::component::Component;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// Where the build script put the guest programs (`<name>.wasm`).
+pub fn guest_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("USOCKET_GUESTS")).join(format!("{name}.wasm"))
+}
+
+/// The runner all tests of a binary share.
+pub fn runner() -> &'static Runner {
+    static RUNNER: OnceLock<Runner> = OnceLock::new();
+    RUNNER.get_or_init(|| Runner::new(true).expect("wasmtime engine"))
+}
+
+/// The compiled guest program `name`, compiled at most once per test binary.
+pub fn component(name: &str) -> Component {
+    static CACHE: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap().get(name) {
+        return c.clone();
+    }
+    let path = guest_path(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let compiled = runner().compile(&bytes).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    cache.lock().unwrap().insert(name.to_string(), compiled.clone());
+    compiled
+}
+
+/// Parses rules into a policy (test convenience: panics on a bad rule).
+pub fn policy(allow: &[&str], deny: &[&str]) -> Arc<Policy> {
+    let parse = |r: &&str| r.parse::<Rule>().unwrap_or_else(|e| panic!("{e}"));
+    let mut b = Policy::builder();
+    for rule in allow.iter().map(parse) {
+        b = b.allow(rule, cap_std::ambient_authority());
+    }
+    for rule in deny.iter().map(parse) {
+        b = b.deny(rule);
+    }
+    Arc::new(b.build())
+}
+
+/// What the conformance README asks a host to grant: TCP and UDP on 127.0.0.1, lookups.
+pub fn conformance_policy() -> Arc<Policy> {
+    policy(&["connect=127.0.0.1:*", "bind=127.0.0.1:*", "resolve=*"], &[])
+}
+
+/// How a guest run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The guest's exit code.
+    pub code: i32,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    /// stdout as text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// A guest run's settings beyond its name and arguments.
+#[derive(Clone)]
+pub struct Options {
+    /// Its policy.
+    pub policy: Arc<Policy>,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its time limit (tests always bound guests).
+    pub time_limit: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { policy: conformance_policy(), limits: Limits::default(), time_limit: Duration::from_secs(60) }
+    }
+}
+
+/// Runs guest program `name` with `args`, capturing its output.
+pub async fn run(name: &str, args: &[&str], opts: Options) -> wasmtime::Result<Outcome> {
+    let component = component(name);
+    let stdout = MemoryOutputPipe::new(16 << 20);
+    let stderr = MemoryOutputPipe::new(1 << 20);
+    let mut argv = vec![name.to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let guest = Guest {
+        wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).args(&argv).build(),
+        usocket: UsocketCtx::new(name, opts.policy).with_limits(opts.limits),
+        time_limit: Some(opts.time_limit),
+    };
+    let code = runner().run(&component, guest).await?;
+    Ok(Outcome { code, stdout: stdout.contents().to_vec(), stderr: stderr.contents().to_vec() })
+}
+
+/// Counts the file descriptors this process has open (Linux).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+pub mod multitest;

@@ -1,0 +1,62 @@
+//! The guest side of `cargo bench -p usocket-tests`: each mode talks to a native peer on
+//! loopback and prints `elapsed_ns UNITS` measured around its own loop only.
+//!
+//! Modes: `send PORT BYTES` (sendall 64 KiB chunks), `recv PORT` (recv 64 KiB until EOF),
+//! `echo PORT COUNT` (64-byte round trips), `readline PORT` (readline until EOF).
+
+use std::time::Instant;
+
+use usocket::{AF_INET, SOCK_STREAM, socket};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let port: i64 = args[2].parse().expect("port");
+    let s = socket(AF_INET, SOCK_STREAM, 0).expect("socket");
+    s.connect(("127.0.0.1", port)).expect("connect");
+    let start = Instant::now();
+    let units: u64 = match args[1].as_str() {
+        "send" => {
+            let total: u64 = args[3].parse().expect("bytes");
+            let chunk = vec![0x5a_u8; 64 * 1024];
+            let mut sent = 0;
+            while sent < total {
+                s.sendall(&chunk).expect("sendall");
+                sent += chunk.len() as u64;
+            }
+            s.close();
+            sent
+        }
+        "recv" => {
+            let mut got = 0;
+            loop {
+                let data = s.recv(64 * 1024).expect("recv");
+                if data.is_empty() {
+                    break got;
+                }
+                got += data.len() as u64;
+            }
+        }
+        "echo" => {
+            let count: u64 = args[3].parse().expect("count");
+            let msg = [0x61_u8; 64];
+            for _ in 0..count {
+                s.sendall(&msg).expect("send");
+                let back = s.read(64).expect("read").expect("blocking");
+                assert_eq!(back.len(), 64);
+            }
+            count
+        }
+        "readline" => {
+            let mut lines = 0;
+            while let Some(line) = s.readline().expect("readline") {
+                if line.is_empty() {
+                    break;
+                }
+                lines += 1;
+            }
+            lines
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    println!("{} {units}", start.elapsed().as_nanos());
+}

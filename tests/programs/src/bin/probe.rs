@@ -1,0 +1,116 @@
+//! A scriptable guest for host-level tests: runs the commands in its arguments in order and
+//! prints one line per command (`ok ...` or `errno N`).
+//!
+//! Commands: `connect HOST PORT`, `bind HOST PORT`, `listen HOST PORT`, `resolve NAME`,
+//! `sendto HOST PORT`, `sockets N` (open up to N, print how many opened), `hold-accept PORT`
+//! (listen, then block in accept), `hold-recv PORT` (connect, then block in recv),
+//! `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
+//! `echo PORT COUNT` (COUNT 64-byte round trips to an echo server).
+
+use usocket::{AF_INET, SOCK_DGRAM, SOCK_STREAM, Socket, socket};
+
+fn show<T>(r: usocket::Result<T>, ok: impl FnOnce(T) -> String) {
+    match r {
+        Ok(v) => println!("{}", ok(v)),
+        Err(e) => println!("errno {}", e.errno()),
+    }
+}
+
+fn tcp() -> Socket {
+    socket(AF_INET, SOCK_STREAM, 0).expect("socket")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter().map(String::as_str);
+    let mut keep = Vec::new();
+    while let Some(cmd) = it.next() {
+        let mut arg = || it.next().unwrap_or_else(|| panic!("{cmd}: missing argument")).to_string();
+        let port = |s: String| s.parse::<i64>().expect("port");
+        match cmd {
+            "connect" => {
+                let (host, p) = (arg(), port(arg()));
+                show(tcp().connect((host.as_str(), p)), |()| "ok".into());
+            }
+            "bind" => {
+                let (host, p) = (arg(), port(arg()));
+                let s = tcp();
+                show(s.bind((host.as_str(), p)), |()| "ok".into());
+                keep.push(s);
+            }
+            "listen" => {
+                let (host, p) = (arg(), port(arg()));
+                let s = tcp();
+                show(s.bind((host.as_str(), p)).and_then(|()| s.listen(None)), |()| "ok".into());
+                keep.push(s);
+            }
+            "resolve" => {
+                let name = arg();
+                show(usocket::getaddrinfo(&name, 80), |list| format!("ok {}", list[0].sockaddr.0));
+            }
+            "sendto" => {
+                let (host, p) = (arg(), port(arg()));
+                let s = socket(AF_INET, SOCK_DGRAM, 0).expect("socket");
+                show(s.sendto(b"probe", (host.as_str(), p)), |n| format!("ok {n}"));
+            }
+            "sockets" => {
+                let n: usize = arg().parse().expect("count");
+                let mut opened = Vec::new();
+                let mut last = String::from("ok");
+                for _ in 0..n {
+                    match socket(AF_INET, SOCK_STREAM, 0) {
+                        Ok(s) => opened.push(s),
+                        Err(e) => {
+                            last = format!("errno {}", e.errno());
+                            break;
+                        }
+                    }
+                }
+                println!("opened {} {last}", opened.len());
+                drop(opened);
+                // Dropped sockets give their slots back.
+                show(socket(AF_INET, SOCK_STREAM, 0), |_| "ok again".into());
+            }
+            "hold-accept" => {
+                let p = port(arg());
+                let s = tcp();
+                s.bind(("127.0.0.1", p)).expect("bind");
+                s.listen(None).expect("listen");
+                let _ = s.accept();
+            }
+            "hold-recv" => {
+                let p = port(arg());
+                let s = tcp();
+                s.connect(("127.0.0.1", p)).expect("connect");
+                let _ = s.recv(100);
+            }
+            "trap" => {
+                let p = port(arg());
+                let l = tcp();
+                l.bind(("127.0.0.1", p)).expect("bind");
+                l.listen(None).expect("listen");
+                let extra: Vec<Socket> = (0..3).map(|_| tcp()).collect();
+                std::hint::black_box((&l, &extra));
+                std::process::abort();
+            }
+            "spin" => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "echo" => {
+                let (p, count) = (port(arg()), arg().parse::<usize>().expect("count"));
+                let s = tcp();
+                s.connect(("127.0.0.1", p)).expect("connect");
+                let msg = [b'x'; 64];
+                for _ in 0..count {
+                    s.sendall(&msg).expect("send");
+                    assert_eq!(s.read(64).expect("read").expect("data").len(), 64);
+                }
+                println!("ok echo {count}");
+            }
+            other => panic!("unknown command {other}"),
+        }
+    }
+}
