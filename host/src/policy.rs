@@ -247,7 +247,7 @@ fn parse_ports(ports: &str) -> Result<Ports, String> {
 }
 
 fn parse_names(value: &str) -> Result<Names, String> {
-    let value = normalize_name(value.trim());
+    let value = value.trim().to_ascii_lowercase();
     if value == "*" {
         return Ok(Names::Any);
     }
@@ -255,6 +255,8 @@ fn parse_names(value: &str) -> Result<Names, String> {
         Some(rest) => (true, rest),
         None => (false, value.as_str()),
     };
+    // One final dot is the DNS root: `example.com.` is `example.com`.
+    let name = name.strip_suffix('.').unwrap_or(name);
     let valid_label = |l: &str| {
         !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
