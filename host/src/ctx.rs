@@ -21,7 +21,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_sockets: 64, max_buffered: 64 << 20 }
+        Limits { max_sockets: 64, max_buffered: 16 << 20 }
     }
 }
 

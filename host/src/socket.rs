@@ -8,6 +8,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rustix::buffer::spare_capacity;
@@ -108,10 +110,16 @@ const MSG_DONTWAIT: i32 = 64;
 
 /// How much a stream read asks the kernel for at once when it fills the host buffer.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most one `recv` returns, and one fill of the host buffer asks for: sizes come from the
+/// guest, and a `recv(2**32-1)` must not make the host allocate 4 GiB. (`recv` may always
+/// return fewer bytes than asked.)
+const MAX_RECV: usize = 1 << 20;
 /// The largest UDP payload; `read()` of a datagram socket receives up to this.
 const MAX_DATAGRAM: usize = 65535;
 /// `listen` backlogs above this are clamped (SEMANTICS.md: "host may clamp").
 const MAX_BACKLOG: i32 = 4096;
+/// How often `poll` re-checks a socket whose tokio readiness is stuck at "closed".
+const CLOSED_RECHECK: Duration = Duration::from_millis(10);
 
 /// Where a socket is in its life. Closed sockets have no [`Io`] left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,9 +199,78 @@ impl RxQueue {
     }
 }
 
+/// The OS socket, and its registration with tokio's reactor.
+///
+/// Registration waits until the first blocking wait: a TCP socket that has neither connected
+/// nor listened reports EPOLLHUP, which tokio keeps as a final "closed" readiness, and every
+/// later wait would then spin. By the first wait the socket is connecting, connected or
+/// listening (or is a UDP socket, which has no such state).
+struct Os {
+    /// Declared before `sock` so that it is dropped (deregistered) before the socket closes.
+    reactor: OnceLock<io::Result<AsyncFd<RawSocket>>>,
+    sock: socket2::Socket,
+}
+
+/// The descriptor of an [`Os`] socket, as tokio's reactor sees it.
+struct RawSocket(RawFd);
+
+impl AsRawFd for RawSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl Os {
+    fn reactor(&self) -> SockResult<&AsyncFd<RawSocket>> {
+        let registered = self.reactor.get_or_init(|| {
+            let fd = RawSocket(self.sock.as_raw_fd());
+            // SAFETY: the descriptor belongs to `self.sock`, which outlives the registration:
+            // `reactor` is dropped first (field order) or taken in `unregister`.
+            #[allow(unsafe_code, reason = "tokio's registration asks the caller to vouch for fd ownership")]
+            let registered = unsafe { AsyncFd::register(fd) };
+            registered.map_err(|e| e.into_parts().1)
+        });
+        registered.as_ref().map_err(Errno::from_io)
+    }
+
+    /// Forgets the registration, e.g. after a failed connect left a final HUP readiness.
+    fn unregister(&mut self) {
+        self.reactor.take();
+    }
+
+    /// Runs `op` on the socket until it stops saying "would block", waiting for `interest`
+    /// between tries as `deadline` allows.
+    async fn wait<R>(
+        &self,
+        interest: Interest,
+        deadline: Deadline,
+        mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
+    ) -> SockResult<R> {
+        let sock = &self.sock;
+        let mut retrying = || loop {
+            match op(sock) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        };
+        let result = match deadline {
+            Deadline::Now => retrying(),
+            Deadline::Never => self.reactor()?.async_io(interest, |_| retrying()).await,
+            Deadline::At(at) => {
+                let io = self.reactor()?.async_io(interest, |_| retrying());
+                match tokio::time::timeout_at(at, io).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => return Err(Errno::ETIMEDOUT),
+                }
+            }
+        };
+        result.map_err(Errno::from)
+    }
+}
+
 /// The live parts of an open socket.
 struct Io {
-    fd: AsyncFd<socket2::Socket>,
+    os: Os,
     rx: RxQueue,
     _slot: Slot,
 }
@@ -251,11 +328,8 @@ impl Socket {
         sock: socket2::Socket,
         slot: Slot,
     ) -> io::Result<Socket> {
-        // SAFETY: a `socket2::Socket` owns its descriptor and returns the same one from
-        // `as_raw_fd` until it is dropped, which only happens when the `AsyncFd` drops it.
-        #[allow(unsafe_code, reason = "tokio's registration asks the caller to vouch for fd ownership")]
-        let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
-        Ok(Socket { family, kind, timeout, phase, io: Some(Io { fd, rx: RxQueue::default(), _slot: slot }) })
+        let os = Os { reactor: OnceLock::new(), sock };
+        Ok(Socket { family, kind, timeout, phase, io: Some(Io { os, rx: RxQueue::default(), _slot: slot }) })
     }
 
     /// The socket's family.
@@ -297,7 +371,7 @@ impl Socket {
     pub fn set_option(&mut self, level: i32, option: i32, value: i32) -> SockResult<()> {
         const SOL_SOCKET: i32 = 1;
         const IPPROTO_TCP: i32 = 6;
-        let sock = self.io()?.fd.get_ref();
+        let sock = &self.io()?.os.sock;
         let on = value != 0;
         match (level, option) {
             (SOL_SOCKET, 2) => sock.set_reuse_address(on)?,
@@ -317,7 +391,7 @@ impl Socket {
             return Err(Errno::EINVAL);
         }
         ctx.check_addr(Use::Bind, addr)?;
-        self.io()?.fd.get_ref().bind(&SockAddr::from(addr))?;
+        self.io()?.os.sock.bind(&SockAddr::from(addr))?;
         self.phase = Phase::Bound;
         Ok(())
     }
@@ -337,7 +411,7 @@ impl Socket {
             Phase::Connecting | Phase::Connected => return Err(Errno::EINVAL),
             Phase::Closed => return Err(Errno::EBADF),
         }
-        self.io()?.fd.get_ref().listen(backlog.clamp(0, MAX_BACKLOG))?;
+        self.io()?.os.sock.listen(backlog.clamp(0, MAX_BACKLOG))?;
         self.phase = Phase::Listening;
         Ok(())
     }
@@ -354,7 +428,7 @@ impl Socket {
         // Quota first: an exhausted guest gets ENOMEM at once, not after waiting.
         let slot = ctx.take_slot()?;
         let io = self.io()?;
-        let (conn, peer) = wait(&io.fd, Interest::READABLE, self.timeout.deadline(), |s| s.accept()).await?;
+        let (conn, peer) = io.os.wait(Interest::READABLE, self.timeout.deadline(), |s| s.accept()).await?;
         let peer = peer.as_socket().ok_or(Errno::EIO)?;
         conn.set_nonblocking(true)?;
         let sock = Socket::from_os(self.family, self.kind, self.timeout, Phase::Connected, conn, slot)?;
@@ -373,7 +447,7 @@ impl Socket {
             _ => {}
         }
         ctx.check_addr(Use::Connect, addr)?;
-        let sock = self.io()?.fd.get_ref();
+        let sock = &self.io()?.os.sock;
         match sock.connect(&SockAddr::from(addr)) {
             Ok(()) => {
                 self.phase = Phase::Connected;
@@ -394,7 +468,7 @@ impl Socket {
     /// SEMANTICS.md), or the connect's error once.
     async fn finish_connect(&mut self, deadline: Deadline) -> SockResult<()> {
         let io = self.io()?;
-        let outcome = wait(&io.fd, Interest::WRITABLE, deadline, |s| match connect_outcome(s) {
+        let outcome = io.os.wait(Interest::WRITABLE, deadline, |s| match connect_outcome(s) {
             None => Err(io::ErrorKind::WouldBlock.into()),
             Some(result) => Ok(result),
         })
@@ -405,7 +479,9 @@ impl Socket {
                 if matches!(deadline, Deadline::Now) { Err(Errno::EISCONN) } else { Ok(()) }
             }
             Ok(Err(e)) => {
+                // The failure left a final HUP readiness; a later connect needs a fresh one.
                 self.phase = Phase::Bound;
+                self.io_mut()?.os.unregister();
                 Err(e.into())
             }
             Err(Errno::EAGAIN) => Err(Errno::EALREADY),
@@ -449,7 +525,7 @@ impl Socket {
                     return Err(Errno::ENOTCONN);
                 }
                 let io = self.io()?;
-                recv_datagram(&io.fd, max, deadline, peek).await.map(|(data, _)| data)
+                recv_datagram(&io.os, max, deadline, peek).await.map(|(data, _)| data)
             }
         }
     }
@@ -463,7 +539,7 @@ impl Socket {
                 let data = self.recv_stream(max, deadline, peek).await?;
                 Ok((data, self.peer_address()?))
             }
-            Kind::Datagram => recv_datagram(&self.io()?.fd, max, deadline, peek).await,
+            Kind::Datagram => recv_datagram(&self.io()?.os, max, deadline, peek).await,
         }
     }
 
@@ -480,8 +556,8 @@ impl Socket {
         if io.rx.eof || max == 0 {
             return Ok(Vec::new());
         }
-        let mut data = Vec::with_capacity(max);
-        match wait(&io.fd, Interest::READABLE, deadline, |s| rustix::net::recv(s, spare_capacity(&mut data), peek).map(|(n, _)| n).map_err(io::Error::from)).await {
+        let mut data = Vec::with_capacity(max.min(MAX_RECV));
+        match io.os.wait(Interest::READABLE, deadline, |s| rustix::net::recv(s, spare_capacity(&mut data), peek).map(|(n, _)| n).map_err(io::Error::from)).await {
             Ok(0) if peek.is_empty() => io.rx.eof = true,
             Ok(_) => {}
             Err(Errno::ECONNRESET) => {
@@ -501,7 +577,7 @@ impl Socket {
         let io = self.io_mut()?;
         io.rx.reserve(want);
         let rx = &mut io.rx;
-        let result = wait(&io.fd, Interest::READABLE, deadline, |s| {
+        let result = io.os.wait(Interest::READABLE, deadline, |s| {
             rustix::net::recv(s, spare_capacity(&mut rx.buf), RecvFlags::empty()).map(|(n, _)| n).map_err(io::Error::from)
         })
         .await;
@@ -541,11 +617,12 @@ impl Socket {
                         None => Ok(Some(rx.take(queued))),
                     };
                 }
-                None if queued >= limit => return Err(Errno::ENOBUFS),
+                // The bytes stay queued: a smaller read can still take them.
+                _ if queued >= limit => return Err(Errno::ENOBUFS),
                 _ => {}
             }
             let want = match n {
-                Some(n) => n - queued,
+                Some(n) => (n - queued).min(MAX_RECV),
                 None => READ_CHUNK,
             };
             if !self.fill(want, deadline).await? {
@@ -609,7 +686,7 @@ impl Socket {
             }
         }
         let io = self.io()?;
-        wait(&io.fd, Interest::WRITABLE, deadline, |s| send_nosignal(s, data)).await
+        io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, data)).await
     }
 
     /// `write(data)` / `sendall(data)`: all of it (blocking), all or ETIMEDOUT (timed), or what
@@ -626,7 +703,7 @@ impl Socket {
         let io = self.io()?;
         let mut sent = 0;
         while sent < data.len() {
-            match wait(&io.fd, Interest::WRITABLE, deadline, |s| send_nosignal(s, &data[sent..])).await {
+            match io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, &data[sent..])).await {
                 Ok(n) => sent += n,
                 Err(Errno::EAGAIN) if matches!(deadline, Deadline::Now) => break,
                 Err(e) => return Err(e),
@@ -644,7 +721,7 @@ impl Socket {
         let addr = addr::parse(self.family, address, port, Purpose::Destination)?;
         ctx.check_addr(Use::Connect, addr)?;
         let io = self.io()?;
-        let n = wait(&io.fd, Interest::WRITABLE, self.timeout.deadline(), |s| {
+        let n = io.os.wait(Interest::WRITABLE, self.timeout.deadline(), |s| {
             rustix::net::sendto(s, data, SendFlags::NOSIGNAL, &addr).map_err(io::Error::from)
         })
         .await?;
@@ -660,7 +737,7 @@ impl Socket {
     pub fn close(&mut self) {
         if let Some(io) = self.io.take() {
             if self.kind == Kind::Stream && io.rx.len() > 0 {
-                let _ = io.fd.get_ref().set_linger(Some(Duration::ZERO));
+                let _ = io.os.sock.set_linger(Some(Duration::ZERO));
             }
         }
         self.phase = Phase::Closed;
@@ -672,7 +749,7 @@ impl Socket {
         if self.phase == Phase::Fresh {
             return Err(Errno::EINVAL);
         }
-        io.fd.get_ref().local_addr()?.as_socket().ok_or(Errno::EINVAL)
+        io.os.sock.local_addr()?.as_socket().ok_or(Errno::EINVAL)
     }
 
     /// The peer's address.
@@ -681,7 +758,7 @@ impl Socket {
         if self.phase != Phase::Connected {
             return Err(Errno::ENOTCONN);
         }
-        io.fd.get_ref().peer_addr()?.as_socket().ok_or(Errno::ENOTCONN)
+        io.os.sock.peer_addr()?.as_socket().ok_or(Errno::ENOTCONN)
     }
 
     /// The `poll` revents of this socket now, for the POLLIN/POLLOUT bits in `mask`:
@@ -695,7 +772,7 @@ impl Socket {
         if mask & POLLOUT != 0 {
             events |= PollFlags::OUT;
         }
-        let mut fds = [PollFd::new(io.fd.get_ref(), events)];
+        let mut fds = [PollFd::new(&io.os.sock, events)];
         let kernel = match rustix::event::poll(&mut fds, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })) {
             Ok(_) => fds[0].revents(),
             Err(_) => PollFlags::ERR,
@@ -720,10 +797,18 @@ impl Socket {
         if mask & POLLOUT != 0 {
             interest |= Interest::WRITABLE;
         }
+        let Ok(reactor) = io.os.reactor() else { return };
         loop {
-            let Ok(mut guard) = io.fd.ready(interest).await else { return };
+            let Ok(mut guard) = reactor.ready(interest).await else { return };
             if self.revents(mask) != 0 {
                 return;
+            }
+            let ready = guard.ready();
+            if ready.is_read_closed() || ready.is_write_closed() {
+                // tokio keeps "closed" readiness for good, so it cannot tell us about the next
+                // change (say, a half-closed socket becoming writable): look again shortly.
+                tokio::time::sleep(CLOSED_RECHECK).await;
+                continue;
             }
             // Not ready for what was asked: forget this readiness and wait for a new event.
             guard.clear_ready();
@@ -748,40 +833,15 @@ pub const POLLHUP: u32 = 16;
 /// A locally closed socket (no constant in MicroPython).
 pub const POLL_CLOSED: u32 = 32;
 
-/// Runs `op` on the socket until it stops saying "would block", waiting for `interest` between
-/// tries as `deadline` allows.
-async fn wait<R>(
-    fd: &AsyncFd<socket2::Socket>,
-    interest: Interest,
-    deadline: Deadline,
-    mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
-) -> SockResult<R> {
-    let mut retrying = |s: &socket2::Socket| loop {
-        match op(s) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    };
-    let result = match deadline {
-        Deadline::Now => retrying(fd.get_ref()),
-        Deadline::Never => fd.async_io(interest, retrying).await,
-        Deadline::At(at) => match tokio::time::timeout_at(at, fd.async_io(interest, retrying)).await {
-            Ok(result) => result,
-            Err(_elapsed) => return Err(Errno::ETIMEDOUT),
-        },
-    };
-    result.map_err(Errno::from)
-}
-
 async fn recv_datagram(
-    fd: &AsyncFd<socket2::Socket>,
+    os: &Os,
     max: usize,
     deadline: Deadline,
     flags: RecvFlags,
 ) -> SockResult<(Vec<u8>, SocketAddr)> {
     // A zero-length read still consumes one datagram, as recv(0) does.
-    let mut data = Vec::with_capacity(max.max(1));
-    let from = wait(fd, Interest::READABLE, deadline, |s| {
+    let mut data = Vec::with_capacity(max.clamp(1, MAX_DATAGRAM));
+    let from = os.wait(Interest::READABLE, deadline, |s| {
         let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut data), flags)?;
         Ok(from)
     })
@@ -810,5 +870,52 @@ fn connect_outcome(s: &socket2::Socket) -> Option<io::Result<()>> {
         Ok(None) if fds[0].revents().contains(PollFlags::OUT) => Some(Ok(())),
         Ok(None) => None,
         Err(e) => Some(Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Policy, Rule};
+    use std::io::Write;
+    use std::sync::Arc;
+
+    fn ctx() -> UsocketCtx {
+        let rule: Rule = "connect=127.0.0.1:*".parse().unwrap();
+        let policy = Policy::builder().allow(rule, cap_std::ambient_authority()).build();
+        UsocketCtx::new("test", Arc::new(policy))
+    }
+
+    /// A connected stream socket and the native peer it talks to.
+    async fn connected(ctx: &UsocketCtx) -> (Socket, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut sock = Socket::create(ctx, 2, 1, 0).unwrap();
+        sock.connect(ctx, "127.0.0.1", i32::from(port)).await.unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (sock, peer)
+    }
+
+    // Tests for the Connected state.
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timed_read_of_a_huge_size_times_out_and_keeps_what_arrived() {
+        let ctx = ctx();
+        let (mut sock, mut peer) = connected(&ctx).await;
+        // The data arrives while recv waits for it.
+        let mut writer = peer.try_clone().unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            writer.write_all(b"abc").unwrap();
+        });
+        assert_eq!(sock.recv(u32::MAX as usize, 0).await, Ok(b"abc".to_vec()));
+        peer.write_all(b"0123").unwrap();
+        sock.set_timeout(Some(0.1)).unwrap();
+        assert_eq!(sock.read(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
+        assert_eq!(sock.readline(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
+        sock.set_timeout(Some(0.0)).unwrap();
+        assert_eq!(sock.read(&ctx, Some(2)).await, Ok(Some(b"01".to_vec())));
+        assert_eq!(sock.read(&ctx, Some(10)).await, Ok(Some(b"23".to_vec())));
+        assert_eq!(sock.read(&ctx, Some(10)).await, Ok(None));
     }
 }

@@ -4,7 +4,7 @@
 use std::net::TcpListener as StdListener;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use usocket_host::Limits;
 use usocket_tests::{Options, open_fds, run};
@@ -103,4 +103,37 @@ fn a_spinning_guest_does_not_starve_another_on_the_same_thread() {
         let err = spun.expect_err("the spinner must hit its time limit");
         assert!(format!("{err}").contains("time limit"), "{err}");
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_sizes_from_a_guest_are_bounded_not_trusted() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = server.local_addr().unwrap().port().to_string();
+    let peer = tokio::spawn(async move {
+        let (mut conn, _) = server.accept().await.unwrap();
+        conn.write_all(b"0123456789").await.unwrap();
+        // Stay open so the guest's later reads time out instead of reaching EOF.
+        let mut buf = [0u8; 1];
+        let _ = conn.read(&mut buf).await;
+    });
+    let out = run("probe", &["huge", &p], Options::default()).await.unwrap();
+    assert_eq!(out.stdout_text(), "ok recv 10\nerrno 110\nerrno 110\n");
+    peer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_with_unread_data_resets_the_connection() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = server.local_addr().unwrap().port().to_string();
+    let peer = tokio::spawn(async move {
+        let (mut conn, _) = server.accept().await.unwrap();
+        conn.write_all(b"0123456789").await.unwrap();
+        let mut buf = [0u8; 16];
+        tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("peer closes")
+    });
+    let out = run("probe", &["read-close", &p, "4"], Options::default()).await.unwrap();
+    assert_eq!(out.stdout_text(), "ok read Some(4)\n");
+    let seen = peer.await.unwrap();
+    let err = seen.expect_err("a close with unread data must reset, not end the stream cleanly");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
 }

@@ -131,3 +131,13 @@ async fn sendto_needs_a_connect_grant_and_a_refused_datagram_never_arrives() {
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), receiver.recv_from(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf[..n], b"probe");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_sockets_stay_denied_even_when_usocket_grants_the_address() {
+    let (port, count) = counting_listener().await;
+    let p = port.to_string();
+    let out = probe(policy(&["connect=*:*"], &[]), &["std-connect", "127.0.0.1", &p]).await;
+    assert!(out.starts_with("denied "), "{out}");
+    settle().await;
+    assert_eq!(count.load(Ordering::SeqCst), 0, "wasi:sockets reached the network");
+}

@@ -2,9 +2,10 @@
 //! prints one line per command (`ok ...` or `errno N`).
 //!
 //! Commands: `connect HOST PORT`, `bind HOST PORT`, `listen HOST PORT`, `resolve NAME`,
-//! `sendto HOST PORT`, `sockets N` (open up to N, print how many opened), `hold-accept PORT`
+//! `sendto HOST PORT`, `std-connect HOST PORT` (Rust std, i.e. wasi:sockets), `sockets N` (open up to N, print how many opened), `hold-accept PORT`
 //! (listen, then block in accept), `hold-recv PORT` (connect, then block in recv),
-//! `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
+//! `huge PORT` (recv/read/readline with the largest sizes), `read-close PORT N` (read N
+//! bytes, close with the rest unread), `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
 //! `echo PORT COUNT` (COUNT 64-byte round trips to an echo server).
 
 use usocket::{AF_INET, SOCK_DGRAM, SOCK_STREAM, Socket, socket};
@@ -48,6 +49,14 @@ fn main() {
                 let name = arg();
                 show(usocket::getaddrinfo(&name, 80), |list| format!("ok {}", list[0].sockaddr.0));
             }
+            "std-connect" => {
+                // Through wasi:sockets (Rust std), not usocket: must stay denied.
+                let (host, p) = (arg(), port(arg()));
+                match std::net::TcpStream::connect((host.as_str(), p as u16)) {
+                    Ok(_) => println!("ok"),
+                    Err(e) => println!("denied {:?}", e.kind()),
+                }
+            }
             "sendto" => {
                 let (host, p) = (arg(), port(arg()));
                 let s = socket(AF_INET, SOCK_DGRAM, 0).expect("socket");
@@ -83,6 +92,24 @@ fn main() {
                 let s = tcp();
                 s.connect(("127.0.0.1", p)).expect("connect");
                 let _ = s.recv(100);
+            }
+            "huge" => {
+                // Sizes a guest may pass that the host must not take literally.
+                let p = port(arg());
+                let s = tcp();
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.recv(usize::MAX), |d| format!("ok recv {}", d.len()));
+                s.settimeout(Some(0.2)).expect("settimeout");
+                show(s.read(usize::MAX), |d| format!("ok read {:?}", d.map(|d| d.len())));
+                show(s.readline_limit(usize::MAX), |d| format!("ok readline {:?}", d.map(|d| d.len())));
+            }
+            "read-close" => {
+                // Leaves received bytes unread, then closes: the peer must see a reset.
+                let (p, n) = (port(arg()), arg().parse::<usize>().expect("count"));
+                let s = tcp();
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.read(n), |d| format!("ok read {:?}", d.map(|d| d.len())));
+                s.close();
             }
             "trap" => {
                 let p = port(arg());
