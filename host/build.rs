@@ -6,7 +6,10 @@ fn main() {
         return;
     }
     let dir = usocket_build_guests::build(&["usocket-examples"], &["guest", "wit", "examples"]);
-    println!("cargo:rustc-env=USOCKET_DEMO_WASM={}", dir.join("demo.wasm").display());
+    println!(
+        "cargo:rustc-env=USOCKET_DEMO_WASM={}",
+        dir.join("demo.wasm").display()
+    );
     // The examples, for the CLI's own tests (tests/cli.rs).
     println!("cargo:rustc-env=USOCKET_EXAMPLES_DIR={}", dir.display());
 }

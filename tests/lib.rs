@@ -32,8 +32,13 @@ pub fn component(name: &str) -> Component {
     }
     let path = guest_path(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let compiled = runner().compile(&bytes).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-    cache.lock().unwrap().insert(name.to_string(), compiled.clone());
+    let compiled = runner()
+        .compile(&bytes)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    cache
+        .lock()
+        .unwrap()
+        .insert(name.to_string(), compiled.clone());
     compiled
 }
 
@@ -52,7 +57,10 @@ pub fn policy(allow: &[&str], deny: &[&str]) -> Arc<Policy> {
 
 /// What the conformance README asks a host to grant: TCP and UDP on 127.0.0.1, lookups.
 pub fn conformance_policy() -> Arc<Policy> {
-    policy(&["connect=127.0.0.1:*", "bind=127.0.0.1:*", "resolve=*"], &[])
+    policy(
+        &["connect=127.0.0.1:*", "bind=127.0.0.1:*", "resolve=*"],
+        &[],
+    )
 }
 
 /// How a guest run ended.
@@ -86,7 +94,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { policy: conformance_policy(), limits: Limits::default(), time_limit: Duration::from_secs(60) }
+        Options {
+            policy: conformance_policy(),
+            limits: Limits::default(),
+            time_limit: Duration::from_secs(60),
+        }
     }
 }
 
@@ -98,17 +110,27 @@ pub async fn run(name: &str, args: &[&str], opts: Options) -> wasmtime::Result<O
     let mut argv = vec![name.to_string()];
     argv.extend(args.iter().map(|a| a.to_string()));
     let guest = Guest {
-        wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).args(&argv).build(),
+        wasi: WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .args(&argv)
+            .build(),
         usocket: UsocketCtx::new(name, opts.policy).with_limits(opts.limits),
         time_limit: Some(opts.time_limit),
     };
     let code = runner().run(&component, guest).await?;
-    Ok(Outcome { code, stdout: stdout.contents().to_vec(), stderr: stderr.contents().to_vec() })
+    Ok(Outcome {
+        code,
+        stdout: stdout.contents().to_vec(),
+        stderr: stderr.contents().to_vec(),
+    })
 }
 
 /// Counts the file descriptors this process has open (Linux).
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 pub mod multitest;

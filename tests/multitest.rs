@@ -21,7 +21,13 @@ struct Instance {
     run: tokio::task::JoinHandle<wasmtime::Result<i32>>,
 }
 
-fn start(program: &str, index: usize, globals: &[String], opts: &Options, lines: mpsc::UnboundedSender<(usize, String)>) -> Instance {
+fn start(
+    program: &str,
+    index: usize,
+    globals: &[String],
+    opts: &Options,
+    lines: mpsc::UnboundedSender<(usize, String)>,
+) -> Instance {
     let (stdin_host, stdin_guest) = tokio::io::duplex(64 * 1024);
     let (stdout_guest, stdout_host) = tokio::io::duplex(64 * 1024);
     let mut argv = vec![program.to_string(), index.to_string()];
@@ -33,7 +39,8 @@ fn start(program: &str, index: usize, globals: &[String], opts: &Options, lines:
             .inherit_stderr()
             .args(&argv)
             .build(),
-        usocket: UsocketCtx::new(format!("{program}#{index}"), opts.policy.clone()).with_limits(opts.limits.clone()),
+        usocket: UsocketCtx::new(format!("{program}#{index}"), opts.policy.clone())
+            .with_limits(opts.limits.clone()),
         time_limit: Some(opts.time_limit),
     };
     let component = component(program);
@@ -46,7 +53,10 @@ fn start(program: &str, index: usize, globals: &[String], opts: &Options, lines:
             }
         }
     });
-    Instance { stdin: stdin_host, run }
+    Instance {
+        stdin: stdin_host,
+        run,
+    }
 }
 
 /// Runs both instances of `program` and returns the combined output in the `.exp` format.
@@ -58,7 +68,9 @@ pub async fn run(program: &str, opts: Options) -> Result<String, String> {
 
     // Instance 1 starts once instance 0 says NEXT (its server listens by then).
     loop {
-        let (_, line) = next_line(&mut rx).await.map_err(|e| format!("instance0 before NEXT: {e}"))?;
+        let (_, line) = next_line(&mut rx)
+            .await
+            .map_err(|e| format!("instance0 before NEXT: {e}"))?;
         if line == "NEXT" {
             break;
         }
@@ -74,7 +86,10 @@ pub async fn run(program: &str, opts: Options) -> Result<String, String> {
             Ok(Some((from, line))) => {
                 if let Some(msg) = line.strip_prefix("BROADCAST ") {
                     let to = 1 - from;
-                    let _ = instances[to].stdin.write_all(format!("BROADCAST {msg}\n").as_bytes()).await;
+                    let _ = instances[to]
+                        .stdin
+                        .write_all(format!("BROADCAST {msg}\n").as_bytes())
+                        .await;
                 } else if line != "NEXT" {
                     record(&line, &mut globals, &mut output[from]);
                 }
@@ -105,7 +120,9 @@ pub async fn run(program: &str, opts: Options) -> Result<String, String> {
     Ok(text)
 }
 
-async fn next_line(rx: &mut mpsc::UnboundedReceiver<(usize, String)>) -> Result<(usize, String), String> {
+async fn next_line(
+    rx: &mut mpsc::UnboundedReceiver<(usize, String)>,
+) -> Result<(usize, String), String> {
     match tokio::time::timeout(SILENCE, rx.recv()).await {
         Ok(Some(item)) => Ok(item),
         Ok(None) => Err("output ended".into()),
@@ -116,7 +133,10 @@ async fn next_line(rx: &mut mpsc::UnboundedReceiver<(usize, String)>) -> Result<
 /// `SET NAME = repr` lines become globals (`NAME=repr` arguments of instance 1); other lines
 /// are output.
 fn record(line: &str, globals: &mut Vec<String>, out: &mut Vec<String>) {
-    match line.strip_prefix("SET ").and_then(|rest| rest.split_once(" = ")) {
+    match line
+        .strip_prefix("SET ")
+        .and_then(|rest| rest.split_once(" = "))
+    {
         Some((name, value)) => globals.push(format!("{name}={value}")),
         None => out.push(line.to_string()),
     }

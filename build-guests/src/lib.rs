@@ -28,7 +28,11 @@ pub fn build(packages: &[&str], watch: &[&str]) -> PathBuf {
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out: put guests beside the profiles so
     // debug and release hosts share one guest build.
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("run from build.rs"));
-    let target_dir = out_dir.ancestors().nth(4).expect("OUT_DIR has the usual depth").join("guests");
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR has the usual depth")
+        .join("guests");
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -38,11 +42,22 @@ pub fn build(packages: &[&str], watch: &[&str]) -> PathBuf {
     for package in packages {
         cmd.args(["-p", package]);
     }
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build the guests: {e}"));
-    assert!(status.success(), "building the guests {packages:?} for {TARGET} failed (see the errors above)");
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the guests: {e}"));
+    assert!(
+        status.success(),
+        "building the guests {packages:?} for {TARGET} failed (see the errors above)"
+    );
     target_dir.join(TARGET).join("release")
 }
 
@@ -50,7 +65,8 @@ fn workspace_root(manifest_dir: &Path) -> PathBuf {
     manifest_dir
         .ancestors()
         .find(|dir| {
-            std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]"))
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|text| text.contains("[workspace]"))
         })
         .unwrap_or(manifest_dir)
         .to_path_buf()
@@ -68,10 +84,14 @@ fn ensure_target() {
     if libdir.is_some_and(|dir| dir.exists()) {
         return;
     }
-    println!("cargo:warning=installing the {TARGET} target with rustup (needed to build the guests)");
+    println!(
+        "cargo:warning=installing the {TARGET} target with rustup (needed to build the guests)"
+    );
     let status = Command::new("rustup")
         .args(["target", "add", TARGET])
         .status()
-        .unwrap_or_else(|e| panic!("the {TARGET} target is missing and rustup could not be run: {e}"));
+        .unwrap_or_else(|e| {
+            panic!("the {TARGET} target is missing and rustup could not be run: {e}")
+        });
     assert!(status.success(), "`rustup target add {TARGET}` failed");
 }

@@ -112,26 +112,59 @@ mod tests {
 
     #[test]
     fn names_and_aliases_are_einval() {
-        for bad in ["localhost", "1.2.3", "127.1", "2130706433", "0x7f.0.0.1", "[::1]", " 1.2.3.4"] {
-            assert_eq!(parse(Family::V4, bad, 80, Purpose::Destination), Err(Errno::EINVAL), "{bad}");
+        for bad in [
+            "localhost",
+            "1.2.3",
+            "127.1",
+            "2130706433",
+            "0x7f.0.0.1",
+            "[::1]",
+            " 1.2.3.4",
+        ] {
+            assert_eq!(
+                parse(Family::V4, bad, 80, Purpose::Destination),
+                Err(Errno::EINVAL),
+                "{bad}"
+            );
         }
-        assert_eq!(parse(Family::V6, "fe80::1%eth0", 80, Purpose::Destination), Err(Errno::EINVAL));
+        assert_eq!(
+            parse(Family::V6, "fe80::1%eth0", 80, Purpose::Destination),
+            Err(Errno::EINVAL)
+        );
     }
 
     #[test]
     fn ports_are_checked_per_purpose() {
-        assert_eq!(parse(Family::V4, "127.0.0.1", 0, Purpose::Destination), Err(Errno::EINVAL));
+        assert_eq!(
+            parse(Family::V4, "127.0.0.1", 0, Purpose::Destination),
+            Err(Errno::EINVAL)
+        );
         assert!(parse(Family::V4, "127.0.0.1", 0, Purpose::Bind).is_ok());
-        assert_eq!(parse(Family::V4, "127.0.0.1", 65536, Purpose::Bind), Err(Errno::EINVAL));
-        assert_eq!(parse(Family::V4, "127.0.0.1", -1, Purpose::Bind), Err(Errno::EINVAL));
+        assert_eq!(
+            parse(Family::V4, "127.0.0.1", 65536, Purpose::Bind),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            parse(Family::V4, "127.0.0.1", -1, Purpose::Bind),
+            Err(Errno::EINVAL)
+        );
         assert!(parse(Family::V4, "127.0.0.1", 65535, Purpose::Destination).is_ok());
     }
 
     #[test]
     fn wildcard_only_for_bind() {
-        assert_eq!(parse(Family::V4, "", 80, Purpose::Destination), Err(Errno::EINVAL));
-        assert_eq!(parse(Family::V4, "0.0.0.0", 80, Purpose::Destination), Err(Errno::EINVAL));
-        assert_eq!(parse(Family::V6, "::", 80, Purpose::Destination), Err(Errno::EINVAL));
+        assert_eq!(
+            parse(Family::V4, "", 80, Purpose::Destination),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            parse(Family::V4, "0.0.0.0", 80, Purpose::Destination),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            parse(Family::V6, "::", 80, Purpose::Destination),
+            Err(Errno::EINVAL)
+        );
         assert_eq!(
             parse(Family::V6, "", 0, Purpose::Bind).unwrap(),
             "[::]:0".parse().unwrap()
@@ -140,7 +173,13 @@ mod tests {
 
     #[test]
     fn other_family_is_eafnosupport() {
-        assert_eq!(parse(Family::V4, "::1", 80, Purpose::Destination), Err(Errno::EAFNOSUPPORT));
-        assert_eq!(parse(Family::V6, "127.0.0.1", 80, Purpose::Bind), Err(Errno::EAFNOSUPPORT));
+        assert_eq!(
+            parse(Family::V4, "::1", 80, Purpose::Destination),
+            Err(Errno::EAFNOSUPPORT)
+        );
+        assert_eq!(
+            parse(Family::V6, "127.0.0.1", 80, Purpose::Bind),
+            Err(Errno::EAFNOSUPPORT)
+        );
     }
 }

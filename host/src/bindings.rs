@@ -39,7 +39,10 @@ fn out<T>(r: SockResult<T>) -> Res<T> {
 }
 
 fn sockaddr(addr: SocketAddr) -> Sockaddr {
-    Sockaddr { address: addr::literal(&addr), port: i32::from(addr.port()) }
+    Sockaddr {
+        address: addr::literal(&addr),
+        port: i32::from(addr.port()),
+    }
 }
 
 /// Sizes from the guest are u32; a host with a smaller usize clamps them.
@@ -52,7 +55,11 @@ fn u32_len(n: usize) -> u32 {
 }
 
 impl wit::Host for UsocketCtxView<'_> {
-    async fn poll(&mut self, sockets: Vec<(Resource<Socket>, u32)>, timeout_ms: i32) -> Res<Vec<u32>> {
+    async fn poll(
+        &mut self,
+        sockets: Vec<(Resource<Socket>, u32)>,
+        timeout_ms: i32,
+    ) -> Res<Vec<u32>> {
         let mut entries = Vec::with_capacity(sockets.len());
         for (res, mask) in &sockets {
             entries.push((self.table.get(res)?, *mask));
@@ -69,7 +76,8 @@ impl wit::Host for UsocketCtxView<'_> {
         proto: i32,
         _flags: i32,
     ) -> Res<Vec<Addrinfo>> {
-        let found = crate::resolve::getaddrinfo(self.ctx, &host, port, family, socktype, proto).await;
+        let found =
+            crate::resolve::getaddrinfo(self.ctx, &host, port, family, socktype, proto).await;
         out(found.map(|list| {
             list.into_iter()
                 .map(|info| Addrinfo {
@@ -127,7 +135,10 @@ impl wit::HostSocket for UsocketCtxView<'_> {
 
     async fn send_to(&mut self, this: Resource<Socket>, data: Vec<u8>, addr: Sockaddr) -> Res<u32> {
         let sock = self.table.get_mut(&this)?;
-        out(sock.send_to(self.ctx, &data, &addr.address, addr.port).await.map(u32_len))
+        out(sock
+            .send_to(self.ctx, &data, &addr.address, addr.port)
+            .await
+            .map(u32_len))
     }
 
     async fn recv(&mut self, this: Resource<Socket>, max: u32, flags: i32) -> Res<Vec<u8>> {
@@ -135,9 +146,17 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         out(sock.recv(size(max), flags).await)
     }
 
-    async fn recv_from(&mut self, this: Resource<Socket>, max: u32, flags: i32) -> Res<(Vec<u8>, Sockaddr)> {
+    async fn recv_from(
+        &mut self,
+        this: Resource<Socket>,
+        max: u32,
+        flags: i32,
+    ) -> Res<(Vec<u8>, Sockaddr)> {
         let sock = self.table.get_mut(&this)?;
-        out(sock.recv_from(size(max), flags).await.map(|(data, from)| (data, sockaddr(from))))
+        out(sock
+            .recv_from(size(max), flags)
+            .await
+            .map(|(data, from)| (data, sockaddr(from))))
     }
 
     async fn read(&mut self, this: Resource<Socket>, n: Option<u32>) -> Res<Option<Vec<u8>>> {
@@ -145,7 +164,11 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         out(sock.read(self.ctx, n.map(size)).await)
     }
 
-    async fn readline(&mut self, this: Resource<Socket>, limit: Option<u32>) -> Res<Option<Vec<u8>>> {
+    async fn readline(
+        &mut self,
+        this: Resource<Socket>,
+        limit: Option<u32>,
+    ) -> Res<Option<Vec<u8>>> {
         let sock = self.table.get_mut(&this)?;
         out(sock.readline(self.ctx, limit.map(size)).await)
     }
@@ -159,7 +182,13 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         out(self.table.get_mut(&this)?.set_timeout(seconds))
     }
 
-    async fn set_sockopt(&mut self, this: Resource<Socket>, level: i32, name: i32, value: SockoptValue) -> Res<()> {
+    async fn set_sockopt(
+        &mut self,
+        this: Resource<Socket>,
+        level: i32,
+        name: i32,
+        value: SockoptValue,
+    ) -> Res<()> {
         let sock = self.table.get_mut(&this)?;
         let value = match value {
             SockoptValue::Int(n) => Ok(n),
@@ -171,12 +200,17 @@ impl wit::HostSocket for UsocketCtxView<'_> {
             }
             SockoptValue::Bytes(_) => Err(Errno::EINVAL),
         };
-        out(sock.ensure_open().and(value).and_then(|v| sock.set_option(level, name, v)))
+        out(sock
+            .ensure_open()
+            .and(value)
+            .and_then(|v| sock.set_option(level, name, v)))
     }
 
     async fn kind(&mut self, this: Resource<Socket>) -> Res<(i32, i32)> {
         let sock = self.table.get(&this)?;
-        out(sock.ensure_open().map(|()| (sock.family().af(), sock.kind().number())))
+        out(sock
+            .ensure_open()
+            .map(|()| (sock.family().af(), sock.kind().number())))
     }
 
     async fn local_address(&mut self, this: Resource<Socket>) -> Res<Sockaddr> {
@@ -194,5 +228,8 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     }
 }
 
-#[allow(dead_code, reason = "the family helper is used by tests and future interfaces")]
+#[allow(
+    dead_code,
+    reason = "the family helper is used by tests and future interfaces"
+)]
 fn _family_is_used(_: Family) {}

@@ -21,7 +21,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_sockets: 64, max_buffered: 16 << 20 }
+        Limits {
+            max_sockets: 64,
+            max_buffered: 16 << 20,
+        }
     }
 }
 
@@ -55,7 +58,13 @@ pub struct UsocketCtx {
 impl UsocketCtx {
     /// A context for a guest named `label` (used in audit events) under `policy`.
     pub fn new(label: impl Into<Arc<str>>, policy: Arc<Policy>) -> Self {
-        UsocketCtx { label: label.into(), policy, limits: Limits::default(), open: Arc::default(), stats: Arc::default() }
+        UsocketCtx {
+            label: label.into(),
+            policy,
+            limits: Limits::default(),
+            open: Arc::default(),
+            stats: Arc::default(),
+        }
     }
 
     /// Replaces the default limits.
@@ -89,14 +98,22 @@ impl UsocketCtx {
     pub(crate) fn check_addr(&self, use_: Use, addr: SocketAddr) -> SockResult<()> {
         let decision = self.policy.check_addr(use_, addr);
         self.audit(use_, &addr.to_string(), &decision);
-        if decision.is_allowed() { Ok(()) } else { Err(Errno::EACCES) }
+        if decision.is_allowed() {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
     }
 
     /// Checks a host name lookup against the policy, as [`UsocketCtx::check_addr`].
     pub(crate) fn check_name(&self, name: &str) -> SockResult<()> {
         let decision = self.policy.check_name(name);
         self.audit(Use::Resolve, name, &decision);
-        if decision.is_allowed() { Ok(()) } else { Err(Errno::EACCES) }
+        if decision.is_allowed() {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
     }
 
     /// Counts a name given to the system resolver.
@@ -105,9 +122,17 @@ impl UsocketCtx {
     }
 
     fn audit(&self, use_: Use, target: &str, decision: &Decision) {
-        let counter = if decision.is_allowed() { &self.stats.allowed } else { &self.stats.denied };
+        let counter = if decision.is_allowed() {
+            &self.stats.allowed
+        } else {
+            &self.stats.denied
+        };
         counter.fetch_add(1, Ordering::Relaxed);
-        let verdict = if decision.is_allowed() { "allow" } else { "deny" };
+        let verdict = if decision.is_allowed() {
+            "allow"
+        } else {
+            "deny"
+        };
         tracing::info!(
             target: "usocket::audit",
             guest = &*self.label,
@@ -122,9 +147,13 @@ impl UsocketCtx {
     pub(crate) fn take_slot(&self) -> SockResult<Slot> {
         let max = self.limits.max_sockets;
         self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .map_err(|_| Errno::ENOMEM)?;
-        Ok(Slot { open: self.open.clone() })
+        Ok(Slot {
+            open: self.open.clone(),
+        })
     }
 }
 

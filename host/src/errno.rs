@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn unknown_numbers_become_eio() {
         // ENETDOWN (100) is not in the contract's table.
-        assert_eq!(Errno::from_io(&io::Error::from_raw_os_error(100)), Errno::EIO);
+        assert_eq!(
+            Errno::from_io(&io::Error::from_raw_os_error(100)),
+            Errno::EIO
+        );
         assert_eq!(Errno::from_io(&io::Error::other("x")), Errno::EIO);
     }
 

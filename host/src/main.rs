@@ -17,7 +17,11 @@ use wasmtime_wasi::WasiCtxBuilder;
 const DEMO_GUEST: &[u8] = include_bytes!(env!("USOCKET_DEMO_WASM"));
 
 #[derive(Parser)]
-#[command(name = "usocket", version, about = "Run WebAssembly components with MicroPython-style sockets, scoped by a deny-by-default policy.")]
+#[command(
+    name = "usocket",
+    version,
+    about = "Run WebAssembly components with MicroPython-style sockets, scoped by a deny-by-default policy."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("USOCKET_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("USOCKET_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -118,24 +123,34 @@ async fn run(args: RunArgs) -> Result<i32, String> {
             args.component.display()
         )
     })?;
-    let name = args.component.file_name().map_or("guest".into(), |n| n.to_string_lossy().into_owned());
+    let name = args
+        .component
+        .file_name()
+        .map_or("guest".into(), |n| n.to_string_lossy().into_owned());
     let mut argv = vec![name.clone()];
     argv.extend(args.args);
     let guest = Guest {
         wasi: WasiCtxBuilder::new().inherit_stdio().args(&argv).build(),
-        usocket: UsocketCtx::new(name, Arc::new(policy.build()))
-            .with_limits(Limits { max_sockets: args.max_sockets, ..Limits::default() }),
+        usocket: UsocketCtx::new(name, Arc::new(policy.build())).with_limits(Limits {
+            max_sockets: args.max_sockets,
+            ..Limits::default()
+        }),
         time_limit,
     };
-    runner.run(&component, guest).await.map_err(|e| format!("the guest failed: {e:?}"))
+    runner
+        .run(&component, guest)
+        .await
+        .map_err(|e| format!("the guest failed: {e:?}"))
 }
 
 async fn demo() -> Result<i32, String> {
     let io = |e: std::io::Error| format!("demo server: {e}");
     let granted = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
     let denied = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
-    let (granted_port, denied_port) =
-        (granted.local_addr().map_err(io)?.port(), denied.local_addr().map_err(io)?.port());
+    let (granted_port, denied_port) = (
+        granted.local_addr().map_err(io)?.port(),
+        denied.local_addr().map_err(io)?.port(),
+    );
 
     // The granted server greets each client after reading its line.
     tokio::spawn(async move {
@@ -159,18 +174,37 @@ async fn demo() -> Result<i32, String> {
         }
     });
 
-    let rule: Rule = format!("connect=127.0.0.1:{granted_port}").parse().map_err(|e| format!("{e}"))?;
-    println!("host: servers on 127.0.0.1:{granted_port} and 127.0.0.1:{denied_port}; policy: allow {rule}");
-    let policy = Policy::builder().allow(rule, cap_std::ambient_authority()).build();
+    let rule: Rule = format!("connect=127.0.0.1:{granted_port}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    println!(
+        "host: servers on 127.0.0.1:{granted_port} and 127.0.0.1:{denied_port}; policy: allow {rule}"
+    );
+    let policy = Policy::builder()
+        .allow(rule, cap_std::ambient_authority())
+        .build();
     let runner = Runner::new(false).map_err(|e| format!("cannot set up wasmtime: {e:#}"))?;
-    let component = runner.compile(DEMO_GUEST).map_err(|e| format!("demo guest: {e:#}"))?;
-    let argv = ["demo".to_string(), granted_port.to_string(), denied_port.to_string()];
+    let component = runner
+        .compile(DEMO_GUEST)
+        .map_err(|e| format!("demo guest: {e:#}"))?;
+    let argv = [
+        "demo".to_string(),
+        granted_port.to_string(),
+        denied_port.to_string(),
+    ];
     let guest = Guest {
-        wasi: WasiCtxBuilder::new().inherit_stdout().inherit_stderr().args(&argv).build(),
+        wasi: WasiCtxBuilder::new()
+            .inherit_stdout()
+            .inherit_stderr()
+            .args(&argv)
+            .build(),
         usocket: UsocketCtx::new("demo", Arc::new(policy)),
         time_limit: Some(Duration::from_secs(30)),
     };
-    let code = runner.run(&component, guest).await.map_err(|e| format!("the demo guest failed: {e:?}"))?;
+    let code = runner
+        .run(&component, guest)
+        .await
+        .map_err(|e| format!("the demo guest failed: {e:?}"))?;
     // Give a stray connection attempt time to show up before reporting none did.
     tokio::time::sleep(Duration::from_millis(100)).await;
     println!(

@@ -54,7 +54,10 @@ pub struct Ports {
 
 impl Ports {
     /// Every port, 0-65535.
-    pub const ANY: Ports = Ports { first: 0, last: u16::MAX };
+    pub const ANY: Ports = Ports {
+        first: 0,
+        last: u16::MAX,
+    };
 
     /// The ports `first..=last`; `None` if `first > last`.
     pub fn range(first: u16, last: u16) -> Option<Ports> {
@@ -63,7 +66,10 @@ impl Ports {
 
     /// One port.
     pub fn one(port: u16) -> Ports {
-        Ports { first: port, last: port }
+        Ports {
+            first: port,
+            last: port,
+        }
     }
 
     fn contains(self, port: u16) -> bool {
@@ -161,7 +167,10 @@ impl FromStr for Rule {
     type Err = RuleError;
 
     fn from_str(text: &str) -> Result<Rule, RuleError> {
-        let fail = |problem: String| RuleError { rule: text.to_string(), problem };
+        let fail = |problem: String| RuleError {
+            rule: text.to_string(),
+            problem,
+        };
         let (kind, value) = text.split_once('=').ok_or_else(|| {
             fail("expected USE=VALUE, e.g. connect=127.0.0.1:8080, bind=0.0.0.0:8000-8010 or resolve=*.example.com".into())
         })?;
@@ -175,14 +184,17 @@ impl FromStr for Rule {
                 Ok(Rule::Bind(hosts, ports))
             }
             "resolve" => parse_names(value).map(Rule::Resolve).map_err(fail),
-            other => Err(fail(format!("unknown use `{other}`: expected connect, bind or resolve"))),
+            other => Err(fail(format!(
+                "unknown use `{other}`: expected connect, bind or resolve"
+            ))),
         }
     }
 }
 
 fn parse_host_ports(value: &str) -> Result<(Hosts, Ports), String> {
     let (host, ports) = value.rsplit_once(':').ok_or_else(|| {
-        "expected HOST:PORTS, e.g. 127.0.0.1:8080, 10.0.0.0/8:1000-2000, [::1]:* or *:443".to_string()
+        "expected HOST:PORTS, e.g. 127.0.0.1:8080, 10.0.0.0/8:1000-2000, [::1]:* or *:443"
+            .to_string()
     })?;
     Ok((parse_hosts(host)?, parse_ports(ports)?))
 }
@@ -239,7 +251,9 @@ fn parse_ports(ports: &str) -> Result<Ports, String> {
         _ => match ports.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (port(a)?, port(b)?);
-                Ports::range(a, b).ok_or_else(|| format!("port range {a}-{b} is empty: write the lower port first"))
+                Ports::range(a, b).ok_or_else(|| {
+                    format!("port range {a}-{b} is empty: write the lower port first")
+                })
             }
             None => Ok(Ports::one(port(ports)?)),
         },
@@ -258,14 +272,21 @@ fn parse_names(value: &str) -> Result<Names, String> {
     // One final dot is the DNS root: `example.com.` is `example.com`.
     let name = name.strip_suffix('.').unwrap_or(name);
     let valid_label = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.is_empty() || !name.split('.').all(valid_label) {
         return Err(format!(
             "`{value}` is not a host name: expected an exact name (api.example.com), *.suffix or *"
         ));
     }
-    Ok(if below { Names::Below(name.to_string()) } else { Names::Exact(name.to_string()) })
+    Ok(if below {
+        Names::Below(name.to_string())
+    } else {
+        Names::Exact(name.to_string())
+    })
 }
 
 impl fmt::Display for Hosts {
@@ -352,7 +373,11 @@ impl Policy {
 
     /// Checks a use of a socket address (`Use::Connect` or `Use::Bind`).
     pub fn check_addr(&self, use_: Use, addr: SocketAddr) -> Decision {
-        if let Some(rule) = self.deny.iter().find(|r| r.matches_addr_canonical(use_, addr)) {
+        if let Some(rule) = self
+            .deny
+            .iter()
+            .find(|r| r.matches_addr_canonical(use_, addr))
+        {
             return Decision::DeniedBy(rule.clone());
         }
         match self.allow.iter().find(|r| r.matches_addr(use_, addr)) {
@@ -443,8 +468,14 @@ mod tests {
         ] {
             assert_eq!(rule(text).to_string(), text);
         }
-        assert_eq!(rule("connect=[fd00::/8]:443").to_string(), "connect=[fd00::]/8:443");
-        assert_eq!(rule("resolve=Example.COM.").to_string(), "resolve=example.com");
+        assert_eq!(
+            rule("connect=[fd00::/8]:443").to_string(),
+            "connect=[fd00::]/8:443"
+        );
+        assert_eq!(
+            rule("resolve=Example.COM.").to_string(),
+            "resolve=example.com"
+        );
     }
 
     #[test]
@@ -471,7 +502,10 @@ mod tests {
     #[test]
     fn deny_by_default() {
         let p = Policy::deny_all();
-        assert_eq!(p.check_addr(Use::Connect, sa("127.0.0.1:80")), Decision::NotGranted);
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:80")),
+            Decision::NotGranted
+        );
         assert_eq!(p.check_name("localhost"), Decision::NotGranted);
     }
 
@@ -480,10 +514,22 @@ mod tests {
         let p = Policy::builder()
             .allow(rule("connect=127.0.0.1:8000-8010"), ambient_authority())
             .build();
-        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:8000")).is_allowed());
-        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:8010")).is_allowed());
-        assert!(!p.check_addr(Use::Connect, sa("127.0.0.1:8011")).is_allowed());
-        assert!(!p.check_addr(Use::Connect, sa("127.0.0.2:8005")).is_allowed());
+        assert!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:8000"))
+                .is_allowed()
+        );
+        assert!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:8010"))
+                .is_allowed()
+        );
+        assert!(
+            !p.check_addr(Use::Connect, sa("127.0.0.1:8011"))
+                .is_allowed()
+        );
+        assert!(
+            !p.check_addr(Use::Connect, sa("127.0.0.2:8005"))
+                .is_allowed()
+        );
         assert!(!p.check_addr(Use::Bind, sa("127.0.0.1:8005")).is_allowed());
     }
 
@@ -493,7 +539,10 @@ mod tests {
             .allow(rule("connect=*:*"), ambient_authority())
             .deny(rule("connect=127.0.0.0/8:*"))
             .build();
-        assert!(matches!(p.check_addr(Use::Connect, sa("127.0.0.1:80")), Decision::DeniedBy(_)));
+        assert!(matches!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:80")),
+            Decision::DeniedBy(_)
+        ));
         assert!(matches!(
             p.check_addr(Use::Connect, sa("[::ffff:127.0.0.1]:80")),
             Decision::DeniedBy(_)

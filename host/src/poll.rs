@@ -18,18 +18,26 @@ pub async fn poll(entries: &[(&Socket, u32)], timeout_ms: i32) -> SockResult<Vec
         return Err(Errno::EINVAL);
     }
     let revents = |entries: &[(&Socket, u32)]| -> Vec<u32> {
-        entries.iter().map(|(sock, mask)| sock.revents(*mask)).collect()
+        entries
+            .iter()
+            .map(|(sock, mask)| sock.revents(*mask))
+            .collect()
     };
     let deadline = (timeout_ms >= 0)
         .then(|| tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64));
     loop {
         let now = revents(entries);
-        if now.iter().any(|&r| r != 0) || timeout_ms == 0 || entries.is_empty() && deadline.is_none() {
+        if now.iter().any(|&r| r != 0)
+            || timeout_ms == 0
+            || entries.is_empty() && deadline.is_none()
+        {
             return Ok(now);
         }
         let mut waiters: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = entries
             .iter()
-            .map(|(sock, mask)| Box::pin(sock.readiness(*mask)) as Pin<Box<dyn Future<Output = ()> + Send + '_>>)
+            .map(|(sock, mask)| {
+                Box::pin(sock.readiness(*mask)) as Pin<Box<dyn Future<Output = ()> + Send + '_>>
+            })
             .collect();
         let any_ready = std::future::poll_fn(|cx| {
             for w in waiters.iter_mut() {

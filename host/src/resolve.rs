@@ -47,7 +47,11 @@ pub async fn getaddrinfo(
     if proto != 0 && proto != kind.proto() {
         return Err(Errno::EINVAL);
     }
-    let info = |ip: IpAddr| AddrInfo { family: Family::of(ip), kind, addr: SocketAddr::new(ip, port) };
+    let info = |ip: IpAddr| AddrInfo {
+        family: Family::of(ip),
+        kind,
+        addr: SocketAddr::new(ip, port),
+    };
 
     // Numeric literals: no lookup, no policy question.
     if let Ok(ip) = host.parse::<IpAddr>() {
@@ -67,7 +71,11 @@ pub async fn getaddrinfo(
     ctx.check_name(host)?;
     ctx.count_lookup();
     let ips = lookup(host.to_string(), want).await?;
-    let found: Vec<AddrInfo> = ips.into_iter().filter(|ip| want.is_none_or(|f| f == Family::of(*ip))).map(info).collect();
+    let found: Vec<AddrInfo> = ips
+        .into_iter()
+        .filter(|ip| want.is_none_or(|f| f == Family::of(*ip)))
+        .map(info)
+        .collect();
     if found.is_empty() {
         return Err(Errno::EAI_NONAME);
     }
@@ -85,11 +93,15 @@ fn is_host_name(host: &str) -> bool {
         !l.is_empty()
             && l.len() <= 63
             && !l.starts_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     let last = name.rsplit('.').next().unwrap_or(name);
     let numeric = last.bytes().all(|b| b.is_ascii_digit())
-        || last.strip_prefix("0x").or_else(|| last.strip_prefix("0X")).is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        || last
+            .strip_prefix("0x")
+            .or_else(|| last.strip_prefix("0X"))
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
     name.split('.').all(label_ok) && !numeric
 }
 
@@ -102,11 +114,14 @@ async fn lookup(host: String, family: Option<Family>) -> SockResult<Vec<IpAddr>>
         ..AddrInfoHints::default()
     };
     let task = tokio::task::spawn_blocking(move || -> SockResult<Vec<IpAddr>> {
-        let results = dns_lookup::getaddrinfo(Some(&host), None, Some(hints)).map_err(|e| match e.kind() {
-            LookupErrorKind::Again => Errno::EAI_AGAIN,
-            LookupErrorKind::Family => Errno::EAI_FAMILY,
-            _ => Errno::EAI_NONAME,
-        })?;
+        let results =
+            dns_lookup::getaddrinfo(Some(&host), None, Some(hints)).map_err(|e| {
+                match e.kind() {
+                    LookupErrorKind::Again => Errno::EAI_AGAIN,
+                    LookupErrorKind::Family => Errno::EAI_FAMILY,
+                    _ => Errno::EAI_NONAME,
+                }
+            })?;
         let mut ips = Vec::new();
         for ip in results.filter_map(Result::ok).map(|r| r.sockaddr.ip()) {
             if !ips.contains(&ip) {
@@ -128,10 +143,24 @@ mod tests {
 
     #[test]
     fn host_name_syntax() {
-        for good in ["localhost", "a.example.com", "x-1.test.", "_srv.example.org"] {
+        for good in [
+            "localhost",
+            "a.example.com",
+            "x-1.test.",
+            "_srv.example.org",
+        ] {
             assert!(is_host_name(good), "{good}");
         }
-        for bad in ["", "hey.!!$$", "127.1", "2130706433", "0x7f.1", "a..b", "-a.com", "a b"] {
+        for bad in [
+            "",
+            "hey.!!$$",
+            "127.1",
+            "2130706433",
+            "0x7f.1",
+            "a..b",
+            "-a.com",
+            "a b",
+        ] {
             assert!(!is_host_name(bad), "{bad}");
         }
     }

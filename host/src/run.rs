@@ -33,13 +33,19 @@ pub struct GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl UsocketView for GuestState {
     fn usocket(&mut self) -> UsocketCtxView<'_> {
-        UsocketCtxView { ctx: &mut self.usocket, table: &mut self.table }
+        UsocketCtxView {
+            ctx: &mut self.usocket,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -77,16 +83,22 @@ impl Runner {
 
         let ticker = Arc::new(AtomicBool::new(true));
         let (running, weak) = (ticker.clone(), engine.weak());
-        thread::Builder::new().name("usocket-epoch".into()).spawn(move || {
-            while running.load(Ordering::Relaxed) {
-                thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        thread::Builder::new()
+            .name("usocket-epoch".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
-            }
-        })?;
-        Ok(Runner { engine, linker, ticker })
+            })?;
+        Ok(Runner {
+            engine,
+            linker,
+            ticker,
+        })
     }
 
     /// The engine, to compile components with.
@@ -105,7 +117,11 @@ impl Runner {
     /// Traps and time-outs are errors. Cancel-safe: dropping the future stops the guest and
     /// closes its sockets.
     pub async fn run(&self, component: &Component, guest: Guest) -> wasmtime::Result<i32> {
-        let state = GuestState { wasi: guest.wasi, table: ResourceTable::new(), usocket: guest.usocket };
+        let state = GuestState {
+            wasi: guest.wasi,
+            table: ResourceTable::new(),
+            usocket: guest.usocket,
+        };
         let mut store = Store::new(&self.engine, state);
         store.epoch_deadline_async_yield_and_update(1);
         let pre = CommandPre::new(self.linker.instantiate_pre(component)?)?;

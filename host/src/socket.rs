@@ -88,7 +88,9 @@ impl Timeout {
         match self {
             Timeout::Blocking => Deadline::Never,
             Timeout::NonBlocking => Deadline::Now,
-            Timeout::Timed(d) => Instant::now().checked_add(d).map_or(Deadline::Never, Deadline::At),
+            Timeout::Timed(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Deadline::Never, Deadline::At),
         }
     }
 }
@@ -226,7 +228,10 @@ impl Os {
             let fd = RawSocket(self.sock.as_raw_fd());
             // SAFETY: the descriptor belongs to `self.sock`, which outlives the registration:
             // `reactor` is dropped first (field order) or taken in `unregister`.
-            #[allow(unsafe_code, reason = "tokio's registration asks the caller to vouch for fd ownership")]
+            #[allow(
+                unsafe_code,
+                reason = "tokio's registration asks the caller to vouch for fd ownership"
+            )]
             let registered = unsafe { AsyncFd::register(fd) };
             registered.map_err(|e| e.into_parts().1)
         });
@@ -317,7 +322,14 @@ impl Socket {
             // An IPv6 socket must never reach IPv4 through v4-mapped addresses.
             sock.set_only_v6(true)?;
         }
-        Ok(Socket::from_os(family, kind, Timeout::Blocking, Phase::Fresh, sock, slot)?)
+        Ok(Socket::from_os(
+            family,
+            kind,
+            Timeout::Blocking,
+            Phase::Fresh,
+            sock,
+            slot,
+        )?)
     }
 
     fn from_os(
@@ -328,8 +340,21 @@ impl Socket {
         sock: socket2::Socket,
         slot: Slot,
     ) -> io::Result<Socket> {
-        let os = Os { reactor: OnceLock::new(), sock };
-        Ok(Socket { family, kind, timeout, phase, io: Some(Io { os, rx: RxQueue::default(), _slot: slot }) })
+        let os = Os {
+            reactor: OnceLock::new(),
+            sock,
+        };
+        Ok(Socket {
+            family,
+            kind,
+            timeout,
+            phase,
+            io: Some(Io {
+                os,
+                rx: RxQueue::default(),
+                _slot: slot,
+            }),
+        })
     }
 
     /// The socket's family.
@@ -428,10 +453,20 @@ impl Socket {
         // Quota first: an exhausted guest gets ENOMEM at once, not after waiting.
         let slot = ctx.take_slot()?;
         let io = self.io()?;
-        let (conn, peer) = io.os.wait(Interest::READABLE, self.timeout.deadline(), |s| s.accept()).await?;
+        let (conn, peer) = io
+            .os
+            .wait(Interest::READABLE, self.timeout.deadline(), |s| s.accept())
+            .await?;
         let peer = peer.as_socket().ok_or(Errno::EIO)?;
         conn.set_nonblocking(true)?;
-        let sock = Socket::from_os(self.family, self.kind, self.timeout, Phase::Connected, conn, slot)?;
+        let sock = Socket::from_os(
+            self.family,
+            self.kind,
+            self.timeout,
+            Phase::Connected,
+            conn,
+            slot,
+        )?;
         Ok((sock, peer))
     }
 
@@ -443,7 +478,9 @@ impl Socket {
             (_, Phase::Closed) => return Err(Errno::EBADF),
             (Kind::Stream, Phase::Connected) => return Err(Errno::EISCONN),
             (Kind::Stream, Phase::Listening) => return Err(Errno::EINVAL),
-            (Kind::Stream, Phase::Connecting) => return self.finish_connect(self.timeout.deadline()).await,
+            (Kind::Stream, Phase::Connecting) => {
+                return self.finish_connect(self.timeout.deadline()).await;
+            }
             _ => {}
         }
         ctx.check_addr(Use::Connect, addr)?;
@@ -453,7 +490,9 @@ impl Socket {
                 self.phase = Phase::Connected;
                 return Ok(());
             }
-            Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS.0) => self.phase = Phase::Connecting,
+            Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS.0) => {
+                self.phase = Phase::Connecting
+            }
             Err(e) => return Err(e.into()),
         }
         match self.timeout {
@@ -468,15 +507,21 @@ impl Socket {
     /// SEMANTICS.md), or the connect's error once.
     async fn finish_connect(&mut self, deadline: Deadline) -> SockResult<()> {
         let io = self.io()?;
-        let outcome = io.os.wait(Interest::WRITABLE, deadline, |s| match connect_outcome(s) {
-            None => Err(io::ErrorKind::WouldBlock.into()),
-            Some(result) => Ok(result),
-        })
-        .await;
+        let outcome = io
+            .os
+            .wait(Interest::WRITABLE, deadline, |s| match connect_outcome(s) {
+                None => Err(io::ErrorKind::WouldBlock.into()),
+                Some(result) => Ok(result),
+            })
+            .await;
         match outcome {
             Ok(Ok(())) => {
                 self.phase = Phase::Connected;
-                if matches!(deadline, Deadline::Now) { Err(Errno::EISCONN) } else { Ok(()) }
+                if matches!(deadline, Deadline::Now) {
+                    Err(Errno::EISCONN)
+                } else {
+                    Ok(())
+                }
             }
             Ok(Err(e)) => {
                 // The failure left a final HUP readiness; a later connect needs a fresh one.
@@ -508,8 +553,16 @@ impl Socket {
         if flags & !(MSG_PEEK | MSG_DONTWAIT) != 0 {
             return Err(Errno::EINVAL);
         }
-        let deadline = if flags & MSG_DONTWAIT != 0 { Deadline::Now } else { self.timeout.deadline() };
-        let peek = if flags & MSG_PEEK != 0 { RecvFlags::PEEK } else { RecvFlags::empty() };
+        let deadline = if flags & MSG_DONTWAIT != 0 {
+            Deadline::Now
+        } else {
+            self.timeout.deadline()
+        };
+        let peek = if flags & MSG_PEEK != 0 {
+            RecvFlags::PEEK
+        } else {
+            RecvFlags::empty()
+        };
         Ok((deadline, peek))
     }
 
@@ -525,7 +578,9 @@ impl Socket {
                     return Err(Errno::ENOTCONN);
                 }
                 let io = self.io()?;
-                recv_datagram(&io.os, max, deadline, peek).await.map(|(data, _)| data)
+                recv_datagram(&io.os, max, deadline, peek)
+                    .await
+                    .map(|(data, _)| data)
             }
         }
     }
@@ -543,12 +598,21 @@ impl Socket {
         }
     }
 
-    async fn recv_stream(&mut self, max: usize, deadline: Deadline, peek: RecvFlags) -> SockResult<Vec<u8>> {
+    async fn recv_stream(
+        &mut self,
+        max: usize,
+        deadline: Deadline,
+        peek: RecvFlags,
+    ) -> SockResult<Vec<u8>> {
         self.ensure_peer(deadline).await?;
         let io = self.io_mut()?;
         if io.rx.len() > 0 {
             let n = max.min(io.rx.len());
-            return Ok(if peek.is_empty() { io.rx.take(n) } else { io.rx.queued()[..n].to_vec() });
+            return Ok(if peek.is_empty() {
+                io.rx.take(n)
+            } else {
+                io.rx.queued()[..n].to_vec()
+            });
         }
         if let Some(err) = io.rx.take_error() {
             return Err(err);
@@ -557,7 +621,15 @@ impl Socket {
             return Ok(Vec::new());
         }
         let mut data = Vec::with_capacity(max.min(MAX_RECV));
-        match io.os.wait(Interest::READABLE, deadline, |s| rustix::net::recv(s, spare_capacity(&mut data), peek).map(|(n, _)| n).map_err(io::Error::from)).await {
+        match io
+            .os
+            .wait(Interest::READABLE, deadline, |s| {
+                rustix::net::recv(s, spare_capacity(&mut data), peek)
+                    .map(|(n, _)| n)
+                    .map_err(io::Error::from)
+            })
+            .await
+        {
             Ok(0) if peek.is_empty() => io.rx.eof = true,
             Ok(_) => {}
             Err(Errno::ECONNRESET) => {
@@ -577,10 +649,14 @@ impl Socket {
         let io = self.io_mut()?;
         io.rx.reserve(want);
         let rx = &mut io.rx;
-        let result = io.os.wait(Interest::READABLE, deadline, |s| {
-            rustix::net::recv(s, spare_capacity(&mut rx.buf), RecvFlags::empty()).map(|(n, _)| n).map_err(io::Error::from)
-        })
-        .await;
+        let result = io
+            .os
+            .wait(Interest::READABLE, deadline, |s| {
+                rustix::net::recv(s, spare_capacity(&mut rx.buf), RecvFlags::empty())
+                    .map(|(n, _)| n)
+                    .map_err(io::Error::from)
+            })
+            .await;
         match result {
             Ok(0) => rx.eof = true,
             Ok(_) => {}
@@ -594,7 +670,11 @@ impl Socket {
     /// `read(n)` with `Some(n)`, `read()` with `None`.
     ///
     /// `Ok(None)`: non-blocking and nothing available.
-    pub async fn read(&mut self, ctx: &UsocketCtx, n: Option<usize>) -> SockResult<Option<Vec<u8>>> {
+    pub async fn read(
+        &mut self,
+        ctx: &UsocketCtx,
+        n: Option<usize>,
+    ) -> SockResult<Option<Vec<u8>>> {
         self.ensure_open()?;
         if self.kind == Kind::Datagram {
             let max = n.unwrap_or(MAX_DATAGRAM);
@@ -633,7 +713,11 @@ impl Socket {
     }
 
     /// `readline(limit)`: one line with its `\n`, the last partial line at EOF, then `b""`.
-    pub async fn readline(&mut self, ctx: &UsocketCtx, limit: Option<usize>) -> SockResult<Option<Vec<u8>>> {
+    pub async fn readline(
+        &mut self,
+        ctx: &UsocketCtx,
+        limit: Option<usize>,
+    ) -> SockResult<Option<Vec<u8>>> {
         self.ensure_open()?;
         if self.kind == Kind::Datagram {
             return self.read(ctx, limit).await;
@@ -686,7 +770,9 @@ impl Socket {
             }
         }
         let io = self.io()?;
-        io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, data)).await
+        io.os
+            .wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, data))
+            .await
     }
 
     /// `write(data)` / `sendall(data)`: all of it (blocking), all or ETIMEDOUT (timed), or what
@@ -703,7 +789,13 @@ impl Socket {
         let io = self.io()?;
         let mut sent = 0;
         while sent < data.len() {
-            match io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, &data[sent..])).await {
+            match io
+                .os
+                .wait(Interest::WRITABLE, deadline, |s| {
+                    send_nosignal(s, &data[sent..])
+                })
+                .await
+            {
                 Ok(n) => sent += n,
                 Err(Errno::EAGAIN) if matches!(deadline, Deadline::Now) => break,
                 Err(e) => return Err(e),
@@ -713,18 +805,30 @@ impl Socket {
     }
 
     /// `sendto(data, addr)`: one datagram.
-    pub async fn send_to(&mut self, ctx: &UsocketCtx, data: &[u8], address: &str, port: i32) -> SockResult<usize> {
+    pub async fn send_to(
+        &mut self,
+        ctx: &UsocketCtx,
+        data: &[u8],
+        address: &str,
+        port: i32,
+    ) -> SockResult<usize> {
         self.ensure_open()?;
         if self.kind == Kind::Stream {
-            return Err(if self.phase == Phase::Connected { Errno::EISCONN } else { Errno::ENOTCONN });
+            return Err(if self.phase == Phase::Connected {
+                Errno::EISCONN
+            } else {
+                Errno::ENOTCONN
+            });
         }
         let addr = addr::parse(self.family, address, port, Purpose::Destination)?;
         ctx.check_addr(Use::Connect, addr)?;
         let io = self.io()?;
-        let n = io.os.wait(Interest::WRITABLE, self.timeout.deadline(), |s| {
-            rustix::net::sendto(s, data, SendFlags::NOSIGNAL, &addr).map_err(io::Error::from)
-        })
-        .await?;
+        let n = io
+            .os
+            .wait(Interest::WRITABLE, self.timeout.deadline(), |s| {
+                rustix::net::sendto(s, data, SendFlags::NOSIGNAL, &addr).map_err(io::Error::from)
+            })
+            .await?;
         if self.phase == Phase::Fresh {
             // The kernel bound an ephemeral port for the first datagram.
             self.phase = Phase::Bound;
@@ -764,7 +868,9 @@ impl Socket {
     /// The `poll` revents of this socket now, for the POLLIN/POLLOUT bits in `mask`:
     /// the kernel's answer (so values match Linux), plus POLLIN for bytes queued in the host.
     pub fn revents(&self, mask: u32) -> u32 {
-        let Some(io) = &self.io else { return POLL_CLOSED };
+        let Some(io) = &self.io else {
+            return POLL_CLOSED;
+        };
         let mut events = PollFlags::empty();
         if mask & POLLIN != 0 {
             events |= PollFlags::IN;
@@ -773,12 +879,23 @@ impl Socket {
             events |= PollFlags::OUT;
         }
         let mut fds = [PollFd::new(&io.os.sock, events)];
-        let kernel = match rustix::event::poll(&mut fds, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+        let kernel = match rustix::event::poll(
+            &mut fds,
+            Some(&rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        ) {
             Ok(_) => fds[0].revents(),
             Err(_) => PollFlags::ERR,
         };
         let mut revents = 0;
-        for (flag, bit) in [(PollFlags::IN, POLLIN), (PollFlags::OUT, POLLOUT), (PollFlags::ERR, POLLERR), (PollFlags::HUP, POLLHUP)] {
+        for (flag, bit) in [
+            (PollFlags::IN, POLLIN),
+            (PollFlags::OUT, POLLOUT),
+            (PollFlags::ERR, POLLERR),
+            (PollFlags::HUP, POLLHUP),
+        ] {
             if kernel.contains(flag) {
                 revents |= bit;
             }
@@ -799,7 +916,9 @@ impl Socket {
         }
         let Ok(reactor) = io.os.reactor() else { return };
         loop {
-            let Ok(mut guard) = reactor.ready(interest).await else { return };
+            let Ok(mut guard) = reactor.ready(interest).await else {
+                return;
+            };
             if self.revents(mask) != 0 {
                 return;
             }
@@ -841,13 +960,16 @@ async fn recv_datagram(
 ) -> SockResult<(Vec<u8>, SocketAddr)> {
     // A zero-length read still consumes one datagram, as recv(0) does.
     let mut data = Vec::with_capacity(max.clamp(1, MAX_DATAGRAM));
-    let from = os.wait(Interest::READABLE, deadline, |s| {
-        let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut data), flags)?;
-        Ok(from)
-    })
-    .await?;
+    let from = os
+        .wait(Interest::READABLE, deadline, |s| {
+            let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut data), flags)?;
+            Ok(from)
+        })
+        .await?;
     data.truncate(max);
-    let from = from.and_then(|a| SocketAddr::try_from(a).ok()).ok_or(Errno::EIO)?;
+    let from = from
+        .and_then(|a| SocketAddr::try_from(a).ok())
+        .ok_or(Errno::EIO)?;
     Ok((data, from))
 }
 
@@ -859,7 +981,10 @@ fn send_nosignal(s: &socket2::Socket, data: &[u8]) -> io::Result<usize> {
 /// The outcome of a non-blocking connect: `None` while pending.
 fn connect_outcome(s: &socket2::Socket) -> Option<io::Result<()>> {
     let mut fds = [PollFd::new(s, PollFlags::OUT)];
-    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     match rustix::event::poll(&mut fds, Some(&zero)) {
         Ok(0) => return None,
         Ok(_) => {}
@@ -882,7 +1007,9 @@ mod tests {
 
     fn ctx() -> UsocketCtx {
         let rule: Rule = "connect=127.0.0.1:*".parse().unwrap();
-        let policy = Policy::builder().allow(rule, cap_std::ambient_authority()).build();
+        let policy = Policy::builder()
+            .allow(rule, cap_std::ambient_authority())
+            .build();
         UsocketCtx::new("test", Arc::new(policy))
     }
 
@@ -891,7 +1018,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut sock = Socket::create(ctx, 2, 1, 0).unwrap();
-        sock.connect(ctx, "127.0.0.1", i32::from(port)).await.unwrap();
+        sock.connect(ctx, "127.0.0.1", i32::from(port))
+            .await
+            .unwrap();
         let (peer, _) = listener.accept().unwrap();
         (sock, peer)
     }
@@ -911,11 +1040,115 @@ mod tests {
         assert_eq!(sock.recv(u32::MAX as usize, 0).await, Ok(b"abc".to_vec()));
         peer.write_all(b"0123").unwrap();
         sock.set_timeout(Some(0.1)).unwrap();
-        assert_eq!(sock.read(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
-        assert_eq!(sock.readline(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
+        assert_eq!(
+            sock.read(&ctx, Some(u32::MAX as usize)).await,
+            Err(Errno::ETIMEDOUT)
+        );
+        assert_eq!(
+            sock.readline(&ctx, Some(u32::MAX as usize)).await,
+            Err(Errno::ETIMEDOUT)
+        );
         sock.set_timeout(Some(0.0)).unwrap();
         assert_eq!(sock.read(&ctx, Some(2)).await, Ok(Some(b"01".to_vec())));
         assert_eq!(sock.read(&ctx, Some(10)).await, Ok(Some(b"23".to_vec())));
         assert_eq!(sock.read(&ctx, Some(10)).await, Ok(None));
+    }
+
+    // Tests for the Listening state.
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timed_accept_times_out_then_accepts() {
+        let ctx = UsocketCtx::new(
+            "test",
+            Arc::new(
+                Policy::builder()
+                    .allow(
+                        "bind=127.0.0.1:*".parse().unwrap(),
+                        cap_std::ambient_authority(),
+                    )
+                    .build(),
+            ),
+        );
+        let mut listener = Socket::create(&ctx, 2, 1, 0).unwrap();
+        listener.bind(&ctx, "127.0.0.1", 0).unwrap();
+        listener.listen(&ctx, 8).unwrap();
+        let port = listener.local_address().unwrap().port();
+        listener.set_timeout(Some(0.1)).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(listener.accept(&ctx).await.err(), Some(Errno::ETIMEDOUT));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (conn, peer) = listener.accept(&ctx).await.unwrap();
+        assert_eq!(conn.phase(), Phase::Connected);
+        assert_eq!(peer.ip().to_string(), "127.0.0.1");
+    }
+
+    // Tests for the Connecting state.
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_connect_leaves_an_unconnected_socket_that_answers_at_once() {
+        let ctx = ctx();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = i32::from(closed.local_addr().unwrap().port());
+        drop(closed);
+        let mut sock = Socket::create(&ctx, 2, 1, 0).unwrap();
+        sock.set_timeout(Some(2.0)).unwrap();
+        assert_eq!(
+            sock.connect(&ctx, "127.0.0.1", closed_port).await,
+            Err(Errno::ECONNREFUSED)
+        );
+        assert_eq!(sock.recv(10, 0).await, Err(Errno::ENOTCONN));
+        assert_ne!(sock.revents(POLLIN | POLLOUT) & (POLLERR | POLLHUP), 0);
+        // POSIX leaves a retry's outcome unspecified (Linux: ECONNABORTED); it must not hang.
+        let started = std::time::Instant::now();
+        let _ = sock.connect(&ctx, "127.0.0.1", closed_port).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn non_blocking_connect_reports_in_progress_then_already_or_isconn() {
+        let ctx = ctx();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = i32::from(listener.local_addr().unwrap().port());
+        let mut sock = Socket::create(&ctx, 2, 1, 0).unwrap();
+        sock.set_timeout(Some(0.0)).unwrap();
+        assert_eq!(
+            sock.connect(&ctx, "127.0.0.1", port).await,
+            Err(Errno::EINPROGRESS)
+        );
+        // Until the handshake is seen: EALREADY; then EISCONN, every time.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match sock.connect(&ctx, "127.0.0.1", port).await {
+                Err(Errno::EALREADY) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                other => {
+                    assert_eq!(other, Err(Errno::EISCONN));
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            sock.connect(&ctx, "127.0.0.1", port).await,
+            Err(Errno::EISCONN)
+        );
+        assert_eq!(sock.phase(), Phase::Connected);
+    }
+
+    // Tests for the Closed state.
+
+    #[tokio::test]
+    async fn closed_socket_is_ebadf_for_everything_and_polls_32() {
+        let ctx = ctx();
+        let mut sock = Socket::create(&ctx, 2, 1, 0).unwrap();
+        assert_eq!(ctx.open_sockets(), 1);
+        sock.close();
+        sock.close();
+        assert_eq!(ctx.open_sockets(), 0, "closing gives the quota slot back");
+        assert_eq!(sock.recv(1, 0).await, Err(Errno::EBADF));
+        assert_eq!(sock.write(b"x").await, Err(Errno::EBADF));
+        assert_eq!(sock.set_timeout(None), Err(Errno::EBADF));
+        assert_eq!(sock.revents(POLLIN | POLLOUT), POLL_CLOSED);
     }
 }

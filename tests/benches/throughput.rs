@@ -138,10 +138,16 @@ async fn guest(mode: &str) -> Duration {
         "echo" => vec![mode, &p, &echoes],
         _ => vec![mode, &p],
     };
-    let out = run("bench", &args, Options::default()).await.expect("bench guest");
+    let out = run("bench", &args, Options::default())
+        .await
+        .expect("bench guest");
     assert_eq!(out.code, 0, "{}", String::from_utf8_lossy(&out.stderr));
     let text = out.stdout_text();
-    let nanos: u64 = text.split_whitespace().next().and_then(|n| n.parse().ok()).expect("elapsed_ns");
+    let nanos: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("elapsed_ns");
     Duration::from_nanos(nanos)
 }
 
@@ -154,12 +160,24 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn main() {
     // Compile the guest before timing anything.
     usocket_tests::component("bench");
-    println!("{:<10} {:>14} {:>14} {:>7}  target", "workload", "native", "guest", "ratio");
-    for (mode, target) in [("send", ">= 0.95"), ("recv", ">= 0.95"), ("echo", "time <= 1.15x"), ("readline", ">= 0.8")] {
+    println!(
+        "{:<10} {:>14} {:>14} {:>7}  target",
+        "workload", "native", "guest", "ratio"
+    );
+    for (mode, target) in [
+        ("send", ">= 0.95"),
+        ("recv", ">= 0.95"),
+        ("echo", "time <= 1.15x"),
+        ("readline", ">= 0.8"),
+    ] {
         let mut n = Vec::new();
         let mut g = Vec::new();
         for _ in 0..ROUNDS {
-            n.push(tokio::task::spawn_blocking(move || native(mode)).await.unwrap());
+            n.push(
+                tokio::task::spawn_blocking(move || native(mode))
+                    .await
+                    .unwrap(),
+            );
             g.push(guest(mode).await);
         }
         let (n, g) = (median(n), median(g));
@@ -167,8 +185,15 @@ async fn main() {
         let show = |d: Duration| match mode {
             "send" | "recv" => format!("{:.2} GB/s", BULK as f64 / d.as_secs_f64() / 1e9),
             "echo" => format!("{:.1} us/rtt", d.as_secs_f64() * 1e6 / ECHOES as f64),
-            _ => format!("{:.2} Mlines/s", (LINES_TOTAL / LINE) as f64 / d.as_secs_f64() / 1e6),
+            _ => format!(
+                "{:.2} Mlines/s",
+                (LINES_TOTAL / LINE) as f64 / d.as_secs_f64() / 1e6
+            ),
         };
-        println!("{mode:<10} {:>14} {:>14} {ratio:>6.2}x  {target}", show(n), show(g));
+        println!(
+            "{mode:<10} {:>14} {:>14} {ratio:>6.2}x  {target}",
+            show(n),
+            show(g)
+        );
     }
 }

@@ -6,21 +6,31 @@ use std::path::PathBuf;
 use usocket_tests::{Options, multitest, run};
 
 fn expected(stem: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance").join(format!("{stem}.exp"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("conformance")
+        .join(format!("{stem}.exp"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 async fn single(stem: &str) {
     let program = format!("c{stem}");
-    let out = run(&program, &[], Options::default()).await.unwrap_or_else(|e| panic!("{program}: {e:?}"));
+    let out = run(&program, &[], Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("{program}: {e:?}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.stdout_text(), expected(stem), "{program} stdout (stderr: {stderr})");
+    assert_eq!(
+        out.stdout_text(),
+        expected(stem),
+        "{program} stdout (stderr: {stderr})"
+    );
     assert!(out.stderr.is_empty(), "{program} wrote to stderr: {stderr}");
     assert_eq!(out.code, 0, "{program} exit code");
 }
 
 async fn pair(stem: &str) {
-    let got = multitest::run(stem, Options::default()).await.unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let got = multitest::run(stem, Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("{stem}: {e}"));
     assert_eq!(got, expected(stem), "{stem}");
 }
 

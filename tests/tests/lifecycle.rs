@@ -10,7 +10,11 @@ use usocket_host::Limits;
 use usocket_tests::{Options, open_fds, run};
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn bindable(port: u16) -> bool {
@@ -21,7 +25,10 @@ fn bindable(port: u16) -> bool {
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -29,7 +36,9 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// A guest run once so that the runner, its threads and compiled code exist before we
 /// count file descriptors.
 async fn warm_up() {
-    run("probe", &["sockets", "1"], Options::default()).await.unwrap();
+    run("probe", &["sockets", "1"], Options::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,24 +47,35 @@ async fn cancelling_a_guest_blocked_in_accept_frees_its_port_and_fds() {
     let baseline = open_fds();
     let port = free_port();
     let p = port.to_string();
-    let guest = tokio::spawn(async move { run("probe", &["hold-accept", &p], Options::default()).await });
+    let guest =
+        tokio::spawn(async move { run("probe", &["hold-accept", &p], Options::default()).await });
     eventually("the guest listens", || !bindable(port)).await;
     assert!(open_fds() > baseline);
     guest.abort();
     let _ = guest.await;
     eventually("the port is free again", || bindable(port)).await;
-    eventually("the fd count is back to its baseline", || open_fds() <= baseline).await;
+    eventually("the fd count is back to its baseline", || {
+        open_fds() <= baseline
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_guest_blocked_in_recv_closes_its_connection() {
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let p = server.local_addr().unwrap().port().to_string();
-    let guest = tokio::spawn(async move { run("probe", &["hold-recv", &p], Options::default()).await });
-    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), server.accept()).await.unwrap().unwrap();
+    let guest =
+        tokio::spawn(async move { run("probe", &["hold-recv", &p], Options::default()).await });
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), server.accept())
+        .await
+        .unwrap()
+        .unwrap();
     guest.abort();
     let mut buf = [0u8; 8];
-    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("peer closed").unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("peer closed")
+        .unwrap_or(0);
     assert_eq!(n, 0, "the guest's socket should be closed");
 }
 
@@ -66,13 +86,25 @@ async fn a_trapping_guest_frees_its_sockets() {
     let port = free_port();
     let result = run("probe", &["trap", &port.to_string()], Options::default()).await;
     assert!(result.is_err(), "abort() must trap");
-    assert!(bindable(port), "the trapped guest's listener still holds the port");
-    eventually("the fd count is back to its baseline", || open_fds() <= baseline).await;
+    assert!(
+        bindable(port),
+        "the trapped guest's listener still holds the port"
+    );
+    eventually("the fd count is back to its baseline", || {
+        open_fds() <= baseline
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_quota_gives_enomem_at_once_and_slots_come_back() {
-    let opts = Options { limits: Limits { max_sockets: 5, ..Limits::default() }, ..Options::default() };
+    let opts = Options {
+        limits: Limits {
+            max_sockets: 5,
+            ..Limits::default()
+        },
+        ..Options::default()
+    };
     let start = Instant::now();
     let out = run("probe", &["sockets", "100"], opts).await.unwrap();
     assert_eq!(out.stdout_text(), "opened 5 errno 12\nok again\n");
@@ -84,7 +116,11 @@ fn a_spinning_guest_does_not_starve_another_on_the_same_thread() {
     // One runtime thread: only epoch yields let the echo guest make progress. A spinner is a
     // task that is always ready again, so tokio must check for I/O after every task poll
     // (`event_interval(1)`) or the echo guest's wake-ups wait 61 ticks (see run.rs docs).
-    let rt = tokio::runtime::Builder::new_current_thread().event_interval(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .event_interval(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = server.local_addr().unwrap().port();
@@ -93,12 +129,20 @@ fn a_spinning_guest_does_not_starve_another_on_the_same_thread() {
             let (mut rd, mut wr) = conn.split();
             let _ = tokio::io::copy(&mut rd, &mut wr).await;
         });
-        let spin_opts = Options { time_limit: Duration::from_secs(3), ..Options::default() };
+        let spin_opts = Options {
+            time_limit: Duration::from_secs(3),
+            ..Options::default()
+        };
         let spinner = tokio::spawn(async move { run("probe", &["spin"], spin_opts).await });
         let p = port.to_string();
-        let echo = run("probe", &["echo", &p, "20"], Options::default()).await.unwrap();
+        let echo = run("probe", &["echo", &p, "20"], Options::default())
+            .await
+            .unwrap();
         assert_eq!(echo.stdout_text(), "ok echo 20\n");
-        assert!(!spinner.is_finished(), "the spinner should still be running");
+        assert!(
+            !spinner.is_finished(),
+            "the spinner should still be running"
+        );
         let spun = spinner.await.unwrap();
         let err = spun.expect_err("the spinner must hit its time limit");
         assert!(format!("{err}").contains("time limit"), "{err}");
@@ -116,7 +160,9 @@ async fn huge_sizes_from_a_guest_are_bounded_not_trusted() {
         let mut buf = [0u8; 1];
         let _ = conn.read(&mut buf).await;
     });
-    let out = run("probe", &["huge", &p], Options::default()).await.unwrap();
+    let out = run("probe", &["huge", &p], Options::default())
+        .await
+        .unwrap();
     assert_eq!(out.stdout_text(), "ok recv 10\nerrno 110\nerrno 110\n");
     peer.abort();
 }
@@ -129,9 +175,13 @@ async fn closing_with_unread_data_resets_the_connection() {
         let (mut conn, _) = server.accept().await.unwrap();
         conn.write_all(b"0123456789").await.unwrap();
         let mut buf = [0u8; 16];
-        tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("peer closes")
+        tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("peer closes")
     });
-    let out = run("probe", &["read-close", &p, "4"], Options::default()).await.unwrap();
+    let out = run("probe", &["read-close", &p, "4"], Options::default())
+        .await
+        .unwrap();
     assert_eq!(out.stdout_text(), "ok read Some(4)\n");
     let seen = peer.await.unwrap();
     let err = seen.expect_err("a close with unread data must reset, not end the stream cleanly");

@@ -24,8 +24,22 @@ async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
 }
 
 async fn probe(p: Arc<Policy>, args: &[&str]) -> String {
-    let out = run("probe", args, Options { policy: p, ..Options::default() }).await.expect("probe runs");
-    assert_eq!(out.code, 0, "probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        "probe",
+        args,
+        Options {
+            policy: p,
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("probe runs");
+    assert_eq!(
+        out.code,
+        0,
+        "probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout_text()
 }
 
@@ -38,14 +52,27 @@ async fn settle() {
 async fn connect_needs_a_grant_and_a_refusal_sends_nothing() {
     let (port, count) = counting_listener().await;
     let p = port.to_string();
-    assert_eq!(probe(policy(&[], &[]), &["connect", "127.0.0.1", &p]).await, "errno 13\n");
+    assert_eq!(
+        probe(policy(&[], &[]), &["connect", "127.0.0.1", &p]).await,
+        "errno 13\n"
+    );
     let other_port = format!("connect=127.0.0.1:{}", port.wrapping_add(1).max(1));
-    assert_eq!(probe(policy(&[&other_port], &[]), &["connect", "127.0.0.1", &p]).await, "errno 13\n");
+    assert_eq!(
+        probe(policy(&[&other_port], &[]), &["connect", "127.0.0.1", &p]).await,
+        "errno 13\n"
+    );
     settle().await;
-    assert_eq!(count.load(Ordering::SeqCst), 0, "a refused connect reached the listener");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        0,
+        "a refused connect reached the listener"
+    );
 
     let grant = format!("connect=127.0.0.1:{port}");
-    assert_eq!(probe(policy(&[&grant], &[]), &["connect", "127.0.0.1", &p]).await, "ok\n");
+    assert_eq!(
+        probe(policy(&[&grant], &[]), &["connect", "127.0.0.1", &p]).await,
+        "ok\n"
+    );
     settle().await;
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
@@ -55,9 +82,15 @@ async fn cidr_and_port_range_grants() {
     let (port, count) = counting_listener().await;
     let p = port.to_string();
     let range = format!("connect=127.0.0.0/8:{}-{}", port.saturating_sub(1), port);
-    assert_eq!(probe(policy(&[&range], &[]), &["connect", "127.0.0.1", &p]).await, "ok\n");
+    assert_eq!(
+        probe(policy(&[&range], &[]), &["connect", "127.0.0.1", &p]).await,
+        "ok\n"
+    );
     let below = format!("connect=127.0.0.0/8:1-{}", port - 1);
-    assert_eq!(probe(policy(&[&below], &[]), &["connect", "127.0.0.1", &p]).await, "errno 13\n");
+    assert_eq!(
+        probe(policy(&[&below], &[]), &["connect", "127.0.0.1", &p]).await,
+        "errno 13\n"
+    );
     settle().await;
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
@@ -67,7 +100,11 @@ async fn deny_beats_allow() {
     let (port, count) = counting_listener().await;
     let p = port.to_string();
     let deny = format!("connect=127.0.0.1:{port}");
-    let out = probe(policy(&["connect=*:*"], &[&deny]), &["connect", "127.0.0.1", &p]).await;
+    let out = probe(
+        policy(&["connect=*:*"], &[&deny]),
+        &["connect", "127.0.0.1", &p],
+    )
+    .await;
     assert_eq!(out, "errno 13\n");
     settle().await;
     assert_eq!(count.load(Ordering::SeqCst), 0);
@@ -76,25 +113,57 @@ async fn deny_beats_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_and_listen_need_a_grant() {
     // Find a free port, then ask the guest to take it.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let p = free.to_string();
-    let out = probe(policy(&["connect=127.0.0.1:*"], &[]), &["bind", "127.0.0.1", &p, "listen", "127.0.0.1", "0"]).await;
+    let out = probe(
+        policy(&["connect=127.0.0.1:*"], &[]),
+        &["bind", "127.0.0.1", &p, "listen", "127.0.0.1", "0"],
+    )
+    .await;
     assert_eq!(out, "errno 13\nerrno 13\n");
     let grant = format!("bind=127.0.0.1:{free}");
-    assert_eq!(probe(policy(&[&grant], &[]), &["bind", "127.0.0.1", &p]).await, "ok\n");
+    assert_eq!(
+        probe(policy(&[&grant], &[]), &["bind", "127.0.0.1", &p]).await,
+        "ok\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_needs_a_grant_and_a_denied_name_is_never_looked_up() {
     let p = policy(&["resolve=*.example.com"], &[]);
     assert_eq!(probe(p, &["resolve", "localhost"]).await, "errno 13\n");
-    assert_eq!(probe(policy(&["resolve=localhost"], &[]), &["resolve", "localhost"]).await, "ok 127.0.0.1\n");
-    assert_eq!(probe(policy(&["resolve=*"], &["resolve=localhost"]), &["resolve", "localhost"]).await, "errno 13\n");
+    assert_eq!(
+        probe(
+            policy(&["resolve=localhost"], &[]),
+            &["resolve", "localhost"]
+        )
+        .await,
+        "ok 127.0.0.1\n"
+    );
+    assert_eq!(
+        probe(
+            policy(&["resolve=*"], &["resolve=localhost"]),
+            &["resolve", "localhost"]
+        )
+        .await,
+        "errno 13\n"
+    );
     // Numeric literals need no grant: there is nothing to look up.
-    assert_eq!(probe(policy(&[], &[]), &["resolve", "127.0.0.1"]).await, "ok 127.0.0.1\n");
+    assert_eq!(
+        probe(policy(&[], &[]), &["resolve", "127.0.0.1"]).await,
+        "ok 127.0.0.1\n"
+    );
 
     let stats = lookups_of(policy(&["resolve=*.example.com"], &[]), "localhost").await;
-    assert_eq!(Stats::get(&stats.lookups), 0, "a denied name reached the resolver");
+    assert_eq!(
+        Stats::get(&stats.lookups),
+        0,
+        "a denied name reached the resolver"
+    );
     assert_eq!(Stats::get(&stats.denied), 1);
     let stats = lookups_of(policy(&["resolve=localhost"], &[]), "localhost").await;
     assert_eq!(Stats::get(&stats.lookups), 1);
@@ -107,11 +176,16 @@ async fn lookups_of(p: Arc<Policy>, name: &str) -> Arc<Stats> {
     let ctx = UsocketCtx::new("probe", p);
     let stats = ctx.stats();
     let guest = Guest {
-        wasi: WasiCtxBuilder::new().args(&["probe", "resolve", name]).build(),
+        wasi: WasiCtxBuilder::new()
+            .args(&["probe", "resolve", name])
+            .build(),
         usocket: ctx,
         time_limit: Some(Duration::from_secs(30)),
     };
-    let code = usocket_tests::runner().run(&usocket_tests::component("probe"), guest).await.unwrap();
+    let code = usocket_tests::runner()
+        .run(&usocket_tests::component("probe"), guest)
+        .await
+        .unwrap();
     assert_eq!(code, 0);
     stats
 }
@@ -121,14 +195,24 @@ async fn sendto_needs_a_connect_grant_and_a_refused_datagram_never_arrives() {
     let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = receiver.local_addr().unwrap().port();
     let p = port.to_string();
-    assert_eq!(probe(policy(&[], &[]), &["sendto", "127.0.0.1", &p]).await, "errno 13\n");
+    assert_eq!(
+        probe(policy(&[], &[]), &["sendto", "127.0.0.1", &p]).await,
+        "errno 13\n"
+    );
     let mut buf = [0u8; 16];
-    let nothing = tokio::time::timeout(Duration::from_millis(200), receiver.recv_from(&mut buf)).await;
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(200), receiver.recv_from(&mut buf)).await;
     assert!(nothing.is_err(), "a refused datagram arrived");
 
     let grant = format!("connect=127.0.0.1:{port}");
-    assert_eq!(probe(policy(&[&grant], &[]), &["sendto", "127.0.0.1", &p]).await, "ok 5\n");
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), receiver.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(
+        probe(policy(&[&grant], &[]), &["sendto", "127.0.0.1", &p]).await,
+        "ok 5\n"
+    );
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), receiver.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"probe");
 }
 
@@ -136,8 +220,16 @@ async fn sendto_needs_a_connect_grant_and_a_refused_datagram_never_arrives() {
 async fn wasi_sockets_stay_denied_even_when_usocket_grants_the_address() {
     let (port, count) = counting_listener().await;
     let p = port.to_string();
-    let out = probe(policy(&["connect=*:*"], &[]), &["std-connect", "127.0.0.1", &p]).await;
+    let out = probe(
+        policy(&["connect=*:*"], &[]),
+        &["std-connect", "127.0.0.1", &p],
+    )
+    .await;
     assert!(out.starts_with("denied "), "{out}");
     settle().await;
-    assert_eq!(count.load(Ordering::SeqCst), 0, "wasi:sockets reached the network");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        0,
+        "wasi:sockets reached the network"
+    );
 }

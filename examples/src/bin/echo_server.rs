@@ -11,7 +11,10 @@ fn main() -> ExitCode {
         eprintln!("usage: echo_server PORT [MAX]");
         return ExitCode::from(2);
     };
-    let max = args.get(2).and_then(|m| m.parse::<u64>().ok()).unwrap_or(u64::MAX);
+    let max = args
+        .get(2)
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
     match serve(port, max) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

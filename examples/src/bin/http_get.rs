@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(host), Some(port)) = (args.get(1), args.get(2).and_then(|p| p.parse::<i64>().ok())) else {
+    let (Some(host), Some(port)) = (args.get(1), args.get(2).and_then(|p| p.parse::<i64>().ok()))
+    else {
         eprintln!("usage: http_get HOST PORT");
         return ExitCode::from(2);
     };

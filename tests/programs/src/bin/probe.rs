@@ -26,7 +26,11 @@ fn main() {
     let mut it = args.iter().map(String::as_str);
     let mut keep = Vec::new();
     while let Some(cmd) = it.next() {
-        let mut arg = || it.next().unwrap_or_else(|| panic!("{cmd}: missing argument")).to_string();
+        let mut arg = || {
+            it.next()
+                .unwrap_or_else(|| panic!("{cmd}: missing argument"))
+                .to_string()
+        };
         let port = |s: String| s.parse::<i64>().expect("port");
         match cmd {
             "connect" => {
@@ -42,12 +46,17 @@ fn main() {
             "listen" => {
                 let (host, p) = (arg(), port(arg()));
                 let s = tcp();
-                show(s.bind((host.as_str(), p)).and_then(|()| s.listen(None)), |()| "ok".into());
+                show(
+                    s.bind((host.as_str(), p)).and_then(|()| s.listen(None)),
+                    |()| "ok".into(),
+                );
                 keep.push(s);
             }
             "resolve" => {
                 let name = arg();
-                show(usocket::getaddrinfo(&name, 80), |list| format!("ok {}", list[0].sockaddr.0));
+                show(usocket::getaddrinfo(&name, 80), |list| {
+                    format!("ok {}", list[0].sockaddr.0)
+                });
             }
             "std-connect" => {
                 // Through wasi:sockets (Rust std), not usocket: must stay denied.
@@ -60,7 +69,9 @@ fn main() {
             "sendto" => {
                 let (host, p) = (arg(), port(arg()));
                 let s = socket(AF_INET, SOCK_DGRAM, 0).expect("socket");
-                show(s.sendto(b"probe", (host.as_str(), p)), |n| format!("ok {n}"));
+                show(s.sendto(b"probe", (host.as_str(), p)), |n| {
+                    format!("ok {n}")
+                });
             }
             "sockets" => {
                 let n: usize = arg().parse().expect("count");
@@ -100,8 +111,12 @@ fn main() {
                 s.connect(("127.0.0.1", p)).expect("connect");
                 show(s.recv(usize::MAX), |d| format!("ok recv {}", d.len()));
                 s.settimeout(Some(0.2)).expect("settimeout");
-                show(s.read(usize::MAX), |d| format!("ok read {:?}", d.map(|d| d.len())));
-                show(s.readline_limit(usize::MAX), |d| format!("ok readline {:?}", d.map(|d| d.len())));
+                show(s.read(usize::MAX), |d| {
+                    format!("ok read {:?}", d.map(|d| d.len()))
+                });
+                show(s.readline_limit(usize::MAX), |d| {
+                    format!("ok readline {:?}", d.map(|d| d.len()))
+                });
             }
             "read-close" => {
                 // Leaves received bytes unread, then closes: the peer must see a reset.
