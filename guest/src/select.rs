@@ -95,7 +95,8 @@ impl Poll {
     /// an empty list on timeout.
     ///
     /// `revents` may hold [`POLLERR`], [`POLLHUP`] and 32 (closed socket) even when the mask
-    /// did not ask for them. Bytes held in a `BufRead` cache count as [`POLLIN`].
+    /// did not ask for them. Bytes held in a `BufRead` cache or `readline`'s read-ahead count as
+    /// [`POLLIN`].
     ///
     /// # Errors
     ///
@@ -104,7 +105,7 @@ impl Poll {
         let cached: Vec<bool> = self
             .entries
             .iter()
-            .map(|(s, mask)| mask & POLLIN != 0 && s.inner.peeked.get() > 0)
+            .map(|(s, mask)| mask & POLLIN != 0 && (s.inner.peeked.get() > 0 || s.inner.ahead.borrow().len() > 0))
             .collect();
         // Readable already: only ask the host for what else is ready now.
         let timeout_ms = if cached.contains(&true) {

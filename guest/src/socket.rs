@@ -1,6 +1,6 @@
 //! [`Socket`]: MicroPython's `socket` object, one host call per method.
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::fmt;
 use std::rc::Rc;
 
@@ -97,6 +97,43 @@ pub(crate) struct Inner {
     /// How many bytes a `BufRead` cache of the current epoch knows to be queued at the head of
     /// the host's receive queue (0 if none): `select` counts them as POLLIN.
     pub(crate) peeked: Cell<usize>,
+    /// Bytes `readline` took from the host ahead of the line it returned: the true head of
+    /// the stream, before anything still queued on the host.
+    pub(crate) ahead: RefCell<Ahead>,
+}
+
+/// `readline`'s read-ahead: whole lines are served from here without a host call.
+///
+/// Only `readline` takes from it. Before any other receiving call (and before `close`), the
+/// bytes go back to the host with `unread`, so the host's queue is again the whole stream:
+/// every other method, `poll`'s view and a close that resets on unread data stay exact.
+#[derive(Default)]
+pub(crate) struct Ahead {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+/// How much `readline` asks the host to hand over beyond the line, per host call.
+const READ_AHEAD: u32 = 64 * 1024;
+
+impl Ahead {
+    pub(crate) fn len(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    /// The next line (with its `\n`), or `limit` bytes, if the read-ahead holds it.
+    fn take_line(&mut self, limit: Option<usize>) -> Option<Vec<u8>> {
+        let rest = &self.data[self.pos..];
+        let window = &rest[..rest.len().min(limit.unwrap_or(usize::MAX))];
+        let n = match window.iter().position(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if Some(window.len()) == limit => window.len(),
+            None => return None,
+        };
+        let line = window[..n].to_vec();
+        self.pos += n;
+        Some(line)
+    }
 }
 
 impl Inner {
@@ -105,6 +142,25 @@ impl Inner {
     pub(crate) fn invalidate(&self) {
         self.epoch.set(self.epoch.get().wrapping_add(1));
         self.peeked.set(0);
+    }
+
+    /// Gives `readline`'s read-ahead back to the host (see [`Ahead`]). On failure the bytes
+    /// stay here: nothing is lost.
+    pub(crate) fn give_back(&self) -> Result<()> {
+        let mut ahead = self.ahead.borrow_mut();
+        if ahead.len() > 0 {
+            self.sock.unread(&ahead.data[ahead.pos..]).map_err(OSError::new)?;
+        }
+        *ahead = Ahead::default();
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    /// A socket dropped with read-ahead still unread must reset like any socket closed with
+    /// unread data: give the bytes back before the host socket is dropped.
+    fn drop(&mut self) {
+        let _ = self.give_back();
     }
 }
 
@@ -149,6 +205,7 @@ impl Socket {
                 datagram,
                 epoch: Cell::new(0),
                 peeked: Cell::new(0),
+                ahead: RefCell::default(),
             }),
             peek: Peek::default(),
         }
@@ -160,9 +217,10 @@ impl Socket {
 
     /// Before a host call that may take received bytes: every `BufRead` cache is only a
     /// mirror of the head of the host's queue, so dropping them loses nothing.
-    fn receiving(&self) -> &wit::Socket {
+    fn receiving(&self) -> Result<&wit::Socket> {
+        self.inner.give_back()?;
         self.inner.invalidate();
-        &self.inner.sock
+        Ok(&self.inner.sock)
     }
 
     /// `accept()`: the next inbound connection, as `(socket, (address, port))`.
@@ -296,7 +354,7 @@ impl Socket {
     /// the data queued) and/or [`MSG_DONTWAIT`](crate::MSG_DONTWAIT) (this call does not
     /// block); other flags: EINVAL.
     pub fn recv_flags(&self, n: usize, flags: i32) -> Result<Vec<u8>> {
-        self.receiving()
+        self.receiving()?
             .recv(size_arg(n), flags)
             .map_err(OSError::new)
     }
@@ -310,7 +368,7 @@ impl Socket {
     /// sender's address.
     pub fn recvfrom_flags(&self, n: usize, flags: i32) -> Result<(Vec<u8>, SockAddr)> {
         let (data, addr) = self
-            .receiving()
+            .receiving()?
             .recv_from(size_arg(n), flags)
             .map_err(OSError::new)?;
         Ok((data, addr::from_wit(addr)))
@@ -327,7 +385,7 @@ impl Socket {
     ///
     /// ENOTCONN, ECONNRESET (once, after data), EBADF.
     pub fn read(&self, n: usize) -> Result<Option<Vec<u8>>> {
-        self.receiving()
+        self.receiving()?
             .read(Some(size_arg(n)))
             .map_err(OSError::new)
     }
@@ -335,7 +393,7 @@ impl Socket {
     /// `read()` without a size: everything until end of stream. Blocking, timed and
     /// non-blocking as [`read`](Socket::read).
     pub fn read_all(&self) -> Result<Option<Vec<u8>>> {
-        self.receiving().read(None).map_err(OSError::new)
+        self.receiving()?.read(None).map_err(OSError::new)
     }
 
     /// `readinto(buf)`: reads `buf.len()` bytes into `buf` as [`read`](Socket::read) does and
@@ -343,7 +401,7 @@ impl Socket {
     /// available). MicroPython's `readinto(buf, nbytes)` is `readinto(&mut buf[..nbytes])`.
     pub fn readinto(&self, buf: &mut [u8]) -> Result<Option<usize>> {
         let data = self
-            .receiving()
+            .receiving()?
             .read(Some(size_arg(buf.len())))
             .map_err(OSError::new)?;
         Ok(data.map(|data| {
@@ -356,22 +414,44 @@ impl Socket {
     /// `readline()`: one line including its `\n` (`\r\n` as received); at end of stream the
     /// last partial line, then empty. Blocking, timed and non-blocking as
     /// [`read`](Socket::read): nothing received is lost.
+    ///
+    /// At most one host call: the host hands over bytes it already received after the line,
+    /// and the following lines are served from them.
     pub fn readline(&self) -> Result<Option<Vec<u8>>> {
-        self.receiving().readline(None).map_err(OSError::new)
+        self.readline_up_to(None)
     }
 
     /// `readline(limit)`: as [`readline`](Socket::readline), at most `limit` bytes.
     pub fn readline_limit(&self, limit: usize) -> Result<Option<Vec<u8>>> {
-        self.receiving()
-            .readline(Some(size_arg(limit)))
-            .map_err(OSError::new)
+        self.readline_up_to(Some(limit))
+    }
+
+    fn readline_up_to(&self, limit: Option<usize>) -> Result<Option<Vec<u8>>> {
+        if let Some(line) = self.inner.ahead.borrow_mut().take_line(limit) {
+            self.inner.invalidate();
+            return Ok(Some(line));
+        }
+        // Not a whole line here: the partial rest goes back, and the host (which keeps the
+        // deadline for the whole call) assembles the line.
+        let host = self.receiving()?;
+        let Some((line, extra)) = host
+            .readline_ahead(limit.map(size_arg), READ_AHEAD)
+            .map_err(OSError::new)?
+        else {
+            return Ok(None);
+        };
+        *self.inner.ahead.borrow_mut() = Ahead { data: extra, pos: 0 };
+        Ok(Some(line))
     }
 
     /// `close()`: idempotent; every later call on any handle of this socket fails with
     /// EBADF. A stream socket that still holds unread received data is reset (the peer sees
     /// ECONNRESET).
     pub fn close(&self) {
-        self.receiving().close();
+        // Read-ahead goes back first, so that closing with it unread resets the connection.
+        let _ = self.inner.give_back();
+        self.inner.invalidate();
+        self.host().close();
     }
 
     /// `settimeout(t)`: `None` blocks (the default), `Some(0.0)` is non-blocking, `Some(t)`

@@ -108,6 +108,7 @@ impl BufRead for Socket {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.cached().is_none() {
             self.peek.clear();
+            self.inner.give_back()?;
             let data = self
                 .inner
                 .sock

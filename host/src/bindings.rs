@@ -173,6 +173,21 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         out(sock.readline(self.ctx, limit.map(size)).await)
     }
 
+    async fn readline_ahead(
+        &mut self,
+        this: Resource<Socket>,
+        limit: Option<u32>,
+        ahead: u32,
+    ) -> Res<Option<(Vec<u8>, Vec<u8>)>> {
+        let sock = self.table.get_mut(&this)?;
+        out(sock.readline_ahead(self.ctx, limit.map(size), size(ahead)).await)
+    }
+
+    async fn unread(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<()> {
+        let sock = self.table.get_mut(&this)?;
+        out(sock.unread(self.ctx, &data))
+    }
+
     async fn close(&mut self, this: Resource<Socket>) -> wasmtime::Result<()> {
         self.table.get_mut(&this)?.close();
         Ok(())

@@ -190,6 +190,21 @@ impl RxQueue {
         self.buf.reserve(want);
     }
 
+    /// Puts `data` back in front of the queue.
+    fn unread(&mut self, data: &[u8]) {
+        if data.len() <= self.head {
+            // The usual case: these are the bytes just taken, and their room is still there.
+            self.head -= data.len();
+            self.buf[self.head..self.head + data.len()].copy_from_slice(data);
+        } else {
+            let mut buf = Vec::with_capacity(data.len() + self.len());
+            buf.extend_from_slice(data);
+            buf.extend_from_slice(self.queued());
+            self.buf = buf;
+            self.head = 0;
+        }
+    }
+
     /// Takes the pending error if nothing is queued before it; afterwards the stream is at EOF.
     fn take_error(&mut self) -> Option<Errno> {
         if self.len() > 0 {
@@ -755,6 +770,46 @@ impl Socket {
         }
     }
 
+    /// `readline(limit)` for guest libraries with a read-ahead buffer: the line, plus up to
+    /// `ahead` bytes already queued in the host after it (never waiting for more). The guest
+    /// then owns those bytes, and gives back what it does not use with [`Socket::unread`].
+    pub async fn readline_ahead(
+        &mut self,
+        ctx: &UsocketCtx,
+        limit: Option<usize>,
+        ahead: usize,
+    ) -> SockResult<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(line) = self.readline(ctx, limit).await? else { return Ok(None) };
+        if self.kind != Kind::Stream {
+            return Ok(Some((line, Vec::new())));
+        }
+        let rx = &mut self.io_mut()?.rx;
+        let extra = rx.take(ahead.min(rx.len()));
+        Ok(Some((line, extra)))
+    }
+
+    /// Puts bytes back at the head of a stream's receive queue: read-ahead that a guest library
+    /// did not use. Later reads return them first, `poll` counts them, and a close with them
+    /// still queued resets the connection, as for any unread data.
+    ///
+    /// Errors: EOPNOTSUPP (datagram socket), ENOTCONN (no connection), ENOBUFS (the queue
+    /// would exceed the per-socket limit), EBADF.
+    pub fn unread(&mut self, ctx: &UsocketCtx, data: &[u8]) -> SockResult<()> {
+        self.ensure_open()?;
+        if self.kind != Kind::Stream {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if self.phase != Phase::Connected {
+            return Err(Errno::ENOTCONN);
+        }
+        let rx = &mut self.io_mut()?.rx;
+        if rx.len() + data.len() > ctx.limits().max_buffered {
+            return Err(Errno::ENOBUFS);
+        }
+        rx.unread(data);
+        Ok(())
+    }
+
     /// `send(data)`: what fits, at least one byte unless non-blocking or timed out.
     pub async fn send(&mut self, data: &[u8]) -> SockResult<usize> {
         let deadline = self.timeout.deadline();
@@ -1150,5 +1205,32 @@ mod tests {
         assert_eq!(sock.write(b"x").await, Err(Errno::EBADF));
         assert_eq!(sock.set_timeout(None), Err(Errno::EBADF));
         assert_eq!(sock.revents(POLLIN | POLLOUT), POLL_CLOSED);
+    }
+
+    #[tokio::test]
+    async fn readline_ahead_and_unread_keep_the_stream_in_order() {
+        let ctx = ctx();
+        let (mut sock, mut peer) = connected(&ctx).await;
+        peer.write_all(b"one\ntwo\nthr").unwrap();
+        sock.set_timeout(Some(2.0)).unwrap();
+        let mut got = sock.readline_ahead(&ctx, None, 1 << 16).await.unwrap().unwrap();
+        // Wait until the rest of the write has arrived too.
+        while got.1.len() < 7 {
+            sock.unread(&ctx, &got.1).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sock.set_timeout(Some(0.0)).unwrap();
+            let rest = sock.read(&ctx, Some(1 << 16)).await.unwrap().unwrap_or_default();
+            got.1 = rest;
+        }
+        assert_eq!(got.0, b"one\n");
+        assert_eq!(got.1, b"two\nthr");
+        // The guest used "two\n" and gives back "thr".
+        sock.unread(&ctx, b"thr").unwrap();
+        assert_eq!(sock.revents(POLLIN) & POLLIN, POLLIN);
+        peer.write_all(b"ee\n").unwrap();
+        sock.set_timeout(Some(2.0)).unwrap();
+        assert_eq!(sock.readline(&ctx, None).await, Ok(Some(b"three\n".to_vec())));
+        sock.unread(&ctx, b"x").unwrap();
+        assert_eq!(sock.unread(&ctx, &vec![0; ctx.limits().max_buffered]), Err(Errno::ENOBUFS));
     }
 }

@@ -5,7 +5,8 @@
 //! `sendto HOST PORT`, `std-connect HOST PORT` (Rust std, i.e. wasi:sockets), `sockets N` (open up to N, print how many opened), `hold-accept PORT`
 //! (listen, then block in accept), `hold-recv PORT` (connect, then block in recv),
 //! `huge PORT` (recv/read/readline with the largest sizes), `read-close PORT N` (read N
-//! bytes, close with the rest unread), `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
+//! bytes, close with the rest unread), `lines PORT` (readline mixed with poll and recv),
+//! `readline-close PORT` (readline, close with read-ahead unread), `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
 //! `echo PORT COUNT` (COUNT 64-byte round trips to an echo server).
 
 use usocket::{AF_INET, SOCK_DGRAM, SOCK_STREAM, Socket, socket};
@@ -124,6 +125,28 @@ fn main() {
                 let s = tcp();
                 s.connect(("127.0.0.1", p)).expect("connect");
                 show(s.read(n), |d| format!("ok read {:?}", d.map(|d| d.len())));
+                s.close();
+            }
+            "lines" => {
+                // readline's read-ahead must not reorder or hide bytes from other calls.
+                let p = port(arg());
+                let s = tcp();
+                s.settimeout(Some(5.0)).expect("settimeout");
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.readline(), |l| format!("ok readline {:?}", l.map(|l| String::from_utf8_lossy(&l).into_owned())));
+                let mut p = usocket::select::poll();
+                p.register(&s, usocket::select::POLLIN);
+                show(p.poll(0), |r| format!("ok poll {:?}", r.iter().map(|(_, ev)| *ev).collect::<Vec<_>>()));
+                show(s.recv(100), |d| format!("ok recv {:?}", String::from_utf8_lossy(&d)));
+                show(s.readline(), |l| format!("ok readline {:?}", l.map(|l| String::from_utf8_lossy(&l).into_owned())));
+            }
+            "readline-close" => {
+                // Leaves read-ahead unread, then closes: the peer must see a reset.
+                let p = port(arg());
+                let s = tcp();
+                s.settimeout(Some(5.0)).expect("settimeout");
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.readline(), |l| format!("ok readline {:?}", l.map(|l| l.len())));
                 s.close();
             }
             "trap" => {
