@@ -4,7 +4,11 @@
 //! `usocket:net/usocket` WIT interface (`wit/usocket.wit`) with MicroPython's names and
 //! shapes, so that MicroPython socket code ports statement by statement. The behaviour
 //! contract is SEMANTICS.md; the host does all of the work (validation, policy, buffering,
-//! blocking, deadlines), and every method here makes at most one host call.
+//! blocking, deadlines), and every method here makes one host call, with one exception that
+//! makes it cheaper: `readline` keeps the bytes the host had already received after the line
+//! (a read-ahead) and serves the next whole lines from them without any host call; it gives
+//! them back (`unread`) before any other receiving call and before `close`, so mixing
+//! methods, `poll` and reset-on-close behave exactly as if the host held them.
 //!
 //! ```no_run
 //! use usocket::{AF_INET, SOCK_STREAM};

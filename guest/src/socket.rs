@@ -1,4 +1,5 @@
-//! [`Socket`]: MicroPython's `socket` object, one host call per method.
+//! [`Socket`]: MicroPython's `socket` object, one host call per method (`readline`: at most
+//! one, see [`Ahead`]).
 
 use core::cell::{Cell, RefCell};
 use core::fmt;
@@ -415,8 +416,9 @@ impl Socket {
     /// last partial line, then empty. Blocking, timed and non-blocking as
     /// [`read`](Socket::read): nothing received is lost.
     ///
-    /// At most one host call: the host hands over bytes it already received after the line,
-    /// and the following lines are served from them.
+    /// At most one host call (two when a partial line must first be given back): the host
+    /// hands over bytes it already received after the line, and the following whole lines
+    /// are served from them.
     pub fn readline(&self) -> Result<Option<Vec<u8>>> {
         self.readline_up_to(None)
     }

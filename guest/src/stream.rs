@@ -1,6 +1,7 @@
 //! `std::io::{Read, Write, BufRead}` for [`Socket`].
 //!
-//! The host stays the only owner of received bytes, so that the MicroPython methods, the
+//! The host stays the owner of received bytes (`readline`'s read-ahead is given back before
+//! any of these calls, see `socket.rs`), so that the MicroPython methods, the
 //! `std::io` traits and every handle of a socket can be mixed without losing or reordering
 //! anything:
 //!
