@@ -2,11 +2,12 @@
 //! on loopback, in one run. Each figure is the median of several rounds; the ratio is
 //! guest/native for throughput and native/guest for latency, so higher is better (1.0 = native).
 //!
-//! Workloads: bulk send and bulk receive in 64 KiB chunks, 64-byte echo round trips, and
-//! `readline` over a 16 MiB stream of 64-byte lines (native: `BufRead::read_line`).
+//! Workloads: bulk send and bulk receive in 64 KiB chunks, 64-byte echo round trips,
+//! `readline` over a 16 MiB stream of 64-byte lines (native: `BufRead::read_line`), and UDP
+//! request/response pairs of 64-byte datagrams.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,22 @@ const BULK: u64 = 1 << 30;
 const ECHOES: u64 = 20_000;
 const LINE: usize = 64;
 const LINES_TOTAL: usize = 16 << 20;
+const DATAGRAMS: u64 = 20_000;
+
+/// A native UDP echo on loopback that answers `count` datagrams; returns its port.
+fn udp_echo(count: u64) -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..count {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
+            sock.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    port
+}
 
 /// A one-connection native peer on loopback; returns its port.
 fn peer(serve: impl FnOnce(TcpStream) + Send + 'static) -> u16 {
@@ -103,6 +120,17 @@ fn native(mode: &str) -> Duration {
                 c.read_exact(&mut back).unwrap();
             }
         }
+        "udp" => {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(("127.0.0.1", udp_echo(DATAGRAMS))).unwrap();
+            let msg = [0x75u8; 64];
+            let mut back = [0u8; 64];
+            start = Instant::now();
+            for _ in 0..DATAGRAMS {
+                s.send(&msg).unwrap();
+                assert_eq!(s.recv(&mut back).unwrap(), 64);
+            }
+        }
         "readline" => {
             let c = TcpStream::connect(("127.0.0.1", peer(line_source))).unwrap();
             let mut r = BufReader::new(c);
@@ -129,13 +157,15 @@ async fn guest(mode: &str) -> Duration {
         "recv" => peer(source(BULK)),
         "echo" => peer(echo),
         "readline" => peer(line_source),
+        "udp" => udp_echo(DATAGRAMS),
         _ => unreachable!(),
     };
     let p = port.to_string();
-    let (bulk, echoes) = (BULK.to_string(), ECHOES.to_string());
+    let (bulk, echoes, datagrams) = (BULK.to_string(), ECHOES.to_string(), DATAGRAMS.to_string());
     let args: Vec<&str> = match mode {
         "send" => vec![mode, &p, &bulk],
         "echo" => vec![mode, &p, &echoes],
+        "udp" => vec![mode, &p, &datagrams],
         _ => vec![mode, &p],
     };
     let out = run("bench", &args, Options::default())
@@ -185,6 +215,7 @@ async fn main() {
         let show = |d: Duration| match mode {
             "send" | "recv" => format!("{:.2} GB/s", BULK as f64 / d.as_secs_f64() / 1e9),
             "echo" => format!("{:.1} us/rtt", d.as_secs_f64() * 1e6 / ECHOES as f64),
+            "udp" => format!("{:.0} k/s", DATAGRAMS as f64 / d.as_secs_f64() / 1e3),
             _ => format!(
                 "{:.2} Mlines/s",
                 (LINES_TOTAL / LINE) as f64 / d.as_secs_f64() / 1e6

@@ -2,15 +2,29 @@
 //! loopback and prints `elapsed_ns UNITS` measured around its own loop only.
 //!
 //! Modes: `send PORT BYTES` (sendall 64 KiB chunks), `recv PORT` (recv 64 KiB until EOF),
-//! `echo PORT COUNT` (64-byte round trips), `readline PORT` (readline until EOF).
+//! `echo PORT COUNT` (64-byte round trips), `readline PORT` (readline until EOF),
+//! `udp PORT COUNT` (64-byte datagram request/response pairs).
 
 use std::time::Instant;
 
-use usocket::{AF_INET, SOCK_STREAM, socket};
+use usocket::{AF_INET, SOCK_DGRAM, SOCK_STREAM, socket};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let port: i64 = args[2].parse().expect("port");
+    if args[1] == "udp" {
+        let count: u64 = args[3].parse().expect("count");
+        let s = socket(AF_INET, SOCK_DGRAM, 0).expect("socket");
+        s.connect(("127.0.0.1", port)).expect("connect");
+        let msg = [0x75_u8; 64];
+        let start = Instant::now();
+        for _ in 0..count {
+            s.send(&msg).expect("send");
+            assert_eq!(s.recv(64).expect("recv").len(), 64);
+        }
+        println!("{} {count}", start.elapsed().as_nanos());
+        return;
+    }
     let s = socket(AF_INET, SOCK_STREAM, 0).expect("socket");
     s.connect(("127.0.0.1", port)).expect("connect");
     let start = Instant::now();
