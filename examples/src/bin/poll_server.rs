@@ -1,0 +1,164 @@
+//! A non-blocking line echo server: one guest serves many clients at once with
+//! `select::poll`. Every socket is non-blocking; the listener's POLLIN means a client to
+//! accept, a client's POLLIN means lines to echo (as received), and end of stream, an error or
+//! a hang-up closes that client. Stops after `MAX` clients have come and gone (default: never).
+//!
+//! Run: `usocket run --allow bind=127.0.0.1:7001 target/wasm32-wasip2/release/poll_server.wasm 7001`
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use usocket::select::{self, POLLERR, POLLHUP, POLLIN, POLLOUT};
+use usocket::{Socket, errno};
+
+/// What `poll` reports for a socket closed locally (it has no constant).
+const POLLNVAL: u32 = 32;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(port) = args.get(1).and_then(|p| p.parse::<i64>().ok()) else {
+        eprintln!("usage: poll_server PORT [MAX]");
+        return ExitCode::from(2);
+    };
+    let max = match args.get(2).map(|m| m.parse::<u64>()) {
+        None => u64::MAX,
+        Some(Ok(max)) => max,
+        Some(Err(_)) => {
+            eprintln!("usage: poll_server PORT [MAX]");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(port, max) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poll_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One connected client: its socket, its address (for messages), and the part of its echo
+/// that did not fit into the socket yet.
+struct Client {
+    sock: Socket,
+    name: String,
+    pending: Vec<u8>,
+}
+
+fn serve(port: i64, max: u64) -> usocket::Result<()> {
+    let listener = usocket::socket(usocket::AF_INET, usocket::SOCK_STREAM, 0)?;
+    listener.setsockopt(usocket::SOL_SOCKET, usocket::SO_REUSEADDR, 1)?;
+    listener.bind(("127.0.0.1", port))?;
+    listener.listen(None)?;
+    listener.setblocking(false)?;
+    println!("poll_server: listening on 127.0.0.1:{port}");
+    let _ = std::io::stdout().flush();
+
+    let mut poller = select::poll();
+    poller.register(&listener, POLLIN);
+    let mut clients: Vec<Client> = Vec::new();
+    let mut served = 0u64;
+    while served < max {
+        for (sock, revents) in poller.poll(-1)? {
+            if sock == listener {
+                if revents & POLLIN != 0 {
+                    accept(&listener, &mut poller, &mut clients)?;
+                }
+                continue;
+            }
+            let Some(i) = clients.iter().position(|c| c.sock == sock) else {
+                continue;
+            };
+            let done = match service(&mut clients[i], &mut poller, revents) {
+                Ok(done) => done,
+                Err(e) => {
+                    // One bad client must not stop the server: report it and drop it.
+                    eprintln!("poll_server: client {}: {e}", clients[i].name);
+                    true
+                }
+            };
+            if done {
+                let client = clients.swap_remove(i);
+                poller.unregister(&client.sock);
+                client.sock.close();
+                println!("poll_server: client {} gone", client.name);
+                served += 1;
+            }
+        }
+    }
+    listener.close();
+    Ok(())
+}
+
+/// Accepts every pending connection and registers each new client for POLLIN.
+fn accept(
+    listener: &Socket,
+    poller: &mut select::Poll,
+    clients: &mut Vec<Client>,
+) -> usocket::Result<()> {
+    loop {
+        match listener.accept() {
+            Ok((sock, (peer, peer_port))) => {
+                sock.setblocking(false)?;
+                poller.register(&sock, POLLIN);
+                let name = format!("{peer}:{peer_port}");
+                println!("poll_server: client {name}");
+                clients.push(Client {
+                    sock,
+                    name,
+                    pending: Vec::new(),
+                });
+            }
+            // No more pending connections, or one that went away before we took it.
+            Err(e) if e.errno() == errno::EAGAIN || e.errno() == errno::ECONNABORTED => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Handles one client's events; `Ok(true)` when the client is finished.
+fn service(client: &mut Client, poller: &mut select::Poll, revents: u32) -> usocket::Result<bool> {
+    if revents & POLLOUT != 0 {
+        flush(client)?;
+    }
+    if revents & POLLIN != 0 && client.pending.is_empty() {
+        // Echo every line that is already here. A non-blocking `readline` returns a line, or
+        // the part of one received so far (echoed as it is: the stream stays the same), or
+        // None when nothing is queued.
+        while client.pending.is_empty() {
+            match client.sock.readline()? {
+                None => break,
+                Some(line) if line.is_empty() => return Ok(true), // end of stream
+                Some(line) => {
+                    client.pending = line;
+                    flush(client)?;
+                }
+            }
+        }
+    } else if revents & (POLLERR | POLLHUP | POLLNVAL) != 0 && revents & POLLIN == 0 {
+        return Ok(true);
+    }
+    // While an echo is waiting for room, stop reading that client (so that a client that
+    // sends without reading cannot make the server buffer without limit).
+    let mask = if client.pending.is_empty() {
+        POLLIN
+    } else {
+        POLLOUT
+    };
+    poller.register(&client.sock, mask);
+    Ok(false)
+}
+
+/// Writes what fits of the client's pending echo.
+fn flush(client: &mut Client) -> usocket::Result<()> {
+    if client.pending.is_empty() {
+        return Ok(());
+    }
+    // None: nothing fit (the socket is full); POLLOUT will tell when there is room.
+    if let Some(n) = client.sock.write(&client.pending)? {
+        client.pending.drain(..n);
+    }
+    Ok(())
+}
