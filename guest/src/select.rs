@@ -105,7 +105,9 @@ impl Poll {
         let cached: Vec<bool> = self
             .entries
             .iter()
-            .map(|(s, mask)| mask & POLLIN != 0 && (s.inner.peeked.get() > 0 || s.inner.ahead.borrow().len() > 0))
+            .map(|(s, mask)| {
+                mask & POLLIN != 0 && (s.inner.peeked.get() > 0 || s.inner.ahead.borrow().len() > 0)
+            })
             .collect();
         // Readable already: only ask the host for what else is ready now.
         let timeout_ms = if cached.contains(&true) {

@@ -126,7 +126,7 @@ impl Ahead {
     fn take_line(&mut self, limit: Option<usize>) -> Option<Vec<u8>> {
         let rest = &self.data[self.pos..];
         let window = &rest[..rest.len().min(limit.unwrap_or(usize::MAX))];
-        let n = match window.iter().position(|&b| b == b'\n') {
+        let n = match memchr::memchr(b'\n', window) {
             Some(i) => i + 1,
             None if Some(window.len()) == limit => window.len(),
             None => return None,
@@ -150,7 +150,9 @@ impl Inner {
     pub(crate) fn give_back(&self) -> Result<()> {
         let mut ahead = self.ahead.borrow_mut();
         if ahead.len() > 0 {
-            self.sock.unread(&ahead.data[ahead.pos..]).map_err(OSError::new)?;
+            self.sock
+                .unread(&ahead.data[ahead.pos..])
+                .map_err(OSError::new)?;
         }
         *ahead = Ahead::default();
         Ok(())
@@ -442,7 +444,10 @@ impl Socket {
         else {
             return Ok(None);
         };
-        *self.inner.ahead.borrow_mut() = Ahead { data: extra, pos: 0 };
+        *self.inner.ahead.borrow_mut() = Ahead {
+            data: extra,
+            pos: 0,
+        };
         Ok(Some(line))
     }
 

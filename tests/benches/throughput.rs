@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use usocket_tests::{Options, run};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const BULK: u64 = 1 << 30;
 const ECHOES: u64 = 20_000;
 const LINE: usize = 64;
@@ -24,11 +24,14 @@ const DATAGRAMS: u64 = 20_000;
 fn udp_echo(count: u64) -> u16 {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     thread::spawn(move || {
         let mut buf = [0u8; 64];
         for _ in 0..count {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
             sock.send_to(&buf[..n], from).unwrap();
         }
     });
@@ -199,6 +202,7 @@ async fn main() {
         ("recv", ">= 0.95"),
         ("echo", "time <= 1.15x"),
         ("readline", ">= 0.8"),
+        ("udp", "report"),
     ] {
         let mut n = Vec::new();
         let mut g = Vec::new();
