@@ -180,7 +180,9 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         ahead: u32,
     ) -> Res<Option<(Vec<u8>, Vec<u8>)>> {
         let sock = self.table.get_mut(&this)?;
-        out(sock.readline_ahead(self.ctx, limit.map(size), size(ahead)).await)
+        out(sock
+            .readline_ahead(self.ctx, limit.map(size), size(ahead))
+            .await)
     }
 
     async fn unread(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<()> {

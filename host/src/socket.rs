@@ -779,7 +779,9 @@ impl Socket {
         limit: Option<usize>,
         ahead: usize,
     ) -> SockResult<Option<(Vec<u8>, Vec<u8>)>> {
-        let Some(line) = self.readline(ctx, limit).await? else { return Ok(None) };
+        let Some(line) = self.readline(ctx, limit).await? else {
+            return Ok(None);
+        };
         if self.kind != Kind::Stream {
             return Ok(Some((line, Vec::new())));
         }
@@ -1213,13 +1215,21 @@ mod tests {
         let (mut sock, mut peer) = connected(&ctx).await;
         peer.write_all(b"one\ntwo\nthr").unwrap();
         sock.set_timeout(Some(2.0)).unwrap();
-        let mut got = sock.readline_ahead(&ctx, None, 1 << 16).await.unwrap().unwrap();
+        let mut got = sock
+            .readline_ahead(&ctx, None, 1 << 16)
+            .await
+            .unwrap()
+            .unwrap();
         // Wait until the rest of the write has arrived too.
         while got.1.len() < 7 {
             sock.unread(&ctx, &got.1).unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
             sock.set_timeout(Some(0.0)).unwrap();
-            let rest = sock.read(&ctx, Some(1 << 16)).await.unwrap().unwrap_or_default();
+            let rest = sock
+                .read(&ctx, Some(1 << 16))
+                .await
+                .unwrap()
+                .unwrap_or_default();
             got.1 = rest;
         }
         assert_eq!(got.0, b"one\n");
@@ -1229,8 +1239,14 @@ mod tests {
         assert_eq!(sock.revents(POLLIN) & POLLIN, POLLIN);
         peer.write_all(b"ee\n").unwrap();
         sock.set_timeout(Some(2.0)).unwrap();
-        assert_eq!(sock.readline(&ctx, None).await, Ok(Some(b"three\n".to_vec())));
+        assert_eq!(
+            sock.readline(&ctx, None).await,
+            Ok(Some(b"three\n".to_vec()))
+        );
         sock.unread(&ctx, b"x").unwrap();
-        assert_eq!(sock.unread(&ctx, &vec![0; ctx.limits().max_buffered]), Err(Errno::ENOBUFS));
+        assert_eq!(
+            sock.unread(&ctx, &vec![0; ctx.limits().max_buffered]),
+            Err(Errno::ENOBUFS)
+        );
     }
 }

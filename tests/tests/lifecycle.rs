@@ -189,14 +189,18 @@ async fn closing_with_unread_data_resets_the_connection() {
 }
 
 /// A peer that sends `data` at once and reports how the guest's side ended.
-async fn sending_peer(data: &'static [u8]) -> (String, tokio::task::JoinHandle<std::io::Result<usize>>) {
+async fn sending_peer(
+    data: &'static [u8],
+) -> (String, tokio::task::JoinHandle<std::io::Result<usize>>) {
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = server.local_addr().unwrap().port().to_string();
     let peer = tokio::spawn(async move {
         let (mut conn, _) = server.accept().await.unwrap();
         conn.write_all(data).await.unwrap();
         let mut buf = [0u8; 16];
-        tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("guest ends")
+        tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("guest ends")
     });
     (port, peer)
 }
@@ -206,7 +210,9 @@ async fn readline_read_ahead_is_seen_by_poll_and_recv_in_order() {
     let (p, peer) = sending_peer(b"a\nb\nc").await;
     // Give the whole write time to arrive, so the first readline takes "b\nc" ahead.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let out = run("probe", &["lines", &p], Options::default()).await.unwrap();
+    let out = run("probe", &["lines", &p], Options::default())
+        .await
+        .unwrap();
     assert_eq!(
         out.stdout_text(),
         "ok readline Some(\"a\\n\")\nok poll [1]\nok recv \"b\\nc\"\nerrno 110\n"
@@ -218,8 +224,13 @@ async fn readline_read_ahead_is_seen_by_poll_and_recv_in_order() {
 async fn closing_with_read_ahead_unread_resets_the_connection() {
     let (p, peer) = sending_peer(b"x\ny\n").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let out = run("probe", &["readline-close", &p], Options::default()).await.unwrap();
+    let out = run("probe", &["readline-close", &p], Options::default())
+        .await
+        .unwrap();
     assert_eq!(out.stdout_text(), "ok readline Some(2)\n");
-    let err = peer.await.unwrap().expect_err("unread read-ahead must turn the close into a reset");
+    let err = peer
+        .await
+        .unwrap()
+        .expect_err("unread read-ahead must turn the close into a reset");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
 }

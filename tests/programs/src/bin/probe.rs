@@ -133,12 +133,29 @@ fn main() {
                 let s = tcp();
                 s.settimeout(Some(5.0)).expect("settimeout");
                 s.connect(("127.0.0.1", p)).expect("connect");
-                show(s.readline(), |l| format!("ok readline {:?}", l.map(|l| String::from_utf8_lossy(&l).into_owned())));
+                show(s.readline(), |l| {
+                    format!(
+                        "ok readline {:?}",
+                        l.map(|l| String::from_utf8_lossy(&l).into_owned())
+                    )
+                });
                 let mut p = usocket::select::poll();
                 p.register(&s, usocket::select::POLLIN);
-                show(p.poll(0), |r| format!("ok poll {:?}", r.iter().map(|(_, ev)| *ev).collect::<Vec<_>>()));
-                show(s.recv(100), |d| format!("ok recv {:?}", String::from_utf8_lossy(&d)));
-                show(s.readline(), |l| format!("ok readline {:?}", l.map(|l| String::from_utf8_lossy(&l).into_owned())));
+                show(p.poll(0), |r| {
+                    format!(
+                        "ok poll {:?}",
+                        r.iter().map(|(_, ev)| *ev).collect::<Vec<_>>()
+                    )
+                });
+                show(s.recv(100), |d| {
+                    format!("ok recv {:?}", String::from_utf8_lossy(&d))
+                });
+                show(s.readline(), |l| {
+                    format!(
+                        "ok readline {:?}",
+                        l.map(|l| String::from_utf8_lossy(&l).into_owned())
+                    )
+                });
             }
             "readline-close" => {
                 // Leaves read-ahead unread, then closes: the peer must see a reset.
@@ -146,7 +163,9 @@ fn main() {
                 let s = tcp();
                 s.settimeout(Some(5.0)).expect("settimeout");
                 s.connect(("127.0.0.1", p)).expect("connect");
-                show(s.readline(), |l| format!("ok readline {:?}", l.map(|l| l.len())));
+                show(s.readline(), |l| {
+                    format!("ok readline {:?}", l.map(|l| l.len()))
+                });
                 s.close();
             }
             "trap" => {
