@@ -1,6 +1,6 @@
 //! Fetches `/` over HTTP/1.0 and prints the reply: getaddrinfo, connect, sendall, read().
 //!
-//! Run: `usocket run --allow connect=127.0.0.1:8000 target/guests/wasm32-wasip2/release/http_get.wasm 127.0.0.1 8000`
+//! Run: `usocket run --allow connect=127.0.0.1:8000 target/wasm32-wasip2/release/http_get.wasm 127.0.0.1 8000`
 //! (a host name also needs `--allow resolve=NAME`).
 
 use std::io::Write;
