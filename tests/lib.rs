@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use usocket_host::run::{Guest, Runner};
-use usocket_host::{Limits, Policy, Rule, UsocketCtx};
+use usocket_host::policy::parse_rules;
+use usocket_host::{Limits, Policy, UsocketCtx};
 use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -42,23 +43,24 @@ pub fn component(name: &str) -> Component {
     compiled
 }
 
-/// Parses rules into a policy (test convenience: panics on a bad rule).
+/// Parses rules (each may name several uses) into a policy; panics on a bad rule.
 pub fn policy(allow: &[&str], deny: &[&str]) -> Arc<Policy> {
-    let parse = |r: &&str| r.parse::<Rule>().unwrap_or_else(|e| panic!("{e}"));
+    let parse = |r: &&str| parse_rules(r).unwrap_or_else(|e| panic!("{e}"));
     let mut b = Policy::builder();
-    for rule in allow.iter().map(parse) {
+    for rule in allow.iter().flat_map(parse) {
         b = b.allow(rule, cap_std::ambient_authority());
     }
-    for rule in deny.iter().map(parse) {
+    for rule in deny.iter().flat_map(parse) {
         b = b.deny(rule);
     }
     Arc::new(b.build())
 }
 
-/// What the conformance README asks a host to grant: TCP and UDP on 127.0.0.1, lookups.
+/// What the conformance README asks a host to grant: TCP and UDP on 127.0.0.1 (every use),
+/// lookups.
 pub fn conformance_policy() -> Arc<Policy> {
     policy(
-        &["connect=127.0.0.1:*", "bind=127.0.0.1:*", "resolve=*"],
+        &["connect,send,bind,listen,accept,recv=127.0.0.1:*", "resolve=*"],
         &[],
     )
 }

@@ -77,7 +77,7 @@ impl wit::Host for UsocketCtxView<'_> {
         _flags: i32,
     ) -> Res<Vec<Addrinfo>> {
         let found =
-            crate::resolve::getaddrinfo(self.ctx, &host, port, family, socktype, proto).await;
+            crate::resolve::getaddrinfo(&mut *self.ctx, &host, port, family, socktype, proto).await;
         out(found.map(|list| {
             list.into_iter()
                 .map(|info| Addrinfo {
@@ -125,12 +125,12 @@ impl wit::HostSocket for UsocketCtxView<'_> {
 
     async fn send(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<u32> {
         let sock = self.table.get_mut(&this)?;
-        out(sock.send(&data).await.map(u32_len))
+        out(sock.send(self.ctx, &data).await.map(u32_len))
     }
 
     async fn write(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<u32> {
         let sock = self.table.get_mut(&this)?;
-        out(sock.write(&data).await.map(u32_len))
+        out(sock.write(self.ctx, &data).await.map(u32_len))
     }
 
     async fn send_to(&mut self, this: Resource<Socket>, data: Vec<u8>, addr: Sockaddr) -> Res<u32> {
@@ -143,7 +143,7 @@ impl wit::HostSocket for UsocketCtxView<'_> {
 
     async fn recv(&mut self, this: Resource<Socket>, max: u32, flags: i32) -> Res<Vec<u8>> {
         let sock = self.table.get_mut(&this)?;
-        out(sock.recv(size(max), flags).await)
+        out(sock.recv(self.ctx, size(max), flags).await)
     }
 
     async fn recv_from(
@@ -154,7 +154,7 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     ) -> Res<(Vec<u8>, Sockaddr)> {
         let sock = self.table.get_mut(&this)?;
         out(sock
-            .recv_from(size(max), flags)
+            .recv_from(self.ctx, size(max), flags)
             .await
             .map(|(data, from)| (data, sockaddr(from))))
     }

@@ -1,48 +1,192 @@
-//! The capability policy: which guest may connect, bind or resolve what.
+//! The capability policy: which guest may do what on the network.
 //!
-//! Deny by default. A [`Policy`] is a list of allow rules and a list of deny rules; a use is
-//! granted when some allow rule matches it and no deny rule does (deny beats allow). Every
-//! check happens before any syscall, packet or DNS query.
+//! Deny by default. A [`Policy`] holds allow rules and deny rules; a use is granted when some
+//! allow rule matches it and no deny rule does (deny beats allow). Every check happens before
+//! the syscall, packet or DNS query it guards, and its outcome is a [`Decision`] that names
+//! the rule (or the absence of one) that decided.
 //!
-//! Rules have a text form, used by the CLI (`--allow RULE`, `--deny RULE`):
+//! # Uses
+//!
+//! | use | checked on | address checked |
+//! |---|---|---|
+//! | `resolve` | `getaddrinfo` of a name | the name |
+//! | `connect` | TCP connect, UDP connect (default peer) | the destination |
+//! | `send` | every UDP datagram (`sendto`, `send` on a connected UDP socket) | the destination |
+//! | `bind` | an explicit `bind` | the local address |
+//! | `autobind` | the implicit bind of `connect`/`listen`/`sendto` on an unbound socket | the wildcard, port 0 |
+//! | `listen` | `listen` | the local address |
+//! | `accept` | each inbound TCP connection | the peer |
+//! | `recv` | each inbound UDP datagram | the sender |
+//!
+//! An `autobind` is granted with the use that causes it; only deny rules apply to it on its
+//! own, so `deny bind=...` does not break outbound connects while `deny autobind=...` can
+//! still forbid them. An inbound connection or datagram that is not granted is closed or
+//! dropped without waking the guest.
+//!
+//! # Rule text
 //!
 //! ```text
-//! RULE  = connect=HOST:PORTS | bind=HOST:PORTS | resolve=NAME
-//! HOST  = IPv4 literal | IPv4 CIDR | [IPv6 literal] | [IPv6 CIDR] | *        (* = any address)
-//! PORTS = N | N-M (inclusive) | *                                             (* = 0-65535)
-//! NAME  = exact.name | *.suffix | *              (*.suffix matches names below suffix only)
+//! RULE  = USES=HOST:PORTS | resolve=NAME
+//! USES  = USE[,USE]...                       e.g. bind,listen=127.0.0.1:8000
+//! HOST  = 127.0.0.1 | 10.0.0.0/8 | [::1] | [fd00::]/8     literal or CIDR (IPv6 in brackets)
+//!       | loopback | private | link-local | metadata | multicast | any | *   a class
+//!       | api.example.com | *.example.com   a name grant: the addresses the resolver returned
+//! PORTS = N | N-M | *                        ranges inclusive; * is 0-65535
+//! NAME  = api.example.com | *.example.com | *
 //! ```
 //!
-//! `connect` rules also grant `sendto` destinations of datagram sockets; `bind` rules also grant
-//! `listen` on an unbound socket (checked as a bind of the wildcard address, port 0).
+//! - Classes: `loopback` 127.0.0.0/8, ::1; `private` RFC 1918 (10/8, 172.16/12, 192.168/16),
+//!   CGNAT 100.64/10 and ULA fc00::/7; `link-local` 169.254/16, fe80::/10; `metadata`
+//!   169.254.169.254 and fd00:ec2::254; `multicast` 224/4, ff00::/8; `any` (or `*`) every
+//!   IPv4 and IPv6 address.
+//! - `*.example.com` matches names strictly below `example.com`, not `example.com` itself.
+//!   Names compare case-insensitively, without a final dot.
+//! - A name grant (`connect=*.example.com:443`) also grants resolving the names it covers. It
+//!   matches an address only while that address is pinned to a matching name: this guest's
+//!   lookup of the name returned it, within the record's lifetime (capped by
+//!   `Limits::pin_ttl`). An answer that later points elsewhere (DNS rebinding) is connectable
+//!   only if it too came from a granted name, and the deny rules still apply to it.
+//! - Deny rules see through IPv6 spellings of IPv4 addresses: IPv4-mapped (`::ffff:a.b.c.d`),
+//!   IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) addresses
+//!   are also matched as the IPv4 address they carry.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use cap_std::AmbientAuthority;
 use ipnet::IpNet;
 
-/// A use of the network a guest asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A use of the network a guest asks for (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Use {
-    /// An outbound TCP connection, UDP default peer, or UDP destination.
-    Connect,
-    /// A local address to bind (explicitly, or implicitly by `listen`).
-    Bind,
     /// A host name lookup.
     Resolve,
+    /// An outbound TCP connection or a UDP default peer.
+    Connect,
+    /// The destination of a UDP datagram.
+    Send,
+    /// An explicit bind of a local address.
+    Bind,
+    /// The implicit bind of an unbound socket by connect, listen or sendto.
+    AutoBind,
+    /// Listening on a local address.
+    Listen,
+    /// An inbound TCP connection, by its peer address.
+    Accept,
+    /// An inbound UDP datagram, by its sender.
+    Recv,
 }
 
 impl Use {
+    /// Every use, in rule-keyword order.
+    pub const ALL: [Use; 8] =
+        [Use::Resolve, Use::Connect, Use::Send, Use::Bind, Use::AutoBind, Use::Listen, Use::Accept, Use::Recv];
+
     /// The rule keyword of this use.
     pub fn keyword(self) -> &'static str {
         match self {
-            Use::Connect => "connect",
-            Use::Bind => "bind",
             Use::Resolve => "resolve",
+            Use::Connect => "connect",
+            Use::Send => "send",
+            Use::Bind => "bind",
+            Use::AutoBind => "autobind",
+            Use::Listen => "listen",
+            Use::Accept => "accept",
+            Use::Recv => "recv",
         }
     }
+
+    fn from_keyword(word: &str) -> Option<Use> {
+        Use::ALL.into_iter().find(|u| u.keyword() == word)
+    }
+
+    /// How [`Rule::describe`] words this use.
+    fn verb(self) -> &'static str {
+        match self {
+            Use::Resolve => "resolving",
+            Use::Connect => "connecting to",
+            Use::Send => "sending datagrams to",
+            Use::Bind => "binding",
+            Use::AutoBind => "implicitly binding",
+            Use::Listen => "listening on",
+            Use::Accept => "accepting connections from",
+            Use::Recv => "receiving datagrams from",
+        }
+    }
+}
+
+/// A named class of addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// 127.0.0.0/8 and ::1.
+    Loopback,
+    /// RFC 1918, CGNAT (100.64.0.0/10) and ULA (fc00::/7).
+    Private,
+    /// 169.254.0.0/16 and fe80::/10.
+    LinkLocal,
+    /// Cloud metadata endpoints: 169.254.169.254 and fd00:ec2::254.
+    Metadata,
+    /// 224.0.0.0/4 and ff00::/8.
+    Multicast,
+}
+
+impl Class {
+    const ALL: [Class; 5] = [Class::Loopback, Class::Private, Class::LinkLocal, Class::Metadata, Class::Multicast];
+
+    /// The rule keyword of this class.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Class::Loopback => "loopback",
+            Class::Private => "private",
+            Class::LinkLocal => "link-local",
+            Class::Metadata => "metadata",
+            Class::Multicast => "multicast",
+        }
+    }
+
+    /// Whether `ip` (exactly as given) is in this class.
+    pub fn contains(self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (Class::Loopback, ip) => ip.is_loopback(),
+            (Class::Private, IpAddr::V4(v4)) => v4.is_private() || in_v4(v4, [100, 64, 0, 0], 10),
+            (Class::Private, IpAddr::V6(v6)) => v6.segments()[0] & 0xfe00 == 0xfc00,
+            (Class::LinkLocal, IpAddr::V4(v4)) => v4.is_link_local(),
+            (Class::LinkLocal, IpAddr::V6(v6)) => v6.segments()[0] & 0xffc0 == 0xfe80,
+            (Class::Metadata, IpAddr::V4(v4)) => v4 == Ipv4Addr::new(169, 254, 169, 254),
+            (Class::Metadata, IpAddr::V6(v6)) => v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+            (Class::Multicast, ip) => ip.is_multicast(),
+        }
+    }
+}
+
+fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u8) -> bool {
+    ipnet::Ipv4Net::new(Ipv4Addr::from(net), prefix).is_ok_and(|n| n.contains(&ip))
+}
+
+/// The IPv4 addresses an address stands for: itself, and the IPv4 address an IPv6 address
+/// carries (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16). Deny rules
+/// match against all of them.
+pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
+    let mut out = vec![ip];
+    if let IpAddr::V6(v6) = ip {
+        let s = v6.segments();
+        let low32 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+        let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
+            Some(v4)
+        } else if s[..6] == [0; 6] && !matches!(u32::from(low32), 0 | 1) {
+            // IPv4-compatible ::a.b.c.d (deprecated, but routable on some stacks).
+            Some(low32)
+        } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            Some(low32)
+        } else if s[0] == 0x2002 {
+            Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8))
+        } else {
+            None
+        };
+        out.extend(embedded.map(IpAddr::V4));
+    }
+    out
 }
 
 /// An inclusive range of ports.
@@ -54,10 +198,7 @@ pub struct Ports {
 
 impl Ports {
     /// Every port, 0-65535.
-    pub const ANY: Ports = Ports {
-        first: 0,
-        last: u16::MAX,
-    };
+    pub const ANY: Ports = Ports { first: 0, last: u16::MAX };
 
     /// The ports `first..=last`; `None` if `first > last`.
     pub fn range(first: u16, last: u16) -> Option<Ports> {
@@ -66,10 +207,7 @@ impl Ports {
 
     /// One port.
     pub fn one(port: u16) -> Ports {
-        Ports {
-            first: port,
-            last: port,
-        }
+        Ports { first: port, last: port }
     }
 
     fn contains(self, port: u16) -> bool {
@@ -77,25 +215,7 @@ impl Ports {
     }
 }
 
-/// The addresses a rule covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hosts {
-    /// Every IPv4 and IPv6 address.
-    Any,
-    /// One network (a literal is a /32 or /128).
-    Net(IpNet),
-}
-
-impl Hosts {
-    fn contains(self, ip: IpAddr) -> bool {
-        match self {
-            Hosts::Any => true,
-            Hosts::Net(net) => net.contains(&ip),
-        }
-    }
-}
-
-/// Host names a `resolve` rule covers. Names compare case-insensitively, without a final dot.
+/// Host names a rule covers. Names compare case-insensitively, without a final dot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Names {
     /// Any name.
@@ -123,35 +243,103 @@ fn normalize_name(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The addresses a rule covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hosts {
+    /// Every IPv4 and IPv6 address (`any` or `*`).
+    Any,
+    /// One network (a literal is a /32 or /128).
+    Net(IpNet),
+    /// A class of addresses.
+    Class(Class),
+    /// The addresses this guest's resolver lookups of matching names returned (pinned).
+    Name(Names),
+}
+
+impl Hosts {
+    fn contains(&self, ip: IpAddr, pinned_names: &[String]) -> bool {
+        match self {
+            Hosts::Any => true,
+            Hosts::Net(net) => net.contains(&ip),
+            Hosts::Class(class) => class.contains(ip),
+            Hosts::Name(names) => pinned_names.iter().any(|n| names.matches(n)),
+        }
+    }
+}
+
 /// One allow or deny rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rule {
-    /// `connect=HOST:PORTS`.
-    Connect(Hosts, Ports),
-    /// `bind=HOST:PORTS`.
-    Bind(Hosts, Ports),
+    /// `USE=HOST:PORTS`.
+    Addr {
+        /// The use it covers (never `Use::Resolve`).
+        use_: Use,
+        /// The addresses.
+        hosts: Hosts,
+        /// The ports.
+        ports: Ports,
+    },
     /// `resolve=NAME`.
     Resolve(Names),
 }
 
+/// One use of an address to decide: what, where, and the names the address is pinned to.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The use.
+    pub use_: Use,
+    /// The address (destination, local address, peer or sender, by use).
+    pub addr: SocketAddr,
+    /// Names whose lookup by this guest returned `addr` and whose pin has not expired.
+    pub pinned_names: &'a [String],
+}
+
 impl Rule {
-    fn matches_addr(&self, use_: Use, addr: SocketAddr) -> bool {
-        let (hosts, ports) = match (self, use_) {
-            (Rule::Connect(h, p), Use::Connect) | (Rule::Bind(h, p), Use::Bind) => (h, p),
-            _ => return false,
-        };
-        ports.contains(addr.port()) && hosts.contains(addr.ip())
+    fn matches(&self, req: &Request<'_>, ip: IpAddr) -> bool {
+        match self {
+            Rule::Addr { use_, hosts, ports } => {
+                *use_ == req.use_ && ports.contains(req.addr.port()) && hosts.contains(ip, req.pinned_names)
+            }
+            Rule::Resolve(_) => false,
+        }
     }
 
-    /// Deny rules also see through IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`), so an
-    /// IPv4 deny rule cannot be bypassed by spelling the address in IPv6.
-    fn matches_addr_canonical(&self, use_: Use, addr: SocketAddr) -> bool {
-        let canonical = SocketAddr::new(addr.ip().to_canonical(), addr.port());
-        self.matches_addr(use_, addr) || self.matches_addr(use_, canonical)
+    /// Whether this rule lets a guest look `name` up: a `resolve` rule, or a name grant.
+    fn grants_name(&self, name: &str) -> bool {
+        match self {
+            Rule::Resolve(names) | Rule::Addr { hosts: Hosts::Name(names), .. } => names.matches(name),
+            Rule::Addr { .. } => false,
+        }
     }
 
-    fn matches_name(&self, name: &str) -> bool {
+    fn denies_name(&self, name: &str) -> bool {
         matches!(self, Rule::Resolve(names) if names.matches(name))
+    }
+
+    /// The rule in plain words, e.g. "connecting to 127.0.0.1 on port 8080".
+    pub fn describe(&self) -> String {
+        match self {
+            Rule::Resolve(Names::Any) => "resolving any host name".into(),
+            Rule::Resolve(Names::Exact(n)) => format!("resolving the host name {n}"),
+            Rule::Resolve(Names::Below(n)) => format!("resolving host names below {n} (not {n} itself)"),
+            Rule::Addr { use_, hosts, ports } => {
+                let hosts = match hosts {
+                    Hosts::Any => "any address".to_string(),
+                    Hosts::Net(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
+                    Hosts::Net(net) => format!("addresses in {net}"),
+                    Hosts::Class(c) => format!("{} addresses", c.keyword()),
+                    Hosts::Name(Names::Any) => "the addresses any host name resolved to".into(),
+                    Hosts::Name(Names::Exact(n)) => format!("the addresses {n} resolved to"),
+                    Hosts::Name(Names::Below(n)) => format!("the addresses names below {n} resolved to"),
+                };
+                let ports = match (ports.first, ports.last) {
+                    (0, u16::MAX) => "any port".to_string(),
+                    (a, b) if a == b => format!("port {a}"),
+                    (a, b) => format!("ports {a} to {b}"),
+                };
+                format!("{} {hosts} on {ports}", use_.verb())
+            }
+        }
     }
 }
 
@@ -163,52 +351,64 @@ pub struct RuleError {
     problem: String,
 }
 
+/// Parses one rule text, which may name several uses (`bind,listen=127.0.0.1:8000`).
+pub fn parse_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
+    let fail = |problem: String| RuleError { rule: text.to_string(), problem };
+    let (uses, value) = text.split_once('=').ok_or_else(|| {
+        fail("expected USE=VALUE, e.g. connect=127.0.0.1:8080, bind,listen=0.0.0.0:8000-8010 or resolve=*.example.com".into())
+    })?;
+    let mut rules = Vec::new();
+    for word in uses.split(',').map(str::trim) {
+        let use_ = Use::from_keyword(word).ok_or_else(|| {
+            let all: Vec<&str> = Use::ALL.iter().map(|u| u.keyword()).collect();
+            fail(format!("unknown use `{word}`: expected one of {}", all.join(", ")))
+        })?;
+        rules.push(match use_ {
+            Use::Resolve => Rule::Resolve(parse_names(value).map_err(fail)?),
+            _ => {
+                let (hosts, ports) = parse_host_ports(value).map_err(fail)?;
+                Rule::Addr { use_, hosts, ports }
+            }
+        });
+    }
+    Ok(rules)
+}
+
 impl FromStr for Rule {
     type Err = RuleError;
 
+    /// One rule of one use; see [`parse_rules`] for texts with several uses.
     fn from_str(text: &str) -> Result<Rule, RuleError> {
-        let fail = |problem: String| RuleError {
-            rule: text.to_string(),
-            problem,
-        };
-        let (kind, value) = text.split_once('=').ok_or_else(|| {
-            fail("expected USE=VALUE, e.g. connect=127.0.0.1:8080, bind=0.0.0.0:8000-8010 or resolve=*.example.com".into())
-        })?;
-        match kind.trim() {
-            "connect" => {
-                let (hosts, ports) = parse_host_ports(value).map_err(fail)?;
-                Ok(Rule::Connect(hosts, ports))
-            }
-            "bind" => {
-                let (hosts, ports) = parse_host_ports(value).map_err(fail)?;
-                Ok(Rule::Bind(hosts, ports))
-            }
-            "resolve" => parse_names(value).map(Rule::Resolve).map_err(fail),
-            other => Err(fail(format!(
-                "unknown use `{other}`: expected connect, bind or resolve"
-            ))),
+        let mut rules = parse_rules(text)?;
+        if rules.len() != 1 {
+            return Err(RuleError {
+                rule: text.to_string(),
+                problem: "names several uses: split it into one rule per use".into(),
+            });
         }
+        Ok(rules.remove(0))
     }
 }
 
 fn parse_host_ports(value: &str) -> Result<(Hosts, Ports), String> {
     let (host, ports) = value.rsplit_once(':').ok_or_else(|| {
-        "expected HOST:PORTS, e.g. 127.0.0.1:8080, 10.0.0.0/8:1000-2000, [::1]:* or *:443"
+        "expected HOST:PORTS, e.g. 127.0.0.1:8080, 10.0.0.0/8:1000-2000, [::1]:*, loopback:* or *.example.com:443"
             .to_string()
     })?;
     Ok((parse_hosts(host)?, parse_ports(ports)?))
 }
 
 fn parse_hosts(host: &str) -> Result<Hosts, String> {
-    if host == "*" {
+    if host == "*" || host == "any" {
         return Ok(Hosts::Any);
+    }
+    if let Some(class) = Class::ALL.into_iter().find(|c| c.keyword() == host) {
+        return Ok(Hosts::Class(class));
     }
     // IPv6 goes in brackets so that its colons are not read as the port separator:
     // `[::1]`, `[fd00::/8]` or `[fd00::]/8`.
     let text = if let Some(rest) = host.strip_prefix('[') {
-        let (inner, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("`{host}` opens `[` without closing `]`"))?;
+        let (inner, after) = rest.split_once(']').ok_or_else(|| format!("`{host}` opens `[` without closing `]`"))?;
         if after.is_empty() {
             inner.to_string()
         } else if after.starts_with('/') {
@@ -222,38 +422,34 @@ fn parse_hosts(host: &str) -> Result<Hosts, String> {
         host.to_string()
     };
     if text.contains('/') {
-        let net: IpNet = text
-            .parse()
-            .map_err(|_| format!("`{text}` is not a CIDR network like 10.0.0.0/8 or [fd00::]/8"))?;
+        let net: IpNet =
+            text.parse().map_err(|_| format!("`{text}` is not a CIDR network like 10.0.0.0/8 or [fd00::]/8"))?;
         if net.trunc() != net {
-            return Err(format!(
-                "`{text}` has host bits set below its prefix; did you mean {}?",
-                net.trunc()
-            ));
+            return Err(format!("`{text}` has host bits set below its prefix; did you mean {}?", net.trunc()));
         }
-        Ok(Hosts::Net(net))
-    } else {
-        let ip: IpAddr = text.parse().map_err(|_| {
-            format!("`{text}` is not an IP literal or CIDR (host names go in resolve=NAME rules)")
-        })?;
-        Ok(Hosts::Net(IpNet::from(ip)))
+        return Ok(Hosts::Net(net));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(Hosts::Net(IpNet::from(ip)));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') || host.starts_with('[') {
+        return Err(format!("`{text}` is not an IP literal (write all four parts: 127.0.0.1) or a CIDR network"));
+    }
+    match parse_names(&text)? {
+        Names::Any => Ok(Hosts::Any),
+        names => Ok(Hosts::Name(names)),
     }
 }
 
 fn parse_ports(ports: &str) -> Result<Ports, String> {
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
-    };
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number (0-65535)"));
     match ports {
         "*" => Ok(Ports::ANY),
         "" => Err("missing ports after `:`: use N, N-M or *".into()),
         _ => match ports.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (port(a)?, port(b)?);
-                Ports::range(a, b).ok_or_else(|| {
-                    format!("port range {a}-{b} is empty: write the lower port first")
-                })
+                Ports::range(a, b).ok_or_else(|| format!("port range {a}-{b} is empty: write the lower port first"))
             }
             None => Ok(Ports::one(port(ports)?)),
         },
@@ -272,27 +468,22 @@ fn parse_names(value: &str) -> Result<Names, String> {
     // One final dot is the DNS root: `example.com.` is `example.com`.
     let name = name.strip_suffix('.').unwrap_or(name);
     let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.is_empty() || !name.split('.').all(valid_label) {
-        return Err(format!(
-            "`{value}` is not a host name: expected an exact name (api.example.com), *.suffix or *"
-        ));
+        return Err(format!("`{value}` is not a host name: expected an exact name (api.example.com), *.suffix or *"));
     }
-    Ok(if below {
-        Names::Below(name.to_string())
-    } else {
-        Names::Exact(name.to_string())
-    })
+    Ok(if below { Names::Below(name.to_string()) } else { Names::Exact(name.to_string()) })
 }
 
 impl fmt::Display for Hosts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Hosts::Any => f.write_str("*"),
+            Hosts::Class(c) => f.write_str(c.keyword()),
+            Hosts::Name(Names::Any) => f.write_str("*"),
+            Hosts::Name(Names::Exact(n)) => f.write_str(n),
+            Hosts::Name(Names::Below(n)) => write!(f, "*.{n}"),
             Hosts::Net(IpNet::V4(n)) if n.prefix_len() == 32 => write!(f, "{}", n.addr()),
             Hosts::Net(IpNet::V6(n)) if n.prefix_len() == 128 => write!(f, "[{}]", n.addr()),
             Hosts::Net(IpNet::V4(n)) => write!(f, "{n}"),
@@ -314,8 +505,7 @@ impl fmt::Display for Ports {
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Rule::Connect(h, p) => write!(f, "connect={h}:{p}"),
-            Rule::Bind(h, p) => write!(f, "bind={h}:{p}"),
+            Rule::Addr { use_, hosts, ports } => write!(f, "{}={hosts}:{ports}", use_.keyword()),
             Rule::Resolve(Names::Any) => f.write_str("resolve=*"),
             Rule::Resolve(Names::Exact(n)) => write!(f, "resolve={n}"),
             Rule::Resolve(Names::Below(n)) => write!(f, "resolve=*.{n}"),
@@ -323,11 +513,13 @@ impl fmt::Display for Rule {
     }
 }
 
-/// The outcome of a policy check: a value that says which rule decided, not a bool.
+/// The outcome of a policy check: which rule decided, not just a bool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Granted by this allow rule.
     Allowed(Rule),
+    /// An implicit bind, granted with the use that caused it (no deny rule refused it).
+    Implied,
     /// Refused by this deny rule (deny beats allow).
     DeniedBy(Rule),
     /// No allow rule covers it (the default).
@@ -337,7 +529,15 @@ pub enum Decision {
 impl Decision {
     /// Whether the use may go ahead.
     pub fn is_allowed(&self) -> bool {
-        matches!(self, Decision::Allowed(_))
+        matches!(self, Decision::Allowed(_) | Decision::Implied)
+    }
+
+    /// The deciding rule, if one decided.
+    pub fn rule(&self) -> Option<&Rule> {
+        match self {
+            Decision::Allowed(rule) | Decision::DeniedBy(rule) => Some(rule),
+            Decision::Implied | Decision::NotGranted => None,
+        }
     }
 }
 
@@ -345,6 +545,7 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Decision::Allowed(rule) => write!(f, "allowed by {rule}"),
+            Decision::Implied => f.write_str("allowed with the use that binds implicitly"),
             Decision::DeniedBy(rule) => write!(f, "denied by {rule}"),
             Decision::NotGranted => f.write_str("denied: no rule grants it"),
         }
@@ -358,6 +559,7 @@ impl fmt::Display for Decision {
 pub struct Policy {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
+    dry_run: bool,
 }
 
 impl Policy {
@@ -371,27 +573,32 @@ impl Policy {
         PolicyBuilder::default()
     }
 
-    /// Checks a use of a socket address (`Use::Connect` or `Use::Bind`).
-    pub fn check_addr(&self, use_: Use, addr: SocketAddr) -> Decision {
-        if let Some(rule) = self
-            .deny
-            .iter()
-            .find(|r| r.matches_addr_canonical(use_, addr))
-        {
+    /// Decides a use of an address.
+    pub fn check(&self, req: &Request<'_>) -> Decision {
+        let spellings = spellings(req.addr.ip());
+        if let Some(rule) = self.deny.iter().find(|r| spellings.iter().any(|ip| r.matches(req, *ip))) {
             return Decision::DeniedBy(rule.clone());
         }
-        match self.allow.iter().find(|r| r.matches_addr(use_, addr)) {
+        if req.use_ == Use::AutoBind {
+            return Decision::Implied;
+        }
+        match self.allow.iter().find(|r| r.matches(req, req.addr.ip())) {
             Some(rule) => Decision::Allowed(rule.clone()),
             None => Decision::NotGranted,
         }
     }
 
-    /// Checks a host name lookup.
+    /// Decides a use of an address that no name is pinned to.
+    pub fn check_addr(&self, use_: Use, addr: SocketAddr) -> Decision {
+        self.check(&Request { use_, addr, pinned_names: &[] })
+    }
+
+    /// Decides a host name lookup.
     pub fn check_name(&self, name: &str) -> Decision {
-        if let Some(rule) = self.deny.iter().find(|r| r.matches_name(name)) {
+        if let Some(rule) = self.deny.iter().find(|r| r.denies_name(name)) {
             return Decision::DeniedBy(rule.clone());
         }
-        match self.allow.iter().find(|r| r.matches_name(name)) {
+        match self.allow.iter().find(|r| r.grants_name(name)) {
             Some(rule) => Decision::Allowed(rule.clone()),
             None => Decision::NotGranted,
         }
@@ -405,6 +612,11 @@ impl Policy {
     /// The deny rules, in order.
     pub fn denied(&self) -> &[Rule] {
         &self.deny
+    }
+
+    /// Whether refusals are only reported (`would-deny`), not enforced.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
     }
 }
 
@@ -433,6 +645,13 @@ impl PolicyBuilder {
         self
     }
 
+    /// Dry run: evaluate and report every decision, but let refused uses go ahead (audit
+    /// events say `would-deny`). For rolling a policy out; never for untrusted guests.
+    pub fn dry_run(mut self, on: bool) -> Self {
+        self.policy.dry_run = on;
+        self
+    }
+
     /// The policy.
     pub fn build(self) -> Policy {
         self.policy
@@ -452,6 +671,17 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn policy(allow: &[&str], deny: &[&str]) -> Policy {
+        let mut b = Policy::builder();
+        for r in allow.iter().flat_map(|r| parse_rules(r).unwrap()) {
+            b = b.allow(r, ambient_authority());
+        }
+        for r in deny.iter().flat_map(|r| parse_rules(r).unwrap()) {
+            b = b.deny(r);
+        }
+        b.build()
+    }
+
     #[test]
     fn every_documented_form_parses_and_prints_back() {
         for text in [
@@ -460,39 +690,47 @@ mod tests {
             "connect=[::1]:*",
             "connect=[fd00::]/8:443",
             "connect=*:443",
+            "send=loopback:53",
             "bind=0.0.0.0:8000-8010",
-            "bind=127.0.0.1:*",
+            "autobind=*:*",
+            "listen=127.0.0.1:*",
+            "accept=private:*",
+            "recv=link-local:*",
+            "connect=metadata:*",
+            "connect=multicast:*",
+            "connect=api.example.com:443",
+            "connect=*.example.com:443",
             "resolve=localhost",
             "resolve=*.example.com",
             "resolve=*",
         ] {
             assert_eq!(rule(text).to_string(), text);
         }
-        assert_eq!(
-            rule("connect=[fd00::/8]:443").to_string(),
-            "connect=[fd00::]/8:443"
-        );
-        assert_eq!(
-            rule("resolve=Example.COM.").to_string(),
-            "resolve=example.com"
-        );
+        assert_eq!(rule("connect=[fd00::/8]:443").to_string(), "connect=[fd00::]/8:443");
+        assert_eq!(rule("connect=any:1").to_string(), "connect=*:1");
+        assert_eq!(rule("resolve=Example.COM.").to_string(), "resolve=example.com");
+        let several = parse_rules("bind,listen,accept=127.0.0.1:80").unwrap();
+        assert_eq!(several.len(), 3);
+        assert_eq!(several[2].to_string(), "accept=127.0.0.1:80");
     }
 
     #[test]
     fn bad_rules_say_what_is_wrong() {
         for (text, needle) in [
             ("connect", "expected USE=VALUE"),
-            ("open=1.2.3.4:80", "unknown use"),
+            ("open=1.2.3.4:80", "unknown use `open`: expected one of resolve, connect"),
             ("connect=1.2.3.4", "expected HOST:PORTS"),
             ("connect=::1:80", "brackets"),
             ("connect=[::1:80", "without closing"),
-            ("connect=example.com:80", "not an IP literal"),
+            ("connect=127.1:80", "write all four parts"),
             ("connect=10.0.0.1/8:80", "host bits"),
             ("connect=1.2.3.4:70000", "not a port"),
             ("connect=1.2.3.4:90-80", "empty"),
             ("connect=1.2.3.4:", "missing ports"),
+            ("connect=bad name:80", "not a host name"),
             ("resolve=bad name", "not a host name"),
             ("resolve=*.", "not a host name"),
+            ("bind,listen=127.0.0.1:80", "names several uses"),
         ] {
             let err = text.parse::<Rule>().unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
@@ -500,63 +738,121 @@ mod tests {
     }
 
     #[test]
+    fn describe_in_plain_words() {
+        assert_eq!(rule("connect=127.0.0.1:8080").describe(), "connecting to 127.0.0.1 on port 8080");
+        assert_eq!(rule("accept=private:*").describe(), "accepting connections from private addresses on any port");
+        assert_eq!(
+            rule("connect=*.example.com:443").describe(),
+            "connecting to the addresses names below example.com resolved to on port 443"
+        );
+        assert_eq!(rule("resolve=*").describe(), "resolving any host name");
+    }
+
+    #[test]
     fn deny_by_default() {
         let p = Policy::deny_all();
-        assert_eq!(
-            p.check_addr(Use::Connect, sa("127.0.0.1:80")),
-            Decision::NotGranted
-        );
+        for use_ in Use::ALL {
+            if use_ != Use::AutoBind {
+                assert_eq!(p.check_addr(use_, sa("127.0.0.1:80")), Decision::NotGranted, "{use_:?}");
+            }
+        }
         assert_eq!(p.check_name("localhost"), Decision::NotGranted);
     }
 
     #[test]
     fn port_ranges_are_inclusive_and_uses_separate() {
-        let p = Policy::builder()
-            .allow(rule("connect=127.0.0.1:8000-8010"), ambient_authority())
-            .build();
-        assert!(
-            p.check_addr(Use::Connect, sa("127.0.0.1:8000"))
-                .is_allowed()
-        );
-        assert!(
-            p.check_addr(Use::Connect, sa("127.0.0.1:8010"))
-                .is_allowed()
-        );
-        assert!(
-            !p.check_addr(Use::Connect, sa("127.0.0.1:8011"))
-                .is_allowed()
-        );
-        assert!(
-            !p.check_addr(Use::Connect, sa("127.0.0.2:8005"))
-                .is_allowed()
-        );
-        assert!(!p.check_addr(Use::Bind, sa("127.0.0.1:8005")).is_allowed());
+        let p = policy(&["connect=127.0.0.1:8000-8010"], &[]);
+        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:8000")).is_allowed());
+        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:8010")).is_allowed());
+        assert!(!p.check_addr(Use::Connect, sa("127.0.0.1:8011")).is_allowed());
+        assert!(!p.check_addr(Use::Connect, sa("127.0.0.2:8005")).is_allowed());
+        for use_ in [Use::Send, Use::Bind, Use::Listen, Use::Accept, Use::Recv] {
+            assert!(!p.check_addr(use_, sa("127.0.0.1:8005")).is_allowed(), "{use_:?}");
+        }
     }
 
     #[test]
-    fn deny_beats_allow_even_through_v4_mapped_spelling() {
-        let p = Policy::builder()
-            .allow(rule("connect=*:*"), ambient_authority())
-            .deny(rule("connect=127.0.0.0/8:*"))
-            .build();
+    fn classes() {
+        let cases = [
+            (Class::Loopback, "127.0.0.1", true),
+            (Class::Loopback, "127.255.0.9", true),
+            (Class::Loopback, "::1", true),
+            (Class::Loopback, "10.0.0.1", false),
+            (Class::Private, "10.1.2.3", true),
+            (Class::Private, "172.31.0.1", true),
+            (Class::Private, "172.32.0.1", false),
+            (Class::Private, "192.168.0.1", true),
+            (Class::Private, "100.64.0.1", true),
+            (Class::Private, "100.128.0.1", false),
+            (Class::Private, "fd12::1", true),
+            (Class::Private, "fc00::1", true),
+            (Class::LinkLocal, "169.254.1.1", true),
+            (Class::LinkLocal, "fe80::1", true),
+            (Class::Metadata, "169.254.169.254", true),
+            (Class::Metadata, "169.254.169.253", false),
+            (Class::Metadata, "fd00:ec2::254", true),
+            (Class::Multicast, "224.0.0.1", true),
+            (Class::Multicast, "ff02::1", true),
+            (Class::Multicast, "8.8.8.8", false),
+        ];
+        for (class, ip, inside) in cases {
+            assert_eq!(class.contains(ip.parse().unwrap()), inside, "{class:?} {ip}");
+        }
+    }
+
+    #[test]
+    fn deny_sees_through_every_ipv6_spelling_of_ipv4() {
+        let p = policy(&["connect=*:*"], &["connect=127.0.0.0/8:*", "connect=metadata:*"]);
+        for spelled in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::127.0.0.1",
+            "2002:7f00:1::1",
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::",
+        ] {
+            let addr = SocketAddr::new(spelled.parse().unwrap(), 80);
+            assert!(matches!(p.check_addr(Use::Connect, addr), Decision::DeniedBy(_)), "{spelled}");
+        }
+        assert!(p.check_addr(Use::Connect, sa("[2001:db8::1]:80")).is_allowed());
+        assert!(p.check_addr(Use::Connect, sa("[::1]:80")).is_allowed(), "::1 is not ::0.0.0.1 compat");
+    }
+
+    #[test]
+    fn autobind_is_implied_unless_denied() {
+        let p = policy(&["connect=*:*"], &["bind=*:*"]);
+        assert_eq!(p.check_addr(Use::AutoBind, sa("0.0.0.0:0")), Decision::Implied);
+        let p = policy(&["connect=*:*"], &["autobind=*:*"]);
+        assert!(matches!(p.check_addr(Use::AutoBind, sa("0.0.0.0:0")), Decision::DeniedBy(_)));
+    }
+
+    #[test]
+    fn name_grants_match_only_pinned_addresses() {
+        let p = policy(&["connect=*.example.com:443"], &["connect=private:*"]);
+        let addr = sa("93.184.216.34:443");
+        let pinned = ["www.example.com".to_string()];
+        let other = ["www.evil.test".to_string()];
+        assert!(p.check(&Request { use_: Use::Connect, addr, pinned_names: &pinned }).is_allowed());
+        assert!(!p.check(&Request { use_: Use::Connect, addr, pinned_names: &other }).is_allowed());
+        assert!(!p.check(&Request { use_: Use::Connect, addr, pinned_names: &[] }).is_allowed());
+        assert!(!p.check(&Request { use_: Use::Connect, addr: sa("93.184.216.34:80"), pinned_names: &pinned }).is_allowed());
+        // A granted name that rebinds to a denied address stays denied.
+        let internal = sa("10.0.0.5:443");
         assert!(matches!(
-            p.check_addr(Use::Connect, sa("127.0.0.1:80")),
+            p.check(&Request { use_: Use::Connect, addr: internal, pinned_names: &pinned }),
             Decision::DeniedBy(_)
         ));
-        assert!(matches!(
-            p.check_addr(Use::Connect, sa("[::ffff:127.0.0.1]:80")),
-            Decision::DeniedBy(_)
-        ));
-        assert!(p.check_addr(Use::Connect, sa("10.1.2.3:80")).is_allowed());
+        // The name grant also grants the lookup, and only of its names.
+        assert!(p.check_name("www.example.com").is_allowed());
+        assert!(!p.check_name("example.com").is_allowed());
     }
 
     #[test]
     fn name_patterns() {
-        let p = Policy::builder()
-            .allow(rule("resolve=*.example.com"), ambient_authority())
-            .allow(rule("resolve=localhost"), ambient_authority())
-            .deny(rule("resolve=evil.example.com"))
-            .build();
+        let p = policy(&["resolve=*.example.com", "resolve=localhost"], &["resolve=evil.example.com"]);
         assert!(p.check_name("a.example.com").is_allowed());
         assert!(p.check_name("A.B.Example.com.").is_allowed());
         assert!(!p.check_name("example.com").is_allowed());

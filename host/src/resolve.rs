@@ -28,7 +28,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// `getaddrinfo(host, port, af, type, proto, flags)`; `flags` are accepted and ignored, as
 /// MicroPython's ports do.
 pub async fn getaddrinfo(
-    ctx: &UsocketCtx,
+    ctx: &mut UsocketCtx,
     host: &str,
     port: i32,
     af: i32,
@@ -69,8 +69,7 @@ pub async fn getaddrinfo(
         return Err(Errno::EAI_NONAME);
     }
     ctx.check_name(host)?;
-    ctx.count_lookup();
-    let ips = lookup(host.to_string(), want).await?;
+    let ips = ctx.resolve(host, want).await?;
     let found: Vec<AddrInfo> = ips
         .into_iter()
         .filter(|ip| want.is_none_or(|f| f == Family::of(*ip)))
@@ -105,15 +104,16 @@ fn is_host_name(host: &str) -> bool {
     name.split('.').all(label_ok) && !numeric
 }
 
-/// The system resolver (`/etc/hosts`, then DNS), on tokio's blocking pool.
-async fn lookup(host: String, family: Option<Family>) -> SockResult<Vec<IpAddr>> {
+/// The system resolver (`/etc/hosts`, then DNS), on tokio's blocking pool. It reports no
+/// TTLs.
+pub(crate) async fn system_lookup(host: String, family: Option<Family>) -> SockResult<Vec<(IpAddr, Option<Duration>)>> {
     let hints = AddrInfoHints {
         // One entry per address: ask for stream sockets only.
         socktype: 1,
         address: family.map_or(0, |f| f.af()),
         ..AddrInfoHints::default()
     };
-    let task = tokio::task::spawn_blocking(move || -> SockResult<Vec<IpAddr>> {
+    let task = tokio::task::spawn_blocking(move || -> SockResult<Vec<(IpAddr, Option<Duration>)>> {
         let results =
             dns_lookup::getaddrinfo(Some(&host), None, Some(hints)).map_err(|e| {
                 match e.kind() {
@@ -128,7 +128,7 @@ async fn lookup(host: String, family: Option<Family>) -> SockResult<Vec<IpAddr>>
                 ips.push(ip);
             }
         }
-        Ok(ips)
+        Ok(ips.into_iter().map(|ip| (ip, None)).collect())
     });
     match tokio::time::timeout(LOOKUP_TIMEOUT, task).await {
         Ok(Ok(result)) => result,

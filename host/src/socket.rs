@@ -442,15 +442,18 @@ impl Socket {
         if self.kind != Kind::Stream {
             return Err(Errno::EOPNOTSUPP);
         }
-        match self.phase {
+        let local = match self.phase {
             Phase::Fresh => {
-                // The kernel would bind the wildcard on an ephemeral port: that is a bind too.
-                ctx.check_addr(Use::Bind, SocketAddr::new(self.family.unspecified(), 0))?;
+                // The kernel binds the wildcard on an ephemeral port first.
+                let wildcard = SocketAddr::new(self.family.unspecified(), 0);
+                ctx.check_addr(Use::AutoBind, wildcard)?;
+                wildcard
             }
-            Phase::Bound | Phase::Listening => {}
+            Phase::Bound | Phase::Listening => self.local_address()?,
             Phase::Connecting | Phase::Connected => return Err(Errno::EINVAL),
             Phase::Closed => return Err(Errno::EBADF),
-        }
+        };
+        ctx.check_addr(Use::Listen, local)?;
         self.io()?.os.sock.listen(backlog.clamp(0, MAX_BACKLOG))?;
         self.phase = Phase::Listening;
         Ok(())
@@ -468,11 +471,16 @@ impl Socket {
         // Quota first: an exhausted guest gets ENOMEM at once, not after waiting.
         let slot = ctx.take_slot()?;
         let io = self.io()?;
-        let (conn, peer) = io
-            .os
-            .wait(Interest::READABLE, self.timeout.deadline(), |s| s.accept())
-            .await?;
-        let peer = peer.as_socket().ok_or(Errno::EIO)?;
+        let deadline = self.timeout.deadline();
+        let (conn, peer) = loop {
+            let (conn, peer) = io.os.wait(Interest::READABLE, deadline, |s| s.accept()).await?;
+            let peer = peer.as_socket().ok_or(Errno::EIO)?;
+            if ctx.check_addr(Use::Accept, peer).is_ok() {
+                break (conn, peer);
+            }
+            // Not granted: reset it and keep waiting; the guest never sees it.
+            let _ = conn.set_linger(Some(Duration::ZERO));
+        };
         conn.set_nonblocking(true)?;
         let sock = Socket::from_os(
             self.family,
@@ -497,6 +505,9 @@ impl Socket {
                 return self.finish_connect(self.timeout.deadline()).await;
             }
             _ => {}
+        }
+        if self.phase == Phase::Fresh {
+            ctx.check_addr(Use::AutoBind, SocketAddr::new(self.family.unspecified(), 0))?;
         }
         ctx.check_addr(Use::Connect, addr)?;
         let sock = &self.io()?.os.sock;
@@ -582,35 +593,44 @@ impl Socket {
     }
 
     /// `recv(max, flags)`.
-    pub async fn recv(&mut self, max: usize, flags: i32) -> SockResult<Vec<u8>> {
+    pub async fn recv(&mut self, ctx: &UsocketCtx, max: usize, flags: i32) -> SockResult<Vec<u8>> {
+        self.recv_from_inner(ctx, max, flags).await.map(|(data, _)| data)
+    }
+
+    /// `recvfrom(max, flags)`.
+    pub async fn recv_from(&mut self, ctx: &UsocketCtx, max: usize, flags: i32) -> SockResult<(Vec<u8>, SocketAddr)> {
+        let (data, from) = self.recv_from_inner(ctx, max, flags).await?;
+        match from {
+            Some(from) => Ok((data, from)),
+            None => Ok((data, self.peer_address()?)),
+        }
+    }
+
+    /// `recv`/`recvfrom`: the data, and for datagrams the sender.
+    async fn recv_from_inner(
+        &mut self,
+        ctx: &UsocketCtx,
+        max: usize,
+        flags: i32,
+    ) -> SockResult<(Vec<u8>, Option<SocketAddr>)> {
         self.ensure_open()?;
         let (deadline, peek) = self.recv_deadline(flags)?;
-        match self.kind {
-            Kind::Stream => self.recv_stream(max, deadline, peek).await,
+        let max = ctx.recv_budget(max)?;
+        let (data, from) = match self.kind {
+            Kind::Stream => (self.recv_stream(max, deadline, peek).await?, None),
             Kind::Datagram => {
                 // Without a local address nothing can arrive: the ENOTCONN of SEMANTICS.md.
                 if self.phase == Phase::Fresh {
                     return Err(Errno::ENOTCONN);
                 }
-                let io = self.io()?;
-                recv_datagram(&io.os, max, deadline, peek)
-                    .await
-                    .map(|(data, _)| data)
+                let (data, from) = recv_datagram(ctx, &self.io()?.os, max, deadline, peek).await?;
+                (data, Some(from))
             }
+        };
+        if peek.is_empty() {
+            ctx.received(data.len()).await;
         }
-    }
-
-    /// `recvfrom(max, flags)`.
-    pub async fn recv_from(&mut self, max: usize, flags: i32) -> SockResult<(Vec<u8>, SocketAddr)> {
-        self.ensure_open()?;
-        let (deadline, peek) = self.recv_deadline(flags)?;
-        match self.kind {
-            Kind::Stream => {
-                let data = self.recv_stream(max, deadline, peek).await?;
-                Ok((data, self.peer_address()?))
-            }
-            Kind::Datagram => recv_datagram(&self.io()?.os, max, deadline, peek).await,
-        }
+        Ok((data, from))
     }
 
     async fn recv_stream(
@@ -660,9 +680,12 @@ impl Socket {
     /// Reads from the kernel into the host queue: at least one byte, end of stream, or an
     /// error. Returns `Ok(false)` when nothing was available (non-blocking) and ETIMEDOUT
     /// when the deadline passed; both leave the queue as it was.
-    async fn fill(&mut self, want: usize, deadline: Deadline) -> SockResult<bool> {
+    async fn fill(&mut self, ctx: &UsocketCtx, want: usize, deadline: Deadline) -> SockResult<bool> {
+        let want = ctx.recv_budget(want)?;
         let io = self.io_mut()?;
         io.rx.reserve(want);
+        // After `reserve`, which may move the queue to the front of the buffer.
+        let before = io.rx.buf.len();
         let rx = &mut io.rx;
         let result = io
             .os
@@ -679,6 +702,8 @@ impl Socket {
             Err(Errno::ECONNRESET) => rx.error = Some(Errno::ECONNRESET),
             Err(e) => return Err(e),
         }
+        let got = rx.buf.len() - before;
+        ctx.received(got).await;
         Ok(true)
     }
 
@@ -693,7 +718,7 @@ impl Socket {
         self.ensure_open()?;
         if self.kind == Kind::Datagram {
             let max = n.unwrap_or(MAX_DATAGRAM);
-            return match self.recv(max, 0).await {
+            return match self.recv(ctx, max, 0).await {
                 Err(Errno::EAGAIN) => Ok(None),
                 other => other.map(Some),
             };
@@ -720,7 +745,7 @@ impl Socket {
                 Some(n) => (n - queued).min(MAX_RECV),
                 None => READ_CHUNK,
             };
-            if !self.fill(want, deadline).await? {
+            if !self.fill(ctx, want, deadline).await? {
                 let rx = &mut self.io_mut()?.rx;
                 return Ok((rx.len() > 0).then(|| rx.take(rx.len())));
             }
@@ -763,7 +788,7 @@ impl Socket {
             if scanned >= max_buffered {
                 return Err(Errno::ENOBUFS);
             }
-            if !self.fill(READ_CHUNK, deadline).await? {
+            if !self.fill(ctx, READ_CHUNK, deadline).await? {
                 let rx = &mut self.io_mut()?.rx;
                 return Ok((rx.len() > 0).then(|| rx.take(rx.len())));
             }
@@ -813,12 +838,17 @@ impl Socket {
     }
 
     /// `send(data)`: what fits, at least one byte unless non-blocking or timed out.
-    pub async fn send(&mut self, data: &[u8]) -> SockResult<usize> {
+    pub async fn send(&mut self, ctx: &UsocketCtx, data: &[u8]) -> SockResult<usize> {
         let deadline = self.timeout.deadline();
         if self.kind == Kind::Datagram {
             self.ensure_open()?;
             if self.phase != Phase::Connected {
                 return Err(Errno::ENOTCONN);
+            }
+            // Every datagram's destination is a use of its own.
+            ctx.check_addr(Use::Send, self.peer_address()?)?;
+            if ctx.send_budget(data.len())? < data.len() {
+                return Err(Errno::ENOMEM);
             }
         } else {
             self.ensure_peer(deadline).await?;
@@ -826,17 +856,18 @@ impl Socket {
                 return Ok(0);
             }
         }
+        let data = &data[..ctx.send_budget(data.len())?];
         let io = self.io()?;
-        io.os
-            .wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, data))
-            .await
+        let n = io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, data)).await?;
+        ctx.sent(n).await;
+        Ok(n)
     }
 
     /// `write(data)` / `sendall(data)`: all of it (blocking), all or ETIMEDOUT (timed), or what
     /// fits now (non-blocking, possibly 0).
-    pub async fn write(&mut self, data: &[u8]) -> SockResult<usize> {
+    pub async fn write(&mut self, ctx: &UsocketCtx, data: &[u8]) -> SockResult<usize> {
         if self.kind == Kind::Datagram {
-            return self.send(data).await;
+            return self.send(ctx, data).await;
         }
         let deadline = self.timeout.deadline();
         match self.ensure_peer(deadline).await {
@@ -846,14 +877,12 @@ impl Socket {
         let io = self.io()?;
         let mut sent = 0;
         while sent < data.len() {
-            match io
-                .os
-                .wait(Interest::WRITABLE, deadline, |s| {
-                    send_nosignal(s, &data[sent..])
-                })
-                .await
-            {
-                Ok(n) => sent += n,
+            let chunk = &data[sent..sent + ctx.send_budget(data.len() - sent)?];
+            match io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, chunk)).await {
+                Ok(n) => {
+                    sent += n;
+                    ctx.sent(n).await;
+                }
                 Err(Errno::EAGAIN) if matches!(deadline, Deadline::Now) => break,
                 Err(e) => return Err(e),
             }
@@ -878,7 +907,13 @@ impl Socket {
             });
         }
         let addr = addr::parse(self.family, address, port, Purpose::Destination)?;
-        ctx.check_addr(Use::Connect, addr)?;
+        if self.phase == Phase::Fresh {
+            ctx.check_addr(Use::AutoBind, SocketAddr::new(self.family.unspecified(), 0))?;
+        }
+        ctx.check_addr(Use::Send, addr)?;
+        if ctx.send_budget(data.len())? < data.len() {
+            return Err(Errno::ENOMEM);
+        }
         let io = self.io()?;
         let n = io
             .os
@@ -890,6 +925,7 @@ impl Socket {
             // The kernel bound an ephemeral port for the first datagram.
             self.phase = Phase::Bound;
         }
+        ctx.sent(n).await;
         Ok(n)
     }
 
@@ -1009,25 +1045,34 @@ pub const POLLHUP: u32 = 16;
 /// A locally closed socket (no constant in MicroPython).
 pub const POLL_CLOSED: u32 = 32;
 
+/// One datagram whose sender the policy grants (`recv` use); others are dropped unseen and
+/// the wait goes on, under the same deadline.
 async fn recv_datagram(
+    ctx: &UsocketCtx,
     os: &Os,
     max: usize,
     deadline: Deadline,
     flags: RecvFlags,
 ) -> SockResult<(Vec<u8>, SocketAddr)> {
-    // A zero-length read still consumes one datagram, as recv(0) does.
-    let mut data = Vec::with_capacity(max.clamp(1, MAX_DATAGRAM));
-    let from = os
-        .wait(Interest::READABLE, deadline, |s| {
-            let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut data), flags)?;
-            Ok(from)
-        })
-        .await?;
-    data.truncate(max);
-    let from = from
-        .and_then(|a| SocketAddr::try_from(a).ok())
-        .ok_or(Errno::EIO)?;
-    Ok((data, from))
+    loop {
+        // A zero-length read still consumes one datagram, as recv(0) does.
+        let mut data = Vec::with_capacity(max.clamp(1, MAX_DATAGRAM));
+        let from = os
+            .wait(Interest::READABLE, deadline, |s| {
+                let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut data), flags)?;
+                Ok(from)
+            })
+            .await?;
+        let from = from.and_then(|a| SocketAddr::try_from(a).ok()).ok_or(Errno::EIO)?;
+        if ctx.check_addr(Use::Recv, from).is_ok() {
+            data.truncate(max);
+            return Ok((data, from));
+        }
+        if flags.contains(RecvFlags::PEEK) {
+            // A peek left it queued: take it off before looking at the next one.
+            let _ = rustix::net::recv(&os.sock, &mut [0u8; 1][..], RecvFlags::DONTWAIT);
+        }
+    }
 }
 
 fn send_nosignal(s: &socket2::Socket, data: &[u8]) -> io::Result<usize> {
@@ -1058,16 +1103,17 @@ fn connect_outcome(s: &socket2::Socket) -> Option<io::Result<()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Policy, Rule};
+    use crate::policy::Policy;
     use std::io::Write;
     use std::sync::Arc;
 
+    /// Every use granted on loopback.
     fn ctx() -> UsocketCtx {
-        let rule: Rule = "connect=127.0.0.1:*".parse().unwrap();
-        let policy = Policy::builder()
-            .allow(rule, cap_std::ambient_authority())
-            .build();
-        UsocketCtx::new("test", Arc::new(policy))
+        let mut policy = Policy::builder();
+        for rule in crate::policy::parse_rules("connect,send,bind,listen,accept,recv=127.0.0.1:*").unwrap() {
+            policy = policy.allow(rule, cap_std::ambient_authority());
+        }
+        UsocketCtx::new("test", Arc::new(policy.build()))
     }
 
     /// A connected stream socket and the native peer it talks to.
@@ -1094,7 +1140,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             writer.write_all(b"abc").unwrap();
         });
-        assert_eq!(sock.recv(u32::MAX as usize, 0).await, Ok(b"abc".to_vec()));
+        assert_eq!(sock.recv(&ctx, u32::MAX as usize, 0).await, Ok(b"abc".to_vec()));
         peer.write_all(b"0123").unwrap();
         sock.set_timeout(Some(0.1)).unwrap();
         assert_eq!(
@@ -1115,17 +1161,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn timed_accept_times_out_then_accepts() {
-        let ctx = UsocketCtx::new(
-            "test",
-            Arc::new(
-                Policy::builder()
-                    .allow(
-                        "bind=127.0.0.1:*".parse().unwrap(),
-                        cap_std::ambient_authority(),
-                    )
-                    .build(),
-            ),
-        );
+        let ctx = ctx();
         let mut listener = Socket::create(&ctx, 2, 1, 0).unwrap();
         listener.bind(&ctx, "127.0.0.1", 0).unwrap();
         listener.listen(&ctx, 8).unwrap();
@@ -1154,7 +1190,7 @@ mod tests {
             sock.connect(&ctx, "127.0.0.1", closed_port).await,
             Err(Errno::ECONNREFUSED)
         );
-        assert_eq!(sock.recv(10, 0).await, Err(Errno::ENOTCONN));
+        assert_eq!(sock.recv(&ctx, 10, 0).await, Err(Errno::ENOTCONN));
         assert_ne!(sock.revents(POLLIN | POLLOUT) & (POLLERR | POLLHUP), 0);
         // POSIX leaves a retry's outcome unspecified (Linux: ECONNABORTED); it must not hang.
         let started = std::time::Instant::now();
@@ -1203,8 +1239,8 @@ mod tests {
         sock.close();
         sock.close();
         assert_eq!(ctx.open_sockets(), 0, "closing gives the quota slot back");
-        assert_eq!(sock.recv(1, 0).await, Err(Errno::EBADF));
-        assert_eq!(sock.write(b"x").await, Err(Errno::EBADF));
+        assert_eq!(sock.recv(&ctx, 1, 0).await, Err(Errno::EBADF));
+        assert_eq!(sock.write(&ctx, b"x").await, Err(Errno::EBADF));
         assert_eq!(sock.set_timeout(None), Err(Errno::EBADF));
         assert_eq!(sock.revents(POLLIN | POLLOUT), POLL_CLOSED);
     }

@@ -150,14 +150,21 @@ fn echo_server_serves_lines() {
         .unwrap()
         .port()
         .to_string();
-    let grant = format!("bind=127.0.0.1:{port}");
+    let (bind, listen) = (
+        format!("bind=127.0.0.1:{port}"),
+        format!("listen=127.0.0.1:{port}"),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_usocket"))
         .args([
             "run",
             "--time-limit",
             "30",
             "--allow",
-            &grant,
+            &bind,
+            "--allow",
+            &listen,
+            "--allow",
+            "accept=127.0.0.1:*",
             &example("echo_server"),
             &port,
             "1",

@@ -182,8 +182,18 @@ impl LineClient {
 fn poll_server_serves_three_clients_at_once() {
     let port = free_tcp_port();
     let p = port.to_string();
-    let grant = format!("bind=127.0.0.1:{port}");
-    let mut server = Running::start(&["--allow", &grant, &example("poll_server"), &p, "3"]);
+    let (bind, listen) = (format!("bind=127.0.0.1:{port}"), format!("listen=127.0.0.1:{port}"));
+    let mut server = Running::start(&[
+        "--allow",
+        &bind,
+        "--allow",
+        &listen,
+        "--allow",
+        "accept=127.0.0.1:*",
+        &example("poll_server"),
+        &p,
+        "3",
+    ]);
     assert_eq!(
         server.line(),
         format!("poll_server: listening on 127.0.0.1:{port}")
@@ -239,7 +249,9 @@ fn udp_echo_returns_each_datagram_to_its_sender() {
         "--allow",
         &grant,
         "--allow",
-        "connect=127.0.0.1:*",
+        "recv=127.0.0.1:*",
+        "--allow",
+        "send=127.0.0.1:*",
         &example("udp_echo"),
         &p,
         "3",
@@ -267,11 +279,19 @@ fn udp_echo_returns_each_datagram_to_its_sender() {
 }
 
 #[test]
-fn udp_echo_without_a_connect_grant_cannot_reply() {
+fn udp_echo_without_a_send_grant_cannot_reply() {
     let port = free_udp_port();
     let p = port.to_string();
     let grant = format!("bind=127.0.0.1:{port}");
-    let mut server = Running::start(&["--allow", &grant, &example("udp_echo"), &p, "1"]);
+    let mut server = Running::start(&[
+        "--allow",
+        &grant,
+        "--allow",
+        "recv=127.0.0.1:*",
+        &example("udp_echo"),
+        &p,
+        "1",
+    ]);
     assert_eq!(
         server.line(),
         format!("udp_echo: listening on 127.0.0.1:{port}")
@@ -284,7 +304,7 @@ fn udp_echo_without_a_connect_grant_cannot_reply() {
     let mut buf = [0u8; 64];
     assert!(
         client.recv_from(&mut buf).is_err(),
-        "a reply arrived without a connect grant"
+        "a reply arrived without a send grant"
     );
     let (code, stderr) = server.finish();
     assert_eq!(code, Some(0), "stderr: {stderr}");

@@ -72,7 +72,7 @@ fn localhost_v6_line() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_over_loopback() {
     let (v4_port, v4_count) = counting_listener("127.0.0.1:0").await;
-    let p = policy(&["bind=[::1]:*", "connect=*:*", "resolve=localhost"], &[]);
+    let p = policy(&["bind,listen,accept,recv=[::1]:*", "connect,send=*:*", "resolve=localhost"], &[]);
     let out = ipv6(p, &["checks", &v4_port.to_string()]).await;
     let expected = format!(
         "\
@@ -155,7 +155,7 @@ async fn v6_sendto_and_bind_need_v6_grants() {
     let mut buf = [0u8; 16];
 
     assert_eq!(
-        ipv6(policy(&["connect=127.0.0.1:*"], &[]), &["sendto", &p]).await,
+        ipv6(policy(&["send=127.0.0.1:*"], &[]), &["sendto", &p]).await,
         "sendto ::1 ('OSError', 13)\n"
     );
     let nothing =
@@ -163,7 +163,7 @@ async fn v6_sendto_and_bind_need_v6_grants() {
     assert!(nothing.is_err(), "a refused datagram arrived");
 
     assert_eq!(
-        ipv6(policy(&["connect=[::1]:*"], &[]), &["sendto", &p]).await,
+        ipv6(policy(&["send=[::1]:*"], &[]), &["sendto", &p]).await,
         "sendto ::1 ('ok', 2)\n"
     );
     let (n, from) = tokio::time::timeout(Duration::from_secs(5), receiver.recv_from(&mut buf))

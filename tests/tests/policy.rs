@@ -191,7 +191,7 @@ async fn lookups_of(p: Arc<Policy>, name: &str) -> Arc<Stats> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sendto_needs_a_connect_grant_and_a_refused_datagram_never_arrives() {
+async fn sendto_needs_a_send_grant_and_a_refused_datagram_never_arrives() {
     let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = receiver.local_addr().unwrap().port();
     let p = port.to_string();
@@ -204,7 +204,7 @@ async fn sendto_needs_a_connect_grant_and_a_refused_datagram_never_arrives() {
         tokio::time::timeout(Duration::from_millis(200), receiver.recv_from(&mut buf)).await;
     assert!(nothing.is_err(), "a refused datagram arrived");
 
-    let grant = format!("connect=127.0.0.1:{port}");
+    let grant = format!("send=127.0.0.1:{port}");
     assert_eq!(
         probe(policy(&[&grant], &[]), &["sendto", "127.0.0.1", &p]).await,
         "ok 5\n"

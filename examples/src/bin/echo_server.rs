@@ -1,7 +1,7 @@
 //! A line echo server: listen, accept, then readline/write until the client closes.
 //! Serves clients one after another; stops after `MAX` clients (default: forever).
 //!
-//! Run: `usocket run --allow bind=127.0.0.1:7000 target/wasm32-wasip2/release/echo_server.wasm 7000`
+//! Run: `usocket run --allow bind=127.0.0.1:7000 --allow listen=127.0.0.1:7000 --allow accept=127.0.0.1:* target/wasm32-wasip2/release/echo_server.wasm 7000`
 
 use std::process::ExitCode;
 

@@ -3,7 +3,7 @@
 //! accept, a client's POLLIN means lines to echo (as received), and end of stream, an error or
 //! a hang-up closes that client. Stops after `MAX` clients have come and gone (default: never).
 //!
-//! Run: `usocket run --allow bind=127.0.0.1:7001 target/wasm32-wasip2/release/poll_server.wasm 7001`
+//! Run: `usocket run --allow bind=127.0.0.1:7001 --allow listen=127.0.0.1:7001 --allow accept=127.0.0.1:* target/wasm32-wasip2/release/poll_server.wasm 7001`
 
 use std::io::Write as _;
 use std::process::ExitCode;

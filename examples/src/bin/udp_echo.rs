@@ -2,7 +2,7 @@
 //! Stops after `COUNT` datagrams (default: never). Replying is a `sendto`, which the policy
 //! checks as a connect use: grant the senders' addresses with `connect=`.
 //!
-//! Run: `usocket run --allow bind=127.0.0.1:7002 --allow connect=127.0.0.1:* target/wasm32-wasip2/release/udp_echo.wasm 7002`
+//! Run: `usocket run --allow bind=127.0.0.1:7002 --allow recv=127.0.0.1:* --allow send=127.0.0.1:* target/wasm32-wasip2/release/udp_echo.wasm 7002`
 
 use std::io::Write as _;
 use std::process::ExitCode;
