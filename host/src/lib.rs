@@ -9,6 +9,7 @@ mod bindings;
 pub mod ctx;
 pub mod errno;
 pub mod policy;
+pub mod policy_file;
 pub mod poll;
 pub mod resolve;
 pub mod run;

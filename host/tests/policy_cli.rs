@@ -1,0 +1,509 @@
+//! Policy files, dry runs and the JSON audit log through the real `usocket` binary: `policy
+//! check` on the shipped examples and on broken files, and `run --policy` / `--dry-run` /
+//! `--audit` against a loopback HTTP server. Every wait is bounded (a deadline for each
+//! child, socket timeouts, and the runner's own `--time-limit`); everything stays on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `usocket ARGS`, killing it if it outlives [`WAIT`].
+fn usocket(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_usocket"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("usocket runs");
+    finish(child, args)
+}
+
+/// Waits for `child` for at most [`WAIT`], then kills it and fails the test.
+fn finish(mut child: Child, args: &[&str]) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait for usocket").is_some() {
+            return child.wait_with_output().expect("usocket's output");
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("usocket's output");
+            panic!(
+                "usocket {args:?} ran longer than {WAIT:?}; stderr: {}",
+                text(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("USOCKET_EXAMPLES_DIR"))
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A file in the temp folder, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "usocket-policy-cli-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    fn read(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A loopback HTTP server answering at most one request; the count of connections it
+/// accepted arrives on the receiver once it has served one.
+fn http_server() -> (u16, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let _ = tx.send(());
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
+    });
+    (port, rx)
+}
+
+/// `usocket run --time-limit 30 ARGS... http_get.wasm 127.0.0.1 PORT`.
+fn http_get(args: &[&str], port: u16) -> Output {
+    let port = port.to_string();
+    let wasm = example("http_get");
+    let mut all = vec!["run", "--time-limit", "30"];
+    all.extend_from_slice(args);
+    all.extend([wasm.as_str(), "127.0.0.1", port.as_str()]);
+    usocket(&all)
+}
+
+fn assert_fetched(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}, stderr: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("HTTP/1.0 200 OK\r\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+fn assert_refused(out: &Output, errno: &str) {
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(errno), "{}", text(&out.stderr));
+}
+
+/// The JSON audit lines of `log` whose verdict is `verdict`.
+fn audit_lines(log: &str, verdict: &str) -> Vec<String> {
+    let needle = format!("\"verdict\":\"{verdict}\"");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn policy_check_explains_every_example_in_plain_words() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(policies_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = usocket(&["policy", "check", path.to_str().unwrap()]);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        for part in [
+            "a valid policy.",
+            "\nAllowed:\n",
+            "\nDenied, whatever the allow rules say:\n",
+            "\nLimits:\n",
+            "  sockets open at once: ",
+            "A deny rule beats every allow rule; everything no allow rule grants is denied.",
+        ] {
+            assert!(
+                stdout.contains(part),
+                "{}: no {part:?} in\n{stdout}",
+                path.display()
+            );
+        }
+        // Each rule line holds the rule and its plain-words description after it.
+        let allowed = stdout
+            .split("\nAllowed:\n")
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap();
+        for line in allowed.lines() {
+            let words = line.split_whitespace().count();
+            assert!(words >= 4, "not explained: {line:?}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "examples/policies has the two sample files");
+
+    let web = text(
+        &usocket(&[
+            "policy",
+            "check",
+            &format!("{}/web-client.toml", policies_dir().display()),
+        ])
+        .stdout,
+    );
+    for part in [
+        "connect=*.example.com:443",
+        "connect=metadata:*",
+        "resolve=example.net",
+        "  sockets open at once: 8\n",
+        "  bytes sent, in total: 1048576 (1 MiB)\n",
+        "  bandwidth, bytes per second each way: 1048576 (1 MiB)\n",
+        "  longest life of a name -> address pin: 300 s\n",
+    ] {
+        assert!(web.contains(part), "no {part:?} in\n{web}");
+    }
+    assert!(web.find("\nAllowed:").unwrap() < web.find("\nDenied").unwrap());
+    assert!(web.find("\nDenied").unwrap() < web.find("\nLimits:").unwrap());
+}
+
+#[test]
+fn policy_check_of_a_bad_file_names_the_line_and_exits_2() {
+    let bad_rule = TempFile::new(
+        "bad-rule.toml",
+        "# a policy\nallow = [\n    \"connect=127.0.0.1:80\",\n    \"connect=::1:80\",\n]\n",
+    );
+    let out = usocket(&["policy", "check", bad_rule.path()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:4:5: bad rule `connect=::1:80`",
+            bad_rule.path()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("brackets") && err.contains("fix:"), "{err}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+
+    let unknown_key = TempFile::new(
+        "unknown-key.toml",
+        "allow = []\n\n[limits]\nmax_sokets = 3\n",
+    );
+    let out = usocket(&["policy", "check", unknown_key.path()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:4:", unknown_key.path())), "{err}");
+    assert!(
+        err.contains("unknown field `max_sokets`") && err.contains("known keys"),
+        "{err}"
+    );
+
+    let syntax = TempFile::new(
+        "syntax.toml",
+        "deny = [\"connect=127.0.0.1:80\"\nallow = []\n",
+    );
+    let out = usocket(&["policy", "check", syntax.path()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("{}:", syntax.path())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = usocket(&["policy", "check", "/nonexistent/policy.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/policy.toml: cannot read the policy file"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `run --policy` refuses the same file before running anything.
+    let out = usocket(&["run", "--policy", bad_rule.path(), &example("http_get")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(":4:5: bad rule"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn run_with_a_policy_file_grants_what_it_allows_and_nothing_else() {
+    let (port, _) = http_server();
+    let granted = TempFile::new(
+        "grant.toml",
+        &format!("allow = [\"connect=127.0.0.1:{port}\"]\n"),
+    );
+    assert_fetched(&http_get(&["--policy", granted.path()], port));
+
+    // A file that grants something else leaves the connection denied.
+    let (port, accepted) = http_server();
+    let other = TempFile::new(
+        "other.toml",
+        &format!(
+            "allow = [\"connect=127.0.0.1:{}\", \"resolve=localhost\"]\n",
+            port.wrapping_add(1)
+        ),
+    );
+    assert_refused(
+        &http_get(&["--policy", other.path()], port),
+        "[Errno 13] EACCES",
+    );
+    assert!(
+        accepted.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a denied connect reached the server"
+    );
+
+    // Flags add to the file: --deny beats the file's allow, --allow adds a grant.
+    let (port, _) = http_server();
+    let granted = TempFile::new(
+        "grant2.toml",
+        &format!("allow = [\"connect=127.0.0.1:{port}\"]\n"),
+    );
+    assert_refused(
+        &http_get(
+            &["--policy", granted.path(), "--deny", "connect=loopback:*"],
+            port,
+        ),
+        "[Errno 13] EACCES",
+    );
+    let grant = format!("connect=127.0.0.1:{port}");
+    assert_fetched(&http_get(
+        &["--policy", other.path(), "--allow", &grant],
+        port,
+    ));
+}
+
+#[test]
+fn flags_override_the_files_limits() {
+    let (port, _) = http_server();
+    let no_sockets = TempFile::new(
+        "no-sockets.toml",
+        &format!("allow = [\"connect=127.0.0.1:{port}\"]\n[limits]\nmax_sockets = 0\n"),
+    );
+    assert_refused(
+        &http_get(&["--policy", no_sockets.path()], port),
+        "[Errno 12] ENOMEM",
+    );
+    assert_fetched(&http_get(
+        &["--policy", no_sockets.path(), "--max-sockets", "4"],
+        port,
+    ));
+
+    // Bad limit flags are usage errors.
+    let out = usocket(&["run", "--rate", "0", &example("http_get")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("at least 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn dry_run_lets_the_guest_through_and_audits_would_deny() {
+    let (port, _) = http_server();
+    let audit = TempFile::new("dry-run.jsonl", "");
+    let out = http_get(&["--dry-run", "--audit", audit.path()], port);
+    assert_fetched(&out);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("dry run"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("would deny connect 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+
+    let log = audit.read();
+    let target = format!("127.0.0.1:{port}");
+    let would_deny = audit_lines(&log, "would-deny");
+    assert!(
+        would_deny
+            .iter()
+            .any(|l| l.contains("connect") && l.contains(&target)),
+        "no would-deny connect to {target} in:\n{log}"
+    );
+    assert!(audit_lines(&log, "deny").is_empty(), "{log}");
+    for line in log.lines() {
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "not one JSON object: {line}"
+        );
+        assert!(line.contains("\"target\":\"usocket::audit\""), "{line}");
+    }
+
+    // A file can switch dry run on too.
+    let (port, _) = http_server();
+    let file = TempFile::new("dry.toml", "dry_run = true\n");
+    assert_fetched(&http_get(&["--policy", file.path()], port));
+}
+
+#[test]
+fn audit_log_records_denials_and_grants_as_json_lines() {
+    let (port, _) = http_server();
+    let audit = TempFile::new("deny.jsonl", "");
+    let out = http_get(&["--audit", audit.path()], port);
+    assert_refused(&out, "[Errno 13] EACCES");
+    let log = audit.read();
+    let target = format!("127.0.0.1:{port}");
+    let denied = audit_lines(&log, "deny");
+    assert!(
+        denied
+            .iter()
+            .any(|l| l.contains(&format!("\"target\":\"{target}\""))
+                && l.contains("connect")
+                && l.contains("\"guest\":\"http_get.wasm\"")),
+        "no deny line for {target} in:\n{log}"
+    );
+
+    // The file is appended to: a granted run adds an allow line after the deny line.
+    let (port2, _) = http_server();
+    let grant = format!("connect=127.0.0.1:{port2}");
+    assert_fetched(&http_get(
+        &["--audit", audit.path(), "--allow", &grant],
+        port2,
+    ));
+    let log = audit.read();
+    assert_eq!(audit_lines(&log, "deny").len(), denied.len(), "{log}");
+    let allowed = audit_lines(&log, "allow");
+    assert!(
+        allowed
+            .iter()
+            .any(|l| l.contains(&format!("127.0.0.1:{port2}"))),
+        "no allow line in:\n{log}"
+    );
+
+    // An audit file that cannot be opened stops usocket before the guest runs.
+    let out = usocket(&[
+        "run",
+        "--audit",
+        "/nonexistent/dir/audit.jsonl",
+        &example("http_get"),
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("cannot open the audit file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_local_server_example_serves_loopback_clients() {
+    // The shipped file, on a free port instead of 8000.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let shipped = std::fs::read_to_string(policies_dir().join("local-server.toml")).unwrap();
+    assert!(shipped.contains("127.0.0.1:8000"));
+    let policy = TempFile::new(
+        "local-server.toml",
+        &shipped.replace("127.0.0.1:8000", &format!("127.0.0.1:{port}")),
+    );
+    let port_arg = port.to_string();
+    let args = [
+        "run",
+        "--time-limit",
+        "30",
+        "--policy",
+        policy.path(),
+        &example("echo_server"),
+        &port_arg,
+        "1",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usocket"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines.recv_timeout(WAIT);
+    if first.is_err() {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("echo_server did not start: {err}");
+    }
+    assert_eq!(
+        first.unwrap(),
+        format!("echo_server: listening on 127.0.0.1:{port}")
+    );
+
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.write_all(b"ping\n").unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "ping\n");
+    drop((conn, reader));
+    let out = finish(child, &args);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+}
