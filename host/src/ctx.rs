@@ -58,7 +58,8 @@ pub trait Resolver: Send + Sync + 'static {
 }
 
 /// What [`Resolver::lookup`] returns.
-pub type ResolveFuture = Pin<Box<dyn Future<Output = SockResult<Vec<(IpAddr, Option<Duration>)>>> + Send>>;
+pub type ResolveFuture =
+    Pin<Box<dyn Future<Output = SockResult<Vec<(IpAddr, Option<Duration>)>>> + Send>>;
 
 /// The host's resolver (`/etc/hosts`, then DNS) on tokio's blocking pool.
 #[derive(Debug, Default)]
@@ -96,7 +97,10 @@ impl Stats {
 
     /// How many decisions each reason made, e.g. `"connect: denied by connect=private:*"`.
     pub fn by_reason(&self) -> BTreeMap<String, u64> {
-        self.reasons.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -185,9 +189,19 @@ impl UsocketCtx {
         let pinned: Vec<String> = self
             .pins
             .get(&addr.ip())
-            .map(|names| names.iter().filter(|(_, until)| *until > now).map(|(n, _)| n.clone()).collect())
+            .map(|names| {
+                names
+                    .iter()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
             .unwrap_or_default();
-        let decision = self.policy.check(&Request { use_, addr, pinned_names: &pinned });
+        let decision = self.policy.check(&Request {
+            use_,
+            addr,
+            pinned_names: &pinned,
+        });
         self.decided(use_, &addr.to_string(), &decision)
     }
 
@@ -198,7 +212,11 @@ impl UsocketCtx {
     }
 
     /// Resolves a granted name and pins its answers to it (see the policy's name grants).
-    pub(crate) async fn resolve(&mut self, name: &str, family: Option<Family>) -> SockResult<Vec<IpAddr>> {
+    pub(crate) async fn resolve(
+        &mut self,
+        name: &str,
+        family: Option<Family>,
+    ) -> SockResult<Vec<IpAddr>> {
         self.stats.lookups.fetch_add(1, Ordering::Relaxed);
         let answers = self.resolver.lookup(name, family).await?;
         let now = Instant::now();
@@ -238,7 +256,9 @@ impl UsocketCtx {
             .unwrap_or_else(|e| e.into_inner())
             .entry(format!("{}: {reason}", use_.keyword()))
             .or_default() += 1;
-        let rule = decision.rule().map(|r| r.to_string()).unwrap_or_default();
+        let rule = decision
+            .rule()
+            .map_or_else(|| "none".to_string(), |r| r.to_string());
         tracing::info!(
             target: "usocket::audit",
             guest = &*self.label,
@@ -256,14 +276,23 @@ impl UsocketCtx {
     pub(crate) fn take_slot(&self) -> SockResult<Slot> {
         let max = self.limits.max_sockets;
         self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .map_err(|_| Errno::ENOMEM)?;
         let ceiling = host_socket_ceiling();
-        if HOST_OPEN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < ceiling).then_some(n + 1)).is_err() {
+        if HOST_OPEN
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < ceiling).then_some(n + 1)
+            })
+            .is_err()
+        {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Errno::ENOMEM);
         }
-        Ok(Slot { open: self.open.clone() })
+        Ok(Slot {
+            open: self.open.clone(),
+        })
     }
 
     /// How many of `want` bytes the send quota lets go out now: ENOMEM when it is used up.
@@ -273,7 +302,11 @@ impl UsocketCtx {
 
     /// How many of `want` bytes the receive quota lets in now: ENOMEM when it is used up.
     pub(crate) fn recv_budget(&self, want: usize) -> SockResult<usize> {
-        budget(want, self.limits.max_bytes_received, &self.stats.bytes_received)
+        budget(
+            want,
+            self.limits.max_bytes_received,
+            &self.stats.bytes_received,
+        )
     }
 
     /// Counts bytes that went out, waiting as long as the rate limit asks.
@@ -284,7 +317,9 @@ impl UsocketCtx {
 
     /// Counts bytes that came in, waiting as long as the rate limit asks.
     pub(crate) async fn received(&self, n: usize) {
-        self.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_received
+            .fetch_add(n as u64, Ordering::Relaxed);
         self.pace(n).await;
     }
 
@@ -315,7 +350,10 @@ struct TokenBucket {
 impl TokenBucket {
     fn new(rate: u64) -> TokenBucket {
         let rate = rate.max(1) as f64;
-        TokenBucket { rate, state: Mutex::new((rate, Instant::now())) }
+        TokenBucket {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
     }
 
     /// Takes `n` tokens; returns how long to wait if the bucket went into debt.
@@ -367,7 +405,10 @@ mod tests {
         let bucket = TokenBucket::new(1000);
         assert_eq!(bucket.take(1000), None, "one second of burst");
         let wait = bucket.take(500).expect("in debt");
-        assert!(wait >= Duration::from_millis(450) && wait <= Duration::from_millis(550), "{wait:?}");
+        assert!(
+            wait >= Duration::from_millis(450) && wait <= Duration::from_millis(550),
+            "{wait:?}"
+        );
     }
 
     #[test]

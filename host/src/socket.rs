@@ -443,17 +443,16 @@ impl Socket {
             return Err(Errno::EOPNOTSUPP);
         }
         let local = match self.phase {
-            Phase::Fresh => {
-                // The kernel binds the wildcard on an ephemeral port first.
-                let wildcard = SocketAddr::new(self.family.unspecified(), 0);
-                ctx.check_addr(Use::AutoBind, wildcard)?;
-                wildcard
-            }
+            // The kernel binds the wildcard on an ephemeral port first.
+            Phase::Fresh => SocketAddr::new(self.family.unspecified(), 0),
             Phase::Bound | Phase::Listening => self.local_address()?,
             Phase::Connecting | Phase::Connected => return Err(Errno::EINVAL),
             Phase::Closed => return Err(Errno::EBADF),
         };
         ctx.check_addr(Use::Listen, local)?;
+        if self.phase == Phase::Fresh {
+            ctx.check_addr(Use::AutoBind, local)?;
+        }
         self.io()?.os.sock.listen(backlog.clamp(0, MAX_BACKLOG))?;
         self.phase = Phase::Listening;
         Ok(())
@@ -473,7 +472,10 @@ impl Socket {
         let io = self.io()?;
         let deadline = self.timeout.deadline();
         let (conn, peer) = loop {
-            let (conn, peer) = io.os.wait(Interest::READABLE, deadline, |s| s.accept()).await?;
+            let (conn, peer) = io
+                .os
+                .wait(Interest::READABLE, deadline, |s| s.accept())
+                .await?;
             let peer = peer.as_socket().ok_or(Errno::EIO)?;
             if ctx.check_addr(Use::Accept, peer).is_ok() {
                 break (conn, peer);
@@ -506,10 +508,11 @@ impl Socket {
             }
             _ => {}
         }
+        // The use first, then the implicit bind it causes (so the audit reads in that order).
+        ctx.check_addr(Use::Connect, addr)?;
         if self.phase == Phase::Fresh {
             ctx.check_addr(Use::AutoBind, SocketAddr::new(self.family.unspecified(), 0))?;
         }
-        ctx.check_addr(Use::Connect, addr)?;
         let sock = &self.io()?.os.sock;
         match sock.connect(&SockAddr::from(addr)) {
             Ok(()) => {
@@ -594,11 +597,18 @@ impl Socket {
 
     /// `recv(max, flags)`.
     pub async fn recv(&mut self, ctx: &UsocketCtx, max: usize, flags: i32) -> SockResult<Vec<u8>> {
-        self.recv_from_inner(ctx, max, flags).await.map(|(data, _)| data)
+        self.recv_from_inner(ctx, max, flags)
+            .await
+            .map(|(data, _)| data)
     }
 
     /// `recvfrom(max, flags)`.
-    pub async fn recv_from(&mut self, ctx: &UsocketCtx, max: usize, flags: i32) -> SockResult<(Vec<u8>, SocketAddr)> {
+    pub async fn recv_from(
+        &mut self,
+        ctx: &UsocketCtx,
+        max: usize,
+        flags: i32,
+    ) -> SockResult<(Vec<u8>, SocketAddr)> {
         let (data, from) = self.recv_from_inner(ctx, max, flags).await?;
         match from {
             Some(from) => Ok((data, from)),
@@ -680,7 +690,12 @@ impl Socket {
     /// Reads from the kernel into the host queue: at least one byte, end of stream, or an
     /// error. Returns `Ok(false)` when nothing was available (non-blocking) and ETIMEDOUT
     /// when the deadline passed; both leave the queue as it was.
-    async fn fill(&mut self, ctx: &UsocketCtx, want: usize, deadline: Deadline) -> SockResult<bool> {
+    async fn fill(
+        &mut self,
+        ctx: &UsocketCtx,
+        want: usize,
+        deadline: Deadline,
+    ) -> SockResult<bool> {
         let want = ctx.recv_budget(want)?;
         let io = self.io_mut()?;
         io.rx.reserve(want);
@@ -858,7 +873,10 @@ impl Socket {
         }
         let data = &data[..ctx.send_budget(data.len())?];
         let io = self.io()?;
-        let n = io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, data)).await?;
+        let n = io
+            .os
+            .wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, data))
+            .await?;
         ctx.sent(n).await;
         Ok(n)
     }
@@ -878,7 +896,11 @@ impl Socket {
         let mut sent = 0;
         while sent < data.len() {
             let chunk = &data[sent..sent + ctx.send_budget(data.len() - sent)?];
-            match io.os.wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, chunk)).await {
+            match io
+                .os
+                .wait(Interest::WRITABLE, deadline, |s| send_nosignal(s, chunk))
+                .await
+            {
                 Ok(n) => {
                     sent += n;
                     ctx.sent(n).await;
@@ -907,10 +929,10 @@ impl Socket {
             });
         }
         let addr = addr::parse(self.family, address, port, Purpose::Destination)?;
+        ctx.check_addr(Use::Send, addr)?;
         if self.phase == Phase::Fresh {
             ctx.check_addr(Use::AutoBind, SocketAddr::new(self.family.unspecified(), 0))?;
         }
-        ctx.check_addr(Use::Send, addr)?;
         if ctx.send_budget(data.len())? < data.len() {
             return Err(Errno::ENOMEM);
         }
@@ -932,10 +954,11 @@ impl Socket {
     /// `close()`: idempotent. Unread received data turns the close into a reset, as a kernel
     /// socket's close does.
     pub fn close(&mut self) {
-        if let Some(io) = self.io.take() {
-            if self.kind == Kind::Stream && io.rx.len() > 0 {
-                let _ = io.os.sock.set_linger(Some(Duration::ZERO));
-            }
+        if let Some(io) = self.io.take()
+            && self.kind == Kind::Stream
+            && io.rx.len() > 0
+        {
+            let _ = io.os.sock.set_linger(Some(Duration::ZERO));
         }
         self.phase = Phase::Closed;
     }
@@ -1063,7 +1086,9 @@ async fn recv_datagram(
                 Ok(from)
             })
             .await?;
-        let from = from.and_then(|a| SocketAddr::try_from(a).ok()).ok_or(Errno::EIO)?;
+        let from = from
+            .and_then(|a| SocketAddr::try_from(a).ok())
+            .ok_or(Errno::EIO)?;
         if ctx.check_addr(Use::Recv, from).is_ok() {
             data.truncate(max);
             return Ok((data, from));
@@ -1110,7 +1135,9 @@ mod tests {
     /// Every use granted on loopback.
     fn ctx() -> UsocketCtx {
         let mut policy = Policy::builder();
-        for rule in crate::policy::parse_rules("connect,send,bind,listen,accept,recv=127.0.0.1:*").unwrap() {
+        for rule in
+            crate::policy::parse_rules("connect,send,bind,listen,accept,recv=127.0.0.1:*").unwrap()
+        {
             policy = policy.allow(rule, cap_std::ambient_authority());
         }
         UsocketCtx::new("test", Arc::new(policy.build()))
@@ -1140,7 +1167,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             writer.write_all(b"abc").unwrap();
         });
-        assert_eq!(sock.recv(&ctx, u32::MAX as usize, 0).await, Ok(b"abc".to_vec()));
+        assert_eq!(
+            sock.recv(&ctx, u32::MAX as usize, 0).await,
+            Ok(b"abc".to_vec())
+        );
         peer.write_all(b"0123").unwrap();
         sock.set_timeout(Some(0.1)).unwrap();
         assert_eq!(
