@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use usocket_host::run::{Guest, Runner};
 use usocket_host::policy::parse_rules;
+use usocket_host::run::{Guest, Runner};
 use usocket_host::{Limits, Policy, UsocketCtx};
 use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtxBuilder;
@@ -60,7 +60,10 @@ pub fn policy(allow: &[&str], deny: &[&str]) -> Arc<Policy> {
 /// lookups.
 pub fn conformance_policy() -> Arc<Policy> {
     policy(
-        &["connect,send,bind,listen,accept,recv=127.0.0.1:*", "resolve=*"],
+        &[
+            "connect,send,bind,listen,accept,recv=127.0.0.1:*",
+            "resolve=*",
+        ],
         &[],
     )
 }

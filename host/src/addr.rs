@@ -88,7 +88,9 @@ pub fn parse(family: Family, address: &str, port: i32, purpose: Purpose) -> Sock
         return Err(Errno::EAFNOSUPPORT);
     }
     // The wildcard is no destination, in any spelling (`::ffff:0.0.0.0`, `64:ff9b::`, ...).
-    let unspecified = crate::policy::spellings(ip).iter().any(IpAddr::is_unspecified);
+    let unspecified = crate::policy::spellings(ip)
+        .iter()
+        .any(IpAddr::is_unspecified);
     if purpose == Purpose::Destination && (port == 0 || unspecified) {
         return Err(Errno::EINVAL);
     }
@@ -168,7 +170,11 @@ mod tests {
             Err(Errno::EINVAL)
         );
         for spelled in ["::ffff:0.0.0.0", "64:ff9b::", "2002::1"] {
-            assert_eq!(parse(Family::V6, spelled, 80, Purpose::Destination), Err(Errno::EINVAL), "{spelled}");
+            assert_eq!(
+                parse(Family::V6, spelled, 80, Purpose::Destination),
+                Err(Errno::EINVAL),
+                "{spelled}"
+            );
         }
         assert_eq!(
             parse(Family::V6, "", 0, Purpose::Bind).unwrap(),

@@ -80,8 +80,16 @@ pub enum Use {
 
 impl Use {
     /// Every use, in rule-keyword order.
-    pub const ALL: [Use; 8] =
-        [Use::Resolve, Use::Connect, Use::Send, Use::Bind, Use::AutoBind, Use::Listen, Use::Accept, Use::Recv];
+    pub const ALL: [Use; 8] = [
+        Use::Resolve,
+        Use::Connect,
+        Use::Send,
+        Use::Bind,
+        Use::AutoBind,
+        Use::Listen,
+        Use::Accept,
+        Use::Recv,
+    ];
 
     /// The rule keyword of this use.
     pub fn keyword(self) -> &'static str {
@@ -132,7 +140,13 @@ pub enum Class {
 }
 
 impl Class {
-    const ALL: [Class; 5] = [Class::Loopback, Class::Private, Class::LinkLocal, Class::Metadata, Class::Multicast];
+    const ALL: [Class; 5] = [
+        Class::Loopback,
+        Class::Private,
+        Class::LinkLocal,
+        Class::Metadata,
+        Class::Multicast,
+    ];
 
     /// The rule keyword of this class.
     pub fn keyword(self) -> &'static str {
@@ -154,7 +168,9 @@ impl Class {
             (Class::LinkLocal, IpAddr::V4(v4)) => v4.is_link_local(),
             (Class::LinkLocal, IpAddr::V6(v6)) => v6.segments()[0] & 0xffc0 == 0xfe80,
             (Class::Metadata, IpAddr::V4(v4)) => v4 == Ipv4Addr::new(169, 254, 169, 254),
-            (Class::Metadata, IpAddr::V6(v6)) => v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+            (Class::Metadata, IpAddr::V6(v6)) => {
+                v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+            }
             (Class::Multicast, ip) => ip.is_multicast(),
         }
     }
@@ -180,7 +196,12 @@ pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
         } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
             Some(low32)
         } else if s[0] == 0x2002 {
-            Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8))
+            Some(Ipv4Addr::new(
+                (s[1] >> 8) as u8,
+                s[1] as u8,
+                (s[2] >> 8) as u8,
+                s[2] as u8,
+            ))
         } else {
             None
         };
@@ -198,7 +219,10 @@ pub struct Ports {
 
 impl Ports {
     /// Every port, 0-65535.
-    pub const ANY: Ports = Ports { first: 0, last: u16::MAX };
+    pub const ANY: Ports = Ports {
+        first: 0,
+        last: u16::MAX,
+    };
 
     /// The ports `first..=last`; `None` if `first > last`.
     pub fn range(first: u16, last: u16) -> Option<Ports> {
@@ -207,7 +231,10 @@ impl Ports {
 
     /// One port.
     pub fn one(port: u16) -> Ports {
-        Ports { first: port, last: port }
+        Ports {
+            first: port,
+            last: port,
+        }
     }
 
     fn contains(self, port: u16) -> bool {
@@ -298,7 +325,9 @@ impl Rule {
     fn matches(&self, req: &Request<'_>, ip: IpAddr) -> bool {
         match self {
             Rule::Addr { use_, hosts, ports } => {
-                *use_ == req.use_ && ports.contains(req.addr.port()) && hosts.contains(ip, req.pinned_names)
+                *use_ == req.use_
+                    && ports.contains(req.addr.port())
+                    && hosts.contains(ip, req.pinned_names)
             }
             Rule::Resolve(_) => false,
         }
@@ -307,7 +336,11 @@ impl Rule {
     /// Whether this rule lets a guest look `name` up: a `resolve` rule, or a name grant.
     fn grants_name(&self, name: &str) -> bool {
         match self {
-            Rule::Resolve(names) | Rule::Addr { hosts: Hosts::Name(names), .. } => names.matches(name),
+            Rule::Resolve(names)
+            | Rule::Addr {
+                hosts: Hosts::Name(names),
+                ..
+            } => names.matches(name),
             Rule::Addr { .. } => false,
         }
     }
@@ -321,16 +354,22 @@ impl Rule {
         match self {
             Rule::Resolve(Names::Any) => "resolving any host name".into(),
             Rule::Resolve(Names::Exact(n)) => format!("resolving the host name {n}"),
-            Rule::Resolve(Names::Below(n)) => format!("resolving host names below {n} (not {n} itself)"),
+            Rule::Resolve(Names::Below(n)) => {
+                format!("resolving host names below {n} (not {n} itself)")
+            }
             Rule::Addr { use_, hosts, ports } => {
                 let hosts = match hosts {
                     Hosts::Any => "any address".to_string(),
-                    Hosts::Net(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
+                    Hosts::Net(net) if net.prefix_len() == net.max_prefix_len() => {
+                        net.addr().to_string()
+                    }
                     Hosts::Net(net) => format!("addresses in {net}"),
                     Hosts::Class(c) => format!("{} addresses", c.keyword()),
                     Hosts::Name(Names::Any) => "the addresses any host name resolved to".into(),
                     Hosts::Name(Names::Exact(n)) => format!("the addresses {n} resolved to"),
-                    Hosts::Name(Names::Below(n)) => format!("the addresses names below {n} resolved to"),
+                    Hosts::Name(Names::Below(n)) => {
+                        format!("the addresses names below {n} resolved to")
+                    }
                 };
                 let ports = match (ports.first, ports.last) {
                     (0, u16::MAX) => "any port".to_string(),
@@ -353,7 +392,10 @@ pub struct RuleError {
 
 /// Parses one rule text, which may name several uses (`bind,listen=127.0.0.1:8000`).
 pub fn parse_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
-    let fail = |problem: String| RuleError { rule: text.to_string(), problem };
+    let fail = |problem: String| RuleError {
+        rule: text.to_string(),
+        problem,
+    };
     let (uses, value) = text.split_once('=').ok_or_else(|| {
         fail("expected USE=VALUE, e.g. connect=127.0.0.1:8080, bind,listen=0.0.0.0:8000-8010 or resolve=*.example.com".into())
     })?;
@@ -361,7 +403,10 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
     for word in uses.split(',').map(str::trim) {
         let use_ = Use::from_keyword(word).ok_or_else(|| {
             let all: Vec<&str> = Use::ALL.iter().map(|u| u.keyword()).collect();
-            fail(format!("unknown use `{word}`: expected one of {}", all.join(", ")))
+            fail(format!(
+                "unknown use `{word}`: expected one of {}",
+                all.join(", ")
+            ))
         })?;
         rules.push(match use_ {
             Use::Resolve => Rule::Resolve(parse_names(value).map_err(fail)?),
@@ -408,7 +453,9 @@ fn parse_hosts(host: &str) -> Result<Hosts, String> {
     // IPv6 goes in brackets so that its colons are not read as the port separator:
     // `[::1]`, `[fd00::/8]` or `[fd00::]/8`.
     let text = if let Some(rest) = host.strip_prefix('[') {
-        let (inner, after) = rest.split_once(']').ok_or_else(|| format!("`{host}` opens `[` without closing `]`"))?;
+        let (inner, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{host}` opens `[` without closing `]`"))?;
         if after.is_empty() {
             inner.to_string()
         } else if after.starts_with('/') {
@@ -422,10 +469,14 @@ fn parse_hosts(host: &str) -> Result<Hosts, String> {
         host.to_string()
     };
     if text.contains('/') {
-        let net: IpNet =
-            text.parse().map_err(|_| format!("`{text}` is not a CIDR network like 10.0.0.0/8 or [fd00::]/8"))?;
+        let net: IpNet = text
+            .parse()
+            .map_err(|_| format!("`{text}` is not a CIDR network like 10.0.0.0/8 or [fd00::]/8"))?;
         if net.trunc() != net {
-            return Err(format!("`{text}` has host bits set below its prefix; did you mean {}?", net.trunc()));
+            return Err(format!(
+                "`{text}` has host bits set below its prefix; did you mean {}?",
+                net.trunc()
+            ));
         }
         return Ok(Hosts::Net(net));
     }
@@ -433,7 +484,9 @@ fn parse_hosts(host: &str) -> Result<Hosts, String> {
         return Ok(Hosts::Net(IpNet::from(ip)));
     }
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') || host.starts_with('[') {
-        return Err(format!("`{text}` is not an IP literal (write all four parts: 127.0.0.1) or a CIDR network"));
+        return Err(format!(
+            "`{text}` is not an IP literal (write all four parts: 127.0.0.1) or a CIDR network"
+        ));
     }
     match parse_names(&text)? {
         Names::Any => Ok(Hosts::Any),
@@ -442,14 +495,19 @@ fn parse_hosts(host: &str) -> Result<Hosts, String> {
 }
 
 fn parse_ports(ports: &str) -> Result<Ports, String> {
-    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number (0-65535)"));
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
+    };
     match ports {
         "*" => Ok(Ports::ANY),
         "" => Err("missing ports after `:`: use N, N-M or *".into()),
         _ => match ports.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (port(a)?, port(b)?);
-                Ports::range(a, b).ok_or_else(|| format!("port range {a}-{b} is empty: write the lower port first"))
+                Ports::range(a, b).ok_or_else(|| {
+                    format!("port range {a}-{b} is empty: write the lower port first")
+                })
             }
             None => Ok(Ports::one(port(ports)?)),
         },
@@ -468,12 +526,21 @@ fn parse_names(value: &str) -> Result<Names, String> {
     // One final dot is the DNS root: `example.com.` is `example.com`.
     let name = name.strip_suffix('.').unwrap_or(name);
     let valid_label = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.is_empty() || !name.split('.').all(valid_label) {
-        return Err(format!("`{value}` is not a host name: expected an exact name (api.example.com), *.suffix or *"));
+        return Err(format!(
+            "`{value}` is not a host name: expected an exact name (api.example.com), *.suffix or *"
+        ));
     }
-    Ok(if below { Names::Below(name.to_string()) } else { Names::Exact(name.to_string()) })
+    Ok(if below {
+        Names::Below(name.to_string())
+    } else {
+        Names::Exact(name.to_string())
+    })
 }
 
 impl fmt::Display for Hosts {
@@ -576,7 +643,11 @@ impl Policy {
     /// Decides a use of an address.
     pub fn check(&self, req: &Request<'_>) -> Decision {
         let spellings = spellings(req.addr.ip());
-        if let Some(rule) = self.deny.iter().find(|r| spellings.iter().any(|ip| r.matches(req, *ip))) {
+        if let Some(rule) = self
+            .deny
+            .iter()
+            .find(|r| spellings.iter().any(|ip| r.matches(req, *ip)))
+        {
             return Decision::DeniedBy(rule.clone());
         }
         if req.use_ == Use::AutoBind {
@@ -590,7 +661,11 @@ impl Policy {
 
     /// Decides a use of an address that no name is pinned to.
     pub fn check_addr(&self, use_: Use, addr: SocketAddr) -> Decision {
-        self.check(&Request { use_, addr, pinned_names: &[] })
+        self.check(&Request {
+            use_,
+            addr,
+            pinned_names: &[],
+        })
     }
 
     /// Decides a host name lookup.
@@ -706,9 +781,15 @@ mod tests {
         ] {
             assert_eq!(rule(text).to_string(), text);
         }
-        assert_eq!(rule("connect=[fd00::/8]:443").to_string(), "connect=[fd00::]/8:443");
+        assert_eq!(
+            rule("connect=[fd00::/8]:443").to_string(),
+            "connect=[fd00::]/8:443"
+        );
         assert_eq!(rule("connect=any:1").to_string(), "connect=*:1");
-        assert_eq!(rule("resolve=Example.COM.").to_string(), "resolve=example.com");
+        assert_eq!(
+            rule("resolve=Example.COM.").to_string(),
+            "resolve=example.com"
+        );
         let several = parse_rules("bind,listen,accept=127.0.0.1:80").unwrap();
         assert_eq!(several.len(), 3);
         assert_eq!(several[2].to_string(), "accept=127.0.0.1:80");
@@ -718,7 +799,10 @@ mod tests {
     fn bad_rules_say_what_is_wrong() {
         for (text, needle) in [
             ("connect", "expected USE=VALUE"),
-            ("open=1.2.3.4:80", "unknown use `open`: expected one of resolve, connect"),
+            (
+                "open=1.2.3.4:80",
+                "unknown use `open`: expected one of resolve, connect",
+            ),
             ("connect=1.2.3.4", "expected HOST:PORTS"),
             ("connect=::1:80", "brackets"),
             ("connect=[::1:80", "without closing"),
@@ -739,8 +823,14 @@ mod tests {
 
     #[test]
     fn describe_in_plain_words() {
-        assert_eq!(rule("connect=127.0.0.1:8080").describe(), "connecting to 127.0.0.1 on port 8080");
-        assert_eq!(rule("accept=private:*").describe(), "accepting connections from private addresses on any port");
+        assert_eq!(
+            rule("connect=127.0.0.1:8080").describe(),
+            "connecting to 127.0.0.1 on port 8080"
+        );
+        assert_eq!(
+            rule("accept=private:*").describe(),
+            "accepting connections from private addresses on any port"
+        );
         assert_eq!(
             rule("connect=*.example.com:443").describe(),
             "connecting to the addresses names below example.com resolved to on port 443"
@@ -753,7 +843,11 @@ mod tests {
         let p = Policy::deny_all();
         for use_ in Use::ALL {
             if use_ != Use::AutoBind {
-                assert_eq!(p.check_addr(use_, sa("127.0.0.1:80")), Decision::NotGranted, "{use_:?}");
+                assert_eq!(
+                    p.check_addr(use_, sa("127.0.0.1:80")),
+                    Decision::NotGranted,
+                    "{use_:?}"
+                );
             }
         }
         assert_eq!(p.check_name("localhost"), Decision::NotGranted);
@@ -762,12 +856,27 @@ mod tests {
     #[test]
     fn port_ranges_are_inclusive_and_uses_separate() {
         let p = policy(&["connect=127.0.0.1:8000-8010"], &[]);
-        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:8000")).is_allowed());
-        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:8010")).is_allowed());
-        assert!(!p.check_addr(Use::Connect, sa("127.0.0.1:8011")).is_allowed());
-        assert!(!p.check_addr(Use::Connect, sa("127.0.0.2:8005")).is_allowed());
+        assert!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:8000"))
+                .is_allowed()
+        );
+        assert!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:8010"))
+                .is_allowed()
+        );
+        assert!(
+            !p.check_addr(Use::Connect, sa("127.0.0.1:8011"))
+                .is_allowed()
+        );
+        assert!(
+            !p.check_addr(Use::Connect, sa("127.0.0.2:8005"))
+                .is_allowed()
+        );
         for use_ in [Use::Send, Use::Bind, Use::Listen, Use::Accept, Use::Recv] {
-            assert!(!p.check_addr(use_, sa("127.0.0.1:8005")).is_allowed(), "{use_:?}");
+            assert!(
+                !p.check_addr(use_, sa("127.0.0.1:8005")).is_allowed(),
+                "{use_:?}"
+            );
         }
     }
 
@@ -796,13 +905,20 @@ mod tests {
             (Class::Multicast, "8.8.8.8", false),
         ];
         for (class, ip, inside) in cases {
-            assert_eq!(class.contains(ip.parse().unwrap()), inside, "{class:?} {ip}");
+            assert_eq!(
+                class.contains(ip.parse().unwrap()),
+                inside,
+                "{class:?} {ip}"
+            );
         }
     }
 
     #[test]
     fn deny_sees_through_every_ipv6_spelling_of_ipv4() {
-        let p = policy(&["connect=*:*"], &["connect=127.0.0.0/8:*", "connect=metadata:*"]);
+        let p = policy(
+            &["connect=*:*"],
+            &["connect=127.0.0.0/8:*", "connect=metadata:*"],
+        );
         for spelled in [
             "127.0.0.1",
             "::ffff:127.0.0.1",
@@ -815,18 +931,33 @@ mod tests {
             "2002:a9fe:a9fe::",
         ] {
             let addr = SocketAddr::new(spelled.parse().unwrap(), 80);
-            assert!(matches!(p.check_addr(Use::Connect, addr), Decision::DeniedBy(_)), "{spelled}");
+            assert!(
+                matches!(p.check_addr(Use::Connect, addr), Decision::DeniedBy(_)),
+                "{spelled}"
+            );
         }
-        assert!(p.check_addr(Use::Connect, sa("[2001:db8::1]:80")).is_allowed());
-        assert!(p.check_addr(Use::Connect, sa("[::1]:80")).is_allowed(), "::1 is not ::0.0.0.1 compat");
+        assert!(
+            p.check_addr(Use::Connect, sa("[2001:db8::1]:80"))
+                .is_allowed()
+        );
+        assert!(
+            p.check_addr(Use::Connect, sa("[::1]:80")).is_allowed(),
+            "::1 is not ::0.0.0.1 compat"
+        );
     }
 
     #[test]
     fn autobind_is_implied_unless_denied() {
         let p = policy(&["connect=*:*"], &["bind=*:*"]);
-        assert_eq!(p.check_addr(Use::AutoBind, sa("0.0.0.0:0")), Decision::Implied);
+        assert_eq!(
+            p.check_addr(Use::AutoBind, sa("0.0.0.0:0")),
+            Decision::Implied
+        );
         let p = policy(&["connect=*:*"], &["autobind=*:*"]);
-        assert!(matches!(p.check_addr(Use::AutoBind, sa("0.0.0.0:0")), Decision::DeniedBy(_)));
+        assert!(matches!(
+            p.check_addr(Use::AutoBind, sa("0.0.0.0:0")),
+            Decision::DeniedBy(_)
+        ));
     }
 
     #[test]
@@ -835,14 +966,46 @@ mod tests {
         let addr = sa("93.184.216.34:443");
         let pinned = ["www.example.com".to_string()];
         let other = ["www.evil.test".to_string()];
-        assert!(p.check(&Request { use_: Use::Connect, addr, pinned_names: &pinned }).is_allowed());
-        assert!(!p.check(&Request { use_: Use::Connect, addr, pinned_names: &other }).is_allowed());
-        assert!(!p.check(&Request { use_: Use::Connect, addr, pinned_names: &[] }).is_allowed());
-        assert!(!p.check(&Request { use_: Use::Connect, addr: sa("93.184.216.34:80"), pinned_names: &pinned }).is_allowed());
+        assert!(
+            p.check(&Request {
+                use_: Use::Connect,
+                addr,
+                pinned_names: &pinned
+            })
+            .is_allowed()
+        );
+        assert!(
+            !p.check(&Request {
+                use_: Use::Connect,
+                addr,
+                pinned_names: &other
+            })
+            .is_allowed()
+        );
+        assert!(
+            !p.check(&Request {
+                use_: Use::Connect,
+                addr,
+                pinned_names: &[]
+            })
+            .is_allowed()
+        );
+        assert!(
+            !p.check(&Request {
+                use_: Use::Connect,
+                addr: sa("93.184.216.34:80"),
+                pinned_names: &pinned
+            })
+            .is_allowed()
+        );
         // A granted name that rebinds to a denied address stays denied.
         let internal = sa("10.0.0.5:443");
         assert!(matches!(
-            p.check(&Request { use_: Use::Connect, addr: internal, pinned_names: &pinned }),
+            p.check(&Request {
+                use_: Use::Connect,
+                addr: internal,
+                pinned_names: &pinned
+            }),
             Decision::DeniedBy(_)
         ));
         // The name grant also grants the lookup, and only of its names.
@@ -852,7 +1015,10 @@ mod tests {
 
     #[test]
     fn name_patterns() {
-        let p = policy(&["resolve=*.example.com", "resolve=localhost"], &["resolve=evil.example.com"]);
+        let p = policy(
+            &["resolve=*.example.com", "resolve=localhost"],
+            &["resolve=evil.example.com"],
+        );
         assert!(p.check_name("a.example.com").is_allowed());
         assert!(p.check_name("A.B.Example.com.").is_allowed());
         assert!(!p.check_name("example.com").is_allowed());

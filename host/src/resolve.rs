@@ -106,30 +106,33 @@ fn is_host_name(host: &str) -> bool {
 
 /// The system resolver (`/etc/hosts`, then DNS), on tokio's blocking pool. It reports no
 /// TTLs.
-pub(crate) async fn system_lookup(host: String, family: Option<Family>) -> SockResult<Vec<(IpAddr, Option<Duration>)>> {
+pub(crate) async fn system_lookup(
+    host: String,
+    family: Option<Family>,
+) -> SockResult<Vec<(IpAddr, Option<Duration>)>> {
     let hints = AddrInfoHints {
         // One entry per address: ask for stream sockets only.
         socktype: 1,
         address: family.map_or(0, |f| f.af()),
         ..AddrInfoHints::default()
     };
-    let task = tokio::task::spawn_blocking(move || -> SockResult<Vec<(IpAddr, Option<Duration>)>> {
-        let results =
-            dns_lookup::getaddrinfo(Some(&host), None, Some(hints)).map_err(|e| {
+    let task =
+        tokio::task::spawn_blocking(move || -> SockResult<Vec<(IpAddr, Option<Duration>)>> {
+            let results = dns_lookup::getaddrinfo(Some(&host), None, Some(hints)).map_err(|e| {
                 match e.kind() {
                     LookupErrorKind::Again => Errno::EAI_AGAIN,
                     LookupErrorKind::Family => Errno::EAI_FAMILY,
                     _ => Errno::EAI_NONAME,
                 }
             })?;
-        let mut ips = Vec::new();
-        for ip in results.filter_map(Result::ok).map(|r| r.sockaddr.ip()) {
-            if !ips.contains(&ip) {
-                ips.push(ip);
+            let mut ips = Vec::new();
+            for ip in results.filter_map(Result::ok).map(|r| r.sockaddr.ip()) {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
             }
-        }
-        Ok(ips.into_iter().map(|ip| (ip, None)).collect())
-    });
+            Ok(ips.into_iter().map(|ip| (ip, None)).collect())
+        });
     match tokio::time::timeout(LOOKUP_TIMEOUT, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(_join)) => Err(Errno::EAI_AGAIN),

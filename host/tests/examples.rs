@@ -182,7 +182,10 @@ impl LineClient {
 fn poll_server_serves_three_clients_at_once() {
     let port = free_tcp_port();
     let p = port.to_string();
-    let (bind, listen) = (format!("bind=127.0.0.1:{port}"), format!("listen=127.0.0.1:{port}"));
+    let (bind, listen) = (
+        format!("bind=127.0.0.1:{port}"),
+        format!("listen=127.0.0.1:{port}"),
+    );
     let mut server = Running::start(&[
         "--allow",
         &bind,

@@ -72,7 +72,14 @@ fn localhost_v6_line() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_over_loopback() {
     let (v4_port, v4_count) = counting_listener("127.0.0.1:0").await;
-    let p = policy(&["bind,listen,accept,recv=[::1]:*", "connect,send=*:*", "resolve=localhost"], &[]);
+    let p = policy(
+        &[
+            "bind,listen,accept,recv=[::1]:*",
+            "connect,send=*:*",
+            "resolve=localhost",
+        ],
+        &[],
+    );
     let out = ipv6(p, &["checks", &v4_port.to_string()]).await;
     let expected = format!(
         "\
