@@ -3,27 +3,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod common;
+use common::{example, text, usocket};
 use std::thread;
-
-fn usocket(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_usocket"))
-        .args(args)
-        .output()
-        .expect("usocket runs")
-}
-
-fn example(name: &str) -> String {
-    PathBuf::from(env!("USOCKET_EXAMPLES_DIR"))
-        .join(format!("{name}.wasm"))
-        .display()
-        .to_string()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A loopback HTTP server answering one request.
 fn http_server() -> u16 {

@@ -3,35 +3,17 @@
 //! guest's first line and for its exit, and the runner's own `--time-limit`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::net::{TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{example, free_tcp_port, text};
+
 /// How long any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn example(name: &str) -> String {
-    PathBuf::from(env!("USOCKET_EXAMPLES_DIR"))
-        .join(format!("{name}.wasm"))
-        .display()
-        .to_string()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A loopback port that was free a moment ago.
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")

@@ -6,59 +6,20 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{example, finish, text, usocket};
 
 /// How long any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Runs `usocket ARGS`, killing it if it outlives [`WAIT`].
-fn usocket(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_usocket"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("usocket runs");
-    finish(child, args)
-}
-
-/// Waits for `child` for at most [`WAIT`], then kills it and fails the test.
-fn finish(mut child: Child, args: &[&str]) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait for usocket").is_some() {
-            return child.wait_with_output().expect("usocket's output");
-        }
-        if start.elapsed() > WAIT {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("usocket's output");
-            panic!(
-                "usocket {args:?} ran longer than {WAIT:?}; stderr: {}",
-                text(&out.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn example(name: &str) -> String {
-    PathBuf::from(env!("USOCKET_EXAMPLES_DIR"))
-        .join(format!("{name}.wasm"))
-        .display()
-        .to_string()
-}
-
 fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A file in the temp folder, removed when dropped.
