@@ -132,7 +132,9 @@ pub struct UsocketCtx {
     stats: Arc<Stats>,
     /// Addresses this guest's lookups returned, with the names and the pins' expiry.
     pins: HashMap<IpAddr, Vec<(String, Instant)>>,
-    bucket: Option<TokenBucket>,
+    /// Rate limits, one per direction.
+    send_bucket: Option<TokenBucket>,
+    recv_bucket: Option<TokenBucket>,
 }
 
 /// The most addresses one guest keeps pinned; further answers are not pinned (their name
@@ -150,13 +152,15 @@ impl UsocketCtx {
             open: Arc::default(),
             stats: Arc::default(),
             pins: HashMap::new(),
-            bucket: None,
+            send_bucket: None,
+            recv_bucket: None,
         }
     }
 
     /// Replaces the default limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.bucket = limits.rate.map(TokenBucket::new);
+        self.send_bucket = limits.rate.map(TokenBucket::new);
+        self.recv_bucket = limits.rate.map(TokenBucket::new);
         self.limits = limits;
         self
     }
@@ -309,24 +313,24 @@ impl UsocketCtx {
         )
     }
 
-    /// Counts bytes that went out, waiting as long as the rate limit asks.
+    /// Counts bytes that went out, waiting as long as the send rate limit asks.
     pub(crate) async fn sent(&self, n: usize) {
         self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-        self.pace(n).await;
+        pace(self.send_bucket.as_ref(), n).await;
     }
 
-    /// Counts bytes that came in, waiting as long as the rate limit asks.
+    /// Counts bytes that came in, waiting as long as the receive rate limit asks.
     pub(crate) async fn received(&self, n: usize) {
         self.stats
             .bytes_received
             .fetch_add(n as u64, Ordering::Relaxed);
-        self.pace(n).await;
+        pace(self.recv_bucket.as_ref(), n).await;
     }
+}
 
-    async fn pace(&self, n: usize) {
-        if let Some(wait) = self.bucket.as_ref().and_then(|b| b.take(n)) {
-            tokio::time::sleep(wait).await;
-        }
+async fn pace(bucket: Option<&TokenBucket>, n: usize) {
+    if let Some(wait) = bucket.and_then(|b| b.take(n)) {
+        tokio::time::sleep(wait).await;
     }
 }
 

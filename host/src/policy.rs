@@ -181,8 +181,9 @@ fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u8) -> bool {
 }
 
 /// The IPv4 addresses an address stands for: itself, and the IPv4 address an IPv6 address
-/// carries (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16). Deny rules
-/// match against all of them.
+/// carries (IPv4-mapped, IPv4-translated ::ffff:0:0/96, IPv4-compatible, NAT64 64:ff9b::/96
+/// and 64:ff9b:1::/48, 6to4 2002::/16). Deny rules match against all of them. NAT64 prefixes
+/// an operator chose cannot be recognised: deny those by CIDR.
 pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
     let mut out = vec![ip];
     if let IpAddr::V6(v6) = ip {
@@ -190,6 +191,12 @@ pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
         let low32 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
         let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
             Some(v4)
+        } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+            // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
+            Some(low32)
+        } else if s[..3] == [0x64, 0xff9b, 1] {
+            // Local-use NAT64 64:ff9b:1::/48 (RFC 8215), with the usual /96 layout.
+            Some(low32)
         } else if s[..6] == [0; 6] && !matches!(u32::from(low32), 0 | 1) {
             // IPv4-compatible ::a.b.c.d (deprecated, but routable on some stacks).
             Some(low32)
@@ -347,6 +354,22 @@ impl Rule {
 
     fn denies_name(&self, name: &str) -> bool {
         matches!(self, Rule::Resolve(names) if names.matches(name))
+    }
+
+    /// Whether this deny rule refuses `use_` of every address `name` could resolve to.
+    fn denies_every_use_of(&self, use_: Use, name: &str) -> bool {
+        match self {
+            Rule::Addr {
+                use_: u,
+                hosts,
+                ports,
+            } if *u == use_ && *ports == Ports::ANY => match hosts {
+                Hosts::Any => true,
+                Hosts::Name(names) => names.matches(name),
+                Hosts::Net(_) | Hosts::Class(_) => false,
+            },
+            _ => false,
+        }
     }
 
     /// The rule in plain words, e.g. "connecting to 127.0.0.1 on port 8080".
@@ -669,12 +692,29 @@ impl Policy {
     }
 
     /// Decides a host name lookup.
+    ///
+    /// A name grant only grants the lookup if a deny rule does not refuse its use of that
+    /// name on every port and address: a lookup that nothing could use is never made.
     pub fn check_name(&self, name: &str) -> Decision {
         if let Some(rule) = self.deny.iter().find(|r| r.denies_name(name)) {
             return Decision::DeniedBy(rule.clone());
         }
-        match self.allow.iter().find(|r| r.grants_name(name)) {
-            Some(rule) => Decision::Allowed(rule.clone()),
+        let mut refused = None;
+        for rule in self.allow.iter().filter(|r| r.grants_name(name)) {
+            let wholly_denied = match rule {
+                Rule::Addr { use_, .. } => self
+                    .deny
+                    .iter()
+                    .find(|d| d.denies_every_use_of(*use_, name)),
+                Rule::Resolve(_) => None,
+            };
+            match wholly_denied {
+                None => return Decision::Allowed(rule.clone()),
+                Some(deny) => refused = refused.or(Some(deny)),
+            }
+        }
+        match refused {
+            Some(deny) => Decision::DeniedBy(deny.clone()),
             None => Decision::NotGranted,
         }
     }
@@ -1025,5 +1065,35 @@ mod tests {
         assert!(!p.check_name("notexample.com").is_allowed());
         assert!(!p.check_name("evil.example.com").is_allowed());
         assert!(p.check_name("LOCALHOST").is_allowed());
+    }
+
+    #[test]
+    fn more_embeddings_and_wholly_denied_names() {
+        let p = policy(&["connect=*:*"], &["connect=loopback:*"]);
+        for spelled in ["::ffff:0:127.0.0.1", "64:ff9b:1::127.0.0.1"] {
+            let addr = SocketAddr::new(spelled.parse().unwrap(), 80);
+            assert!(
+                matches!(p.check_addr(Use::Connect, addr), Decision::DeniedBy(_)),
+                "{spelled}"
+            );
+        }
+        // A name grant whose use of a name is refused on every port does not grant its lookup.
+        let p = policy(
+            &["connect=*.example.com:443"],
+            &["connect=bad.example.com:*"],
+        );
+        assert!(matches!(
+            p.check_name("bad.example.com"),
+            Decision::DeniedBy(_)
+        ));
+        assert!(p.check_name("good.example.com").is_allowed());
+        let p = policy(
+            &["connect=*.example.com:443"],
+            &["connect=bad.example.com:443"],
+        );
+        assert!(
+            p.check_name("bad.example.com").is_allowed(),
+            "a port-specific deny still needs the lookup"
+        );
     }
 }

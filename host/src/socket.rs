@@ -702,9 +702,19 @@ impl Socket {
         // After `reserve`, which may move the queue to the front of the buffer.
         let before = io.rx.buf.len();
         let rx = &mut io.rx;
+        // Under a receive quota, take exactly the budget from the kernel (a read into all of
+        // the buffer's spare room could overshoot it); otherwise whatever fits.
+        let exact = ctx.limits().max_bytes_received.is_some();
         let result = io
             .os
             .wait(Interest::READABLE, deadline, |s| {
+                if exact {
+                    let mut chunk = Vec::with_capacity(want.max(1));
+                    let (n, _) =
+                        rustix::net::recv(s, spare_capacity(&mut chunk), RecvFlags::empty())?;
+                    rx.buf.extend_from_slice(&chunk);
+                    return Ok(n);
+                }
                 rustix::net::recv(s, spare_capacity(&mut rx.buf), RecvFlags::empty())
                     .map(|(n, _)| n)
                     .map_err(io::Error::from)

@@ -8,8 +8,21 @@
 //! bytes, close with the rest unread), `lines PORT` (readline mixed with poll and recv),
 //! `readline-close PORT` (readline, close with read-ahead unread), `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
 //! `echo PORT COUNT` (COUNT 64-byte round trips to an echo server).
+//!
+//! For the escape, rebinding and quota tests: `connect6 HOST PORT` and `sendto6 HOST PORT`
+//! (as `connect`/`sendto`, on AF_INET6 sockets), `rconnect NAME PORT` (getaddrinfo, then
+//! connect to its first answer), `sleep MS`, `resolve-sleep-connect NAME PORT MS`
+//! (getaddrinfo, sleep, then connect to the literal address it returned), `send-seq PORT SIZE
+//! COUNT`, `write-seq PORT SIZE COUNT` (connect to 127.0.0.1:PORT, then COUNT `send`s or
+//! `write`s of SIZE bytes, one line each), `sendto-seq PORT SIZE COUNT` (COUNT datagrams of
+//! SIZE bytes to 127.0.0.1:PORT), `recv-seq PORT SIZE COUNT`, `read-seq PORT SIZE COUNT`,
+//! `readline-seq PORT LIMIT COUNT` (connect, then COUNT `recv(SIZE)`s, `read(SIZE)`s or
+//! `readline(LIMIT)`s, one line each), `blast PORT BYTES`
+//! (connect, send BYTES with `sendall`, close; prints the milliseconds it took).
 
-use usocket::{AF_INET, SOCK_DGRAM, SOCK_STREAM, Socket, socket};
+use std::time::{Duration, Instant};
+
+use usocket::{AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM, Socket, socket};
 
 fn show<T>(r: usocket::Result<T>, ok: impl FnOnce(T) -> String) {
     match r {
@@ -193,6 +206,97 @@ fn main() {
                     assert_eq!(s.read(64).expect("read").expect("data").len(), 64);
                 }
                 println!("ok echo {count}");
+            }
+            "connect6" => {
+                let (host, p) = (arg(), port(arg()));
+                let s = socket(AF_INET6, SOCK_STREAM, 0).expect("socket");
+                show(s.connect((host.as_str(), p)), |()| "ok".into());
+            }
+            "sendto6" => {
+                let (host, p) = (arg(), port(arg()));
+                let s = socket(AF_INET6, SOCK_DGRAM, 0).expect("socket");
+                show(s.sendto(b"probe", (host.as_str(), p)), |n| {
+                    format!("ok {n}")
+                });
+            }
+            "rconnect" => {
+                let (name, p) = (arg(), port(arg()));
+                show(
+                    usocket::getaddrinfo(&name, p).and_then(|list| {
+                        let s = socket(list[0].family, SOCK_STREAM, 0)?;
+                        s.connect(&list[0].sockaddr)
+                    }),
+                    |()| "ok".into(),
+                );
+            }
+            "sleep" => {
+                let ms: u64 = arg().parse().expect("milliseconds");
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            "resolve-sleep-connect" => {
+                let (name, p) = (arg(), port(arg()));
+                let ms: u64 = arg().parse().expect("milliseconds");
+                show(
+                    usocket::getaddrinfo(&name, p).and_then(|list| {
+                        let (family, (address, _)) = (list[0].family, list[0].sockaddr.clone());
+                        std::thread::sleep(Duration::from_millis(ms));
+                        let s = socket(family, SOCK_STREAM, 0)?;
+                        s.connect((address.as_str(), p))
+                    }),
+                    |()| "ok".into(),
+                );
+            }
+            "send-seq" | "write-seq" | "sendto-seq" => {
+                let (p, size) = (port(arg()), arg().parse::<usize>().expect("size"));
+                let count: usize = arg().parse().expect("count");
+                let data = vec![b's'; size];
+                let s = if cmd == "sendto-seq" {
+                    socket(AF_INET, SOCK_DGRAM, 0).expect("socket")
+                } else {
+                    let s = tcp();
+                    s.connect(("127.0.0.1", p)).expect("connect");
+                    s
+                };
+                for _ in 0..count {
+                    match cmd {
+                        "send-seq" => show(s.send(&data), |n| format!("ok {n}")),
+                        "write-seq" => show(s.write(&data), |n| format!("ok {n:?}")),
+                        _ => show(s.sendto(&data, ("127.0.0.1", p)), |n| format!("ok {n}")),
+                    }
+                }
+            }
+            "recv-seq" | "read-seq" | "readline-seq" => {
+                let (p, size) = (port(arg()), arg().parse::<usize>().expect("size"));
+                let count: usize = arg().parse().expect("count");
+                let s = tcp();
+                s.connect(("127.0.0.1", p)).expect("connect");
+                s.settimeout(Some(5.0)).expect("settimeout");
+                for _ in 0..count {
+                    if cmd == "recv-seq" {
+                        show(s.recv(size), |d| format!("ok {}", d.len()));
+                    } else if cmd == "readline-seq" {
+                        show(s.readline_limit(size), |d| {
+                            format!("ok {:?}", d.map(|d| d.len()))
+                        });
+                    } else {
+                        show(s.read(size), |d| format!("ok {:?}", d.map(|d| d.len())));
+                    }
+                }
+            }
+            "blast" => {
+                let (p, total) = (port(arg()), arg().parse::<usize>().expect("bytes"));
+                let started = Instant::now();
+                let s = tcp();
+                s.connect(("127.0.0.1", p)).expect("connect");
+                let chunk = [b'b'; 16 * 1024];
+                let mut sent = 0;
+                while sent < total {
+                    let n = chunk.len().min(total - sent);
+                    s.sendall(&chunk[..n]).expect("sendall");
+                    sent += n;
+                }
+                s.close();
+                println!("ok blast {sent} {}", started.elapsed().as_millis());
             }
             other => panic!("unknown command {other}"),
         }
