@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -129,6 +130,21 @@ pub async fn run(name: &str, args: &[&str], opts: Options) -> wasmtime::Result<O
         stdout: stdout.contents().to_vec(),
         stderr: stderr.contents().to_vec(),
     })
+}
+
+/// A loopback TCP listener on `addr` (e.g. `127.0.0.1:0`) that counts the connections it
+/// accepts: how tests see that a refused use sent nothing.
+pub async fn counting_listener(addr: &str) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, count)
 }
 
 /// Counts the file descriptors this process has open (Linux).

@@ -4,26 +4,12 @@
 
 use std::net::{IpAddr, Ipv6Addr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use usocket_host::Policy;
-use usocket_tests::{Options, policy, run};
-
-/// A listener that counts the connections it accepts.
-async fn counting_listener(addr: &str) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while listener.accept().await.is_ok() {
-            seen.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (port, count)
-}
+use usocket_tests::{Options, counting_listener, policy, run};
 
 /// Runs `ipv6 ARGS` under `p` (bounded by the harness's time limit) and returns its stdout.
 async fn ipv6(p: Arc<Policy>, args: &[&str]) -> String {

@@ -2,26 +2,12 @@
 //! refused use never reaches the network (loopback listeners count what arrives).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use usocket_host::{Policy, Stats, UsocketCtx};
-use usocket_tests::{Options, policy, run};
-
-/// A loopback listener that counts the connections it accepts.
-async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while listener.accept().await.is_ok() {
-            seen.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (port, count)
-}
+use usocket_tests::{Options, counting_listener, policy, run};
 
 async fn probe(p: Arc<Policy>, args: &[&str]) -> String {
     let out = run(
@@ -50,7 +36,7 @@ async fn settle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_needs_a_grant_and_a_refusal_sends_nothing() {
-    let (port, count) = counting_listener().await;
+    let (port, count) = counting_listener("127.0.0.1:0").await;
     let p = port.to_string();
     assert_eq!(
         probe(policy(&[], &[]), &["connect", "127.0.0.1", &p]).await,
@@ -79,7 +65,7 @@ async fn connect_needs_a_grant_and_a_refusal_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cidr_and_port_range_grants() {
-    let (port, count) = counting_listener().await;
+    let (port, count) = counting_listener("127.0.0.1:0").await;
     let p = port.to_string();
     let range = format!("connect=127.0.0.0/8:{}-{}", port.saturating_sub(1), port);
     assert_eq!(
@@ -97,7 +83,7 @@ async fn cidr_and_port_range_grants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_beats_allow() {
-    let (port, count) = counting_listener().await;
+    let (port, count) = counting_listener("127.0.0.1:0").await;
     let p = port.to_string();
     let deny = format!("connect=127.0.0.1:{port}");
     let out = probe(
@@ -218,7 +204,7 @@ async fn sendto_needs_a_send_grant_and_a_refused_datagram_never_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_sockets_stay_denied_even_when_usocket_grants_the_address() {
-    let (port, count) = counting_listener().await;
+    let (port, count) = counting_listener("127.0.0.1:0").await;
     let p = port.to_string();
     let out = probe(
         policy(&["connect=*:*"], &[]),
