@@ -110,6 +110,18 @@ impl Default for Options {
 
 /// Runs guest program `name` with `args`, capturing its output.
 pub async fn run(name: &str, args: &[&str], opts: Options) -> wasmtime::Result<Outcome> {
+    let ctx = UsocketCtx::new(name, opts.policy).with_limits(opts.limits);
+    run_with(name, args, ctx, opts.time_limit).await
+}
+
+/// Runs guest program `name` with a `usocket` context the test built (for a custom resolver,
+/// or to keep its `stats()` handle), capturing its output.
+pub async fn run_with(
+    name: &str,
+    args: &[&str],
+    ctx: UsocketCtx,
+    time_limit: Duration,
+) -> wasmtime::Result<Outcome> {
     let component = component(name);
     let stdout = MemoryOutputPipe::new(16 << 20);
     let stderr = MemoryOutputPipe::new(1 << 20);
@@ -121,8 +133,8 @@ pub async fn run(name: &str, args: &[&str], opts: Options) -> wasmtime::Result<O
             .stderr(stderr.clone())
             .args(&argv)
             .build(),
-        usocket: UsocketCtx::new(name, opts.policy).with_limits(opts.limits),
-        time_limit: Some(opts.time_limit),
+        usocket: ctx,
+        time_limit: Some(time_limit),
     };
     let code = runner().run(&component, guest).await?;
     Ok(Outcome {

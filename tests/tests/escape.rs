@@ -25,11 +25,8 @@ use usocket_host::addr::{self, Family, Purpose};
 use usocket_host::ctx::{ResolveFuture, Resolver};
 use usocket_host::errno::Errno;
 use usocket_host::policy::{Decision, Use};
-use usocket_host::run::Guest;
 use usocket_host::{Limits, Policy, Stats, UsocketCtx};
 use usocket_tests::{Options, policy, run};
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 /// How long every wait of these tests may take at most.
 const BOUND: Duration = Duration::from_secs(10);
@@ -123,30 +120,16 @@ async fn probe(p: Arc<Policy>, args: &[&str]) -> String {
 /// Runs `probe ARGS` with the given context (for a custom resolver or limits) and returns its
 /// stdout.
 async fn probe_with(ctx: UsocketCtx, args: &[&str]) -> String {
-    let stdout = MemoryOutputPipe::new(1 << 20);
-    let stderr = MemoryOutputPipe::new(1 << 20);
-    let mut argv = vec!["probe"];
-    argv.extend_from_slice(args);
-    let guest = Guest {
-        wasi: WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .args(&argv)
-            .build(),
-        usocket: ctx,
-        time_limit: Some(Duration::from_secs(30)),
-    };
-    let code = usocket_tests::runner()
-        .run(&usocket_tests::component("probe"), guest)
+    let out = usocket_tests::run_with("probe", args, ctx, Duration::from_secs(30))
         .await
         .expect("probe runs");
     assert_eq!(
-        code,
+        out.code,
         0,
         "probe {args:?} failed: {}",
-        String::from_utf8_lossy(&stderr.contents())
+        String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&stdout.contents()).into_owned()
+    out.stdout_text()
 }
 
 /// Lets a stray connection or datagram reach its counter before we look.

@@ -157,22 +157,12 @@ async fn resolve_needs_a_grant_and_a_denied_name_is_never_looked_up() {
 
 /// Runs `probe resolve NAME` with a context whose counters we keep.
 async fn lookups_of(p: Arc<Policy>, name: &str) -> Arc<Stats> {
-    use usocket_host::run::Guest;
-    use wasmtime_wasi::WasiCtxBuilder;
     let ctx = UsocketCtx::new("probe", p);
     let stats = ctx.stats();
-    let guest = Guest {
-        wasi: WasiCtxBuilder::new()
-            .args(&["probe", "resolve", name])
-            .build(),
-        usocket: ctx,
-        time_limit: Some(Duration::from_secs(30)),
-    };
-    let code = usocket_tests::runner()
-        .run(&usocket_tests::component("probe"), guest)
+    let out = usocket_tests::run_with("probe", &["resolve", name], ctx, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(code, 0);
+    assert_eq!(out.code, 0);
     stats
 }
 

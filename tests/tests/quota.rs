@@ -11,11 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use usocket_host::run::Guest;
 use usocket_host::{Limits, Policy, Stats, UsocketCtx};
 use usocket_tests::policy;
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 /// How long any wait of these tests may take at most.
 const BOUND: Duration = Duration::from_secs(20);
@@ -24,38 +21,21 @@ fn loopback() -> Arc<Policy> {
     policy(&["connect,send,autobind=127.0.0.1:*"], &[])
 }
 
-/// Runs `probe ARGS` with these limits; returns its stdout and its counters.
+/// Runs `probe ARGS` with these limits; returns its stdout and its counters. An exhausted
+/// quota that made a call wait would hit the time limit, as a failure.
 async fn probe(limits: Limits, args: &[&str]) -> (String, Arc<Stats>) {
     let ctx = UsocketCtx::new("probe", loopback()).with_limits(limits);
     let stats = ctx.stats();
-    let stdout = MemoryOutputPipe::new(1 << 20);
-    let stderr = MemoryOutputPipe::new(1 << 20);
-    let mut argv = vec!["probe"];
-    argv.extend_from_slice(args);
-    let guest = Guest {
-        wasi: WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .args(&argv)
-            .build(),
-        usocket: ctx,
-        // An exhausted quota that made a call wait would end here, as a failure.
-        time_limit: Some(BOUND),
-    };
-    let code = usocket_tests::runner()
-        .run(&usocket_tests::component("probe"), guest)
+    let out = usocket_tests::run_with("probe", args, ctx, BOUND)
         .await
         .expect("probe runs within its time limit");
     assert_eq!(
-        code,
+        out.code,
         0,
         "probe {args:?} failed: {}",
-        String::from_utf8_lossy(&stderr.contents())
+        String::from_utf8_lossy(&out.stderr)
     );
-    (
-        String::from_utf8_lossy(&stdout.contents()).into_owned(),
-        stats,
-    )
+    (out.stdout_text(), stats)
 }
 
 /// A loopback TCP sink: accepts one connection and counts what it reads until end of stream.
