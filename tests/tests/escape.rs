@@ -34,7 +34,7 @@ const BOUND: Duration = Duration::from_secs(10);
 /// Binds TCP listeners on every address of `ips`, all on the same port (retrying until a
 /// port is free on all of them), and counts the connections each accepts.
 async fn tcp_counters(ips: &[&str]) -> (u16, Vec<Arc<AtomicUsize>>) {
-    let (port, listeners) = same_port(ips, |a| std::net::TcpListener::bind(a), |l| l.local_addr());
+    let (port, listeners) = same_port(ips, std::net::TcpListener::bind, |l| l.local_addr());
     let mut counts = Vec::new();
     for listener in listeners {
         listener.set_nonblocking(true).unwrap();
@@ -53,7 +53,7 @@ async fn tcp_counters(ips: &[&str]) -> (u16, Vec<Arc<AtomicUsize>>) {
 
 /// As [`tcp_counters`], for UDP sockets counting the datagrams they receive.
 async fn udp_counters(ips: &[&str]) -> (u16, Vec<Arc<AtomicUsize>>) {
-    let (port, sockets) = same_port(ips, |a| std::net::UdpSocket::bind(a), |s| s.local_addr());
+    let (port, sockets) = same_port(ips, std::net::UdpSocket::bind, |s| s.local_addr());
     let mut counts = Vec::new();
     for socket in sockets {
         socket.set_nonblocking(true).unwrap();
