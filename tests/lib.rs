@@ -114,6 +114,28 @@ pub async fn run(name: &str, args: &[&str], opts: Options) -> wasmtime::Result<O
     run_with(name, args, ctx, opts.time_limit).await
 }
 
+/// Runs guest program `name` under `policy` and returns its stdout; fails the test if the
+/// guest fails or exits non-zero.
+pub async fn stdout_of(name: &str, args: &[&str], policy: Arc<Policy>) -> String {
+    let out = run(
+        name,
+        args,
+        Options {
+            policy,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name} {args:?}: {e:?}"));
+    assert_eq!(
+        out.code,
+        0,
+        "{name} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout_text()
+}
+
 /// Runs guest program `name` with a `usocket` context the test built (for a custom resolver,
 /// or to keep its `stats()` handle), capturing its output.
 pub async fn run_with(

@@ -301,6 +301,9 @@ pub struct Socket {
     kind: Kind,
     timeout: Timeout,
     phase: Phase,
+    /// A connected datagram socket's peer: the destination every `send` is checked against,
+    /// kept here so the per-datagram check costs no syscall.
+    udp_peer: Option<SocketAddr>,
     io: Option<Io>,
 }
 
@@ -364,6 +367,7 @@ impl Socket {
             kind,
             timeout,
             phase,
+            udp_peer: None,
             io: Some(Io {
                 os,
                 rx: RxQueue::default(),
@@ -517,6 +521,9 @@ impl Socket {
         match sock.connect(&SockAddr::from(addr)) {
             Ok(()) => {
                 self.phase = Phase::Connected;
+                if self.kind == Kind::Datagram {
+                    self.udp_peer = Some(addr);
+                }
                 return Ok(());
             }
             Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS.0) => {
@@ -871,7 +878,7 @@ impl Socket {
                 return Err(Errno::ENOTCONN);
             }
             // Every datagram's destination is a use of its own.
-            ctx.check_addr(Use::Send, self.peer_address()?)?;
+            ctx.check_addr(Use::Send, self.udp_peer.ok_or(Errno::ENOTCONN)?)?;
             if ctx.send_budget(data.len())? < data.len() {
                 return Err(Errno::ENOMEM);
             }

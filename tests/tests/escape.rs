@@ -26,7 +26,7 @@ use usocket_host::ctx::{ResolveFuture, Resolver};
 use usocket_host::errno::Errno;
 use usocket_host::policy::{Decision, Use};
 use usocket_host::{Limits, Policy, Stats, UsocketCtx};
-use usocket_tests::{Options, policy, run};
+use usocket_tests::policy;
 
 /// How long every wait of these tests may take at most.
 const BOUND: Duration = Duration::from_secs(10);
@@ -97,24 +97,7 @@ fn same_port<T>(
 
 /// Runs `probe ARGS` under `p` and returns its stdout.
 async fn probe(p: Arc<Policy>, args: &[&str]) -> String {
-    let out = run(
-        "probe",
-        args,
-        Options {
-            policy: p,
-            time_limit: Duration::from_secs(30),
-            ..Options::default()
-        },
-    )
-    .await
-    .expect("probe runs");
-    assert_eq!(
-        out.code,
-        0,
-        "probe {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout_text()
+    usocket_tests::stdout_of("probe", args, p).await
 }
 
 /// Runs `probe ARGS` with the given context (for a custom resolver or limits) and returns its

@@ -9,29 +9,11 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use usocket_host::Policy;
-use usocket_tests::{Options, counting_listener, policy, run};
+use usocket_tests::{counting_listener, policy};
 
 /// Runs `ipv6 ARGS` under `p` (bounded by the harness's time limit) and returns its stdout.
 async fn ipv6(p: Arc<Policy>, args: &[&str]) -> String {
-    let out = run(
-        "ipv6",
-        args,
-        Options {
-            policy: p,
-            time_limit: Duration::from_secs(30),
-            ..Options::default()
-        },
-    )
-    .await
-    .expect("ipv6 runs");
-    assert_eq!(
-        out.code,
-        0,
-        "ipv6 {args:?} failed: {}\nstdout so far:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        out.stdout_text()
-    );
-    out.stdout_text()
+    usocket_tests::stdout_of("ipv6", args, p).await
 }
 
 /// Lets a stray connection reach a listener before we count.

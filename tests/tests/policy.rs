@@ -7,26 +7,10 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use usocket_host::{Policy, Stats, UsocketCtx};
-use usocket_tests::{Options, counting_listener, policy, run};
+use usocket_tests::{counting_listener, policy};
 
 async fn probe(p: Arc<Policy>, args: &[&str]) -> String {
-    let out = run(
-        "probe",
-        args,
-        Options {
-            policy: p,
-            ..Options::default()
-        },
-    )
-    .await
-    .expect("probe runs");
-    assert_eq!(
-        out.code,
-        0,
-        "probe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout_text()
+    usocket_tests::stdout_of("probe", args, p).await
 }
 
 /// Lets a stray connection reach a listener before we count.
