@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use wasmtime::component::{HasData, Linker, Resource};
 
-use crate::addr::{self, Family};
+use crate::addr;
 use crate::ctx::{UsocketCtxView, UsocketView};
 use crate::errno::{Errno, SockResult};
 use crate::socket::Socket;
@@ -244,9 +244,3 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         Ok(())
     }
 }
-
-#[allow(
-    dead_code,
-    reason = "the family helper is used by tests and future interfaces"
-)]
-fn _family_is_used(_: Family) {}
