@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use usocket_host::policy::parse_rules;
 use usocket_host::run::{Guest, Runner};
 use usocket_host::{Limits, Policy, UsocketCtx};
 use wasmtime::component::Component;
@@ -46,15 +45,8 @@ pub fn component(name: &str) -> Component {
 
 /// Parses rules (each may name several uses) into a policy; panics on a bad rule.
 pub fn policy(allow: &[&str], deny: &[&str]) -> Arc<Policy> {
-    let parse = |r: &&str| parse_rules(r).unwrap_or_else(|e| panic!("{e}"));
-    let mut b = Policy::builder();
-    for rule in allow.iter().flat_map(parse) {
-        b = b.allow(rule, cap_std::ambient_authority());
-    }
-    for rule in deny.iter().flat_map(parse) {
-        b = b.deny(rule);
-    }
-    Arc::new(b.build())
+    let policy = Policy::from_texts(allow, deny, cap_std::ambient_authority());
+    Arc::new(policy.unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// What the conformance README asks a host to grant: TCP and UDP on 127.0.0.1 (every use),

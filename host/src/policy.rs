@@ -663,6 +663,44 @@ impl Policy {
         PolicyBuilder::default()
     }
 
+    /// A policy from rule texts (each may name several uses, see [`parse_rules`]).
+    ///
+    /// ```
+    /// use usocket_host::policy::{Decision, Policy, Use};
+    /// let policy = Policy::from_texts(
+    ///     &["connect=*.example.com:443", "bind,listen=127.0.0.1:8000"],
+    ///     &["connect=metadata:*"],
+    ///     cap_std::ambient_authority(),
+    /// )?;
+    /// assert_eq!(policy.allowed().len(), 3);
+    /// let metadata = "169.254.169.254:443".parse().unwrap();
+    /// assert!(matches!(policy.check_addr(Use::Connect, metadata), Decision::DeniedBy(_)));
+    /// # Ok::<(), usocket_host::policy::RuleError>(())
+    /// ```
+    ///
+    /// # Ambient Authority
+    ///
+    /// The allow rules widen the guest's access from the ambient authority of the host
+    /// process, as [`PolicyBuilder::allow`] does.
+    pub fn from_texts(
+        allow: &[impl AsRef<str>],
+        deny: &[impl AsRef<str>],
+        ambient: AmbientAuthority,
+    ) -> Result<Policy, RuleError> {
+        let mut builder = Policy::builder();
+        for text in allow {
+            for rule in parse_rules(text.as_ref())? {
+                builder = builder.allow(rule, ambient);
+            }
+        }
+        for text in deny {
+            for rule in parse_rules(text.as_ref())? {
+                builder = builder.deny(rule);
+            }
+        }
+        Ok(builder.build())
+    }
+
     /// Decides a use of an address.
     pub fn check(&self, req: &Request<'_>) -> Decision {
         let spellings = spellings(req.addr.ip());
@@ -787,14 +825,7 @@ mod tests {
     }
 
     fn policy(allow: &[&str], deny: &[&str]) -> Policy {
-        let mut b = Policy::builder();
-        for r in allow.iter().flat_map(|r| parse_rules(r).unwrap()) {
-            b = b.allow(r, ambient_authority());
-        }
-        for r in deny.iter().flat_map(|r| parse_rules(r).unwrap()) {
-            b = b.deny(r);
-        }
-        b.build()
+        Policy::from_texts(allow, deny, ambient_authority()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use cap_std::ambient_authority;
 use usocket_host::addr::{self, Family, Purpose};
 use usocket_host::errno::Errno;
-use usocket_host::policy::{Decision, Policy, Request, Use, parse_rules, spellings};
+use usocket_host::policy::{Decision, Policy, Request, Use, spellings};
 
 /// Every use that carries an address (`resolve` carries a name).
 const USES: [Use; 7] = [
@@ -115,14 +115,7 @@ fn spelled(member: &str) -> Vec<(&'static str, String)> {
 }
 
 fn policy(allow: &[&str], deny: &[String]) -> Policy {
-    let mut b = Policy::builder();
-    for rule in allow.iter().flat_map(|r| parse_rules(r).unwrap()) {
-        b = b.allow(rule, ambient_authority());
-    }
-    for rule in deny.iter().flat_map(|r| parse_rules(r).unwrap()) {
-        b = b.deny(rule);
-    }
-    b.build()
+    Policy::from_texts(allow, deny, ambient_authority()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// How the host would treat one case.
