@@ -88,13 +88,82 @@ pub fn parse(family: Family, address: &str, port: i32, purpose: Purpose) -> Sock
         return Err(Errno::EAFNOSUPPORT);
     }
     // The wildcard is no destination, in any spelling (`::ffff:0.0.0.0`, `64:ff9b::`, ...).
-    let unspecified = crate::policy::spellings(ip)
+    let unspecified = spellings(ip)
         .iter()
         .any(IpAddr::is_unspecified);
     if purpose == Purpose::Destination && (port == 0 || unspecified) {
         return Err(Errno::EINVAL);
     }
     Ok(SocketAddr::new(ip, port))
+}
+
+/// The IPv4 addresses an address stands for: itself, and the IPv4 address an IPv6 address
+/// carries (IPv4-mapped, IPv4-translated ::ffff:0:0/96, IPv4-compatible, NAT64 64:ff9b::/96
+/// and 64:ff9b:1::/48, 6to4 2002::/16). Deny rules match against all of them. NAT64 prefixes
+/// an operator chose cannot be recognised: deny those by CIDR.
+pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
+    let mut out = vec![ip];
+    if let IpAddr::V6(v6) = ip {
+        let s = v6.segments();
+        let low32 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+        let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
+            Some(v4)
+        } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+            // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
+            Some(low32)
+        } else if s[..3] == [0x64, 0xff9b, 1] {
+            // Local-use NAT64 64:ff9b:1::/48 (RFC 8215), with the usual /96 layout.
+            Some(low32)
+        } else if s[..6] == [0; 6] && !matches!(u32::from(low32), 0 | 1) {
+            // IPv4-compatible ::a.b.c.d (deprecated, but routable on some stacks).
+            Some(low32)
+        } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            Some(low32)
+        } else if s[0] == 0x2002 {
+            Some(Ipv4Addr::new(
+                (s[1] >> 8) as u8,
+                s[1] as u8,
+                (s[2] >> 8) as u8,
+                s[2] as u8,
+            ))
+        } else {
+            None
+        };
+        out.extend(embedded.map(IpAddr::V4));
+    }
+    out
+}
+
+/// Whether `name` is a syntactically valid DNS host name (one final dot allowed): labels of
+/// 1-63 letters, digits, `-` or `_`, not starting or ending with `-`, at most 253 bytes, and a
+/// last label that is not numeric, so that aliases such as `127.1` or `0x7f.1` are no names.
+///
+/// The one name check of the host: `getaddrinfo` and the policy's name rules both use it.
+pub fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last
+            .strip_prefix("0x")
+            .or_else(|| last.strip_prefix("0X"))
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    name.split('.').all(label_ok) && !numeric
+}
+
+/// A host name as rules and pins compare it: lower case, without the final dot.
+pub fn normalize_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 /// The text form a guest gets back: the address literal, without brackets or zone.
@@ -105,6 +174,23 @@ pub fn literal(addr: &SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_name_syntax() {
+        for good in [
+            "localhost",
+            "a.example.com",
+            "x-1.test.",
+            "_srv.example.org",
+        ] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in [
+            "", "hey.!!$$", "127.1", "2130706433", "0x7f.1", "a..b", "-a.com", "a-.com", "a b",
+        ] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn plain_literals_parse() {

@@ -53,6 +53,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cap_std::AmbientAuthority;
 use ipnet::IpNet;
@@ -180,42 +181,7 @@ fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u8) -> bool {
     ipnet::Ipv4Net::new(Ipv4Addr::from(net), prefix).is_ok_and(|n| n.contains(&ip))
 }
 
-/// The IPv4 addresses an address stands for: itself, and the IPv4 address an IPv6 address
-/// carries (IPv4-mapped, IPv4-translated ::ffff:0:0/96, IPv4-compatible, NAT64 64:ff9b::/96
-/// and 64:ff9b:1::/48, 6to4 2002::/16). Deny rules match against all of them. NAT64 prefixes
-/// an operator chose cannot be recognised: deny those by CIDR.
-pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
-    let mut out = vec![ip];
-    if let IpAddr::V6(v6) = ip {
-        let s = v6.segments();
-        let low32 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-        let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
-            Some(v4)
-        } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
-            // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
-            Some(low32)
-        } else if s[..3] == [0x64, 0xff9b, 1] {
-            // Local-use NAT64 64:ff9b:1::/48 (RFC 8215), with the usual /96 layout.
-            Some(low32)
-        } else if s[..6] == [0; 6] && !matches!(u32::from(low32), 0 | 1) {
-            // IPv4-compatible ::a.b.c.d (deprecated, but routable on some stacks).
-            Some(low32)
-        } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-            Some(low32)
-        } else if s[0] == 0x2002 {
-            Some(Ipv4Addr::new(
-                (s[1] >> 8) as u8,
-                s[1] as u8,
-                (s[2] >> 8) as u8,
-                s[2] as u8,
-            ))
-        } else {
-            None
-        };
-        out.extend(embedded.map(IpAddr::V4));
-    }
-    out
-}
+pub use crate::addr::spellings;
 
 /// An inclusive range of ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,7 +228,7 @@ pub enum Names {
 
 impl Names {
     fn matches(&self, name: &str) -> bool {
-        let name = normalize_name(name);
+        let name = crate::addr::normalize_name(name);
         match self {
             Names::Any => true,
             Names::Exact(exact) => name == *exact,
@@ -273,9 +239,6 @@ impl Names {
     }
 }
 
-fn normalize_name(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
 
 /// The addresses a rule covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -548,13 +511,7 @@ fn parse_names(value: &str) -> Result<Names, String> {
     };
     // One final dot is the DNS root: `example.com.` is `example.com`.
     let name = name.strip_suffix('.').unwrap_or(name);
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if name.is_empty() || !name.split('.').all(valid_label) {
+    if !crate::addr::is_host_name(name) {
         return Err(format!(
             "`{value}` is not a host name: expected an exact name (api.example.com), *.suffix or *"
         ));
@@ -614,19 +571,30 @@ pub enum Decision {
     DeniedBy(Rule),
     /// No allow rule covers it (the default).
     NotGranted,
+    /// Decided by an embedder's own check ([`AddrCheck`]), named by its label.
+    Checked {
+        /// Whether the check let the use go ahead.
+        allowed: bool,
+        /// The check's label, as the embedder named it.
+        by: Arc<str>,
+    },
 }
 
 impl Decision {
     /// Whether the use may go ahead.
     pub fn is_allowed(&self) -> bool {
-        matches!(self, Decision::Allowed(_) | Decision::Implied)
+        match self {
+            Decision::Allowed(_) | Decision::Implied => true,
+            Decision::Checked { allowed, .. } => *allowed,
+            Decision::DeniedBy(_) | Decision::NotGranted => false,
+        }
     }
 
     /// The deciding rule, if one decided.
     pub fn rule(&self) -> Option<&Rule> {
         match self {
             Decision::Allowed(rule) | Decision::DeniedBy(rule) => Some(rule),
-            Decision::Implied | Decision::NotGranted => None,
+            Decision::Implied | Decision::NotGranted | Decision::Checked { .. } => None,
         }
     }
 }
@@ -638,6 +606,8 @@ impl fmt::Display for Decision {
             Decision::Implied => f.write_str("allowed with the use that binds implicitly"),
             Decision::DeniedBy(rule) => write!(f, "denied by {rule}"),
             Decision::NotGranted => f.write_str("denied: no rule grants it"),
+            Decision::Checked { allowed: true, by } => write!(f, "allowed by {by}"),
+            Decision::Checked { allowed: false, by } => write!(f, "denied by {by}"),
         }
     }
 }
@@ -770,6 +740,102 @@ impl Policy {
     /// Whether refusals are only reported (`would-deny`), not enforced.
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
+    }
+}
+
+/// What a guest's context asks before each use of the network. [`Policy`] (rules) is the
+/// built-in one; [`AddrCheck`] wraps an embedder's closure; embedders may implement it
+/// themselves (for example to consult their own service, or to combine checks).
+///
+/// `check` sees every use: `Use::AutoBind` with the wildcard address and port 0 for the
+/// implicit bind of `connect`, `listen` or `sendto` on an unbound socket; `Use::Accept` and
+/// `Use::Recv` with the peer of each inbound connection or datagram.
+pub trait AddressPolicy: Send + Sync + 'static {
+    /// Decides a use of an address.
+    fn check(&self, req: &Request<'_>) -> Decision;
+
+    /// Decides a host-name lookup (`getaddrinfo` of a name; literals are never asked about).
+    fn check_name(&self, name: &str) -> Decision;
+
+    /// Whether refusals are only reported (`would-deny`), not enforced.
+    fn is_dry_run(&self) -> bool {
+        false
+    }
+}
+
+impl AddressPolicy for Policy {
+    fn check(&self, req: &Request<'_>) -> Decision {
+        Policy::check(self, req)
+    }
+
+    fn check_name(&self, name: &str) -> Decision {
+        Policy::check_name(self, name)
+    }
+
+    fn is_dry_run(&self) -> bool {
+        Policy::is_dry_run(self)
+    }
+}
+
+/// An embedder's own address check, as wasmtime-wasi's `socket_addr_check`: a closure that
+/// says yes or no to each use of an address. It grants no name lookups (a closure sees
+/// addresses only): give guests names through [`Policy`] rules instead.
+///
+/// ```
+/// use std::sync::Arc;
+/// use usocket_host::policy::{AddrCheck, Use};
+/// use usocket_host::UsocketCtx;
+/// // Outbound connections to loopback port 8080 only.
+/// let check = AddrCheck::new("loopback-8080", |use_, addr| {
+///     use_ == Use::Connect && addr.ip().is_loopback() && addr.port() == 8080
+///         || use_ == Use::AutoBind
+/// });
+/// let ctx = UsocketCtx::new("plugin", Arc::new(check));
+/// # drop(ctx);
+/// ```
+///
+/// # Ambient Authority
+///
+/// What the closure allows, it grants from the ambient authority of the host process.
+pub struct AddrCheck<F> {
+    label: Arc<str>,
+    check: F,
+}
+
+impl<F> AddrCheck<F>
+where
+    F: Fn(Use, SocketAddr) -> bool + Send + Sync + 'static,
+{
+    /// A check named `label` (audit events say "allowed by LABEL" / "denied by LABEL").
+    pub fn new(label: impl Into<Arc<str>>, check: F) -> Self {
+        AddrCheck {
+            label: label.into(),
+            check,
+        }
+    }
+}
+
+impl<F> fmt::Debug for AddrCheck<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddrCheck")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> AddressPolicy for AddrCheck<F>
+where
+    F: Fn(Use, SocketAddr) -> bool + Send + Sync + 'static,
+{
+    fn check(&self, req: &Request<'_>) -> Decision {
+        Decision::Checked {
+            allowed: (self.check)(req.use_, req.addr),
+            by: self.label.clone(),
+        }
+    }
+
+    fn check_name(&self, _name: &str) -> Decision {
+        Decision::NotGranted
     }
 }
 

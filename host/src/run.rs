@@ -6,8 +6,11 @@
 //! others. (A spinning guest is a task that is always ready again; tokio polls for I/O only
 //! every `event_interval` task polls, 61 by default, so hosts that expect CPU-bound guests
 //! should build their runtime with a small `event_interval` to keep the other guests'
-//! wake-ups prompt.) To cancel a guest, drop (or abort the task running) the future of [`Runner::run`]:
-//! its `Store` goes with it, and with the `Store` every socket it had open.
+//! wake-ups prompt.) To cancel a guest, drop (or abort the task running) the future of
+//! [`Runner::run`], or call the `Canceller` of its context ([`UsocketCtx::canceller`]): its
+//! `Store` goes, and with the `Store` every socket it had open. Every guest a runner runs
+//! counts its sockets against the runner's [`SocketCeiling`] unless its context has one of its
+//! own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +23,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::ctx::{UsocketCtx, UsocketCtxView, UsocketView};
+use crate::quota::SocketCeiling;
 
 /// How often the engine's epoch advances; a running guest yields to others at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -66,6 +70,7 @@ pub struct Runner {
     engine: Engine,
     linker: Linker<GuestState>,
     ticker: Arc<AtomicBool>,
+    ceiling: SocketCeiling,
 }
 
 impl Runner {
@@ -79,7 +84,7 @@ impl Runner {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::add_to_linker(&mut linker)?;
+        crate::add_to_linker_async(&mut linker)?;
 
         let ticker = Arc::new(AtomicBool::new(true));
         let (running, weak) = (ticker.clone(), engine.weak());
@@ -98,12 +103,19 @@ impl Runner {
             engine,
             linker,
             ticker,
+            ceiling: SocketCeiling::from_fd_limit(),
         })
     }
 
     /// The engine, to compile components with.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The socket ceiling shared by the guests this runner runs (those whose context has no
+    /// ceiling of its own): three quarters of the process's descriptor limit.
+    pub fn ceiling(&self) -> &SocketCeiling {
+        &self.ceiling
     }
 
     /// Compiles a component from its bytes.
@@ -116,7 +128,8 @@ impl Runner {
     ///
     /// Traps and time-outs are errors. Cancel-safe: dropping the future stops the guest and
     /// closes its sockets.
-    pub async fn run(&self, component: &Component, guest: Guest) -> wasmtime::Result<i32> {
+    pub async fn run(&self, component: &Component, mut guest: Guest) -> wasmtime::Result<i32> {
+        guest.usocket.set_default_ceiling(self.ceiling.clone());
         let state = GuestState {
             wasi: guest.wasi,
             table: ResourceTable::new(),

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use usocket_host::addr::{self, Family, Purpose};
-use usocket_host::ctx::{ResolveFuture, Resolver};
+use usocket_host::resolver::{ResolveFuture, Resolver};
 use usocket_host::errno::Errno;
 use usocket_host::policy::{Decision, Use};
 use usocket_host::{Limits, Policy, Stats, UsocketCtx};

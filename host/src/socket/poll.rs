@@ -5,15 +5,15 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use super::Socket;
 use crate::errno::{Errno, SockResult};
-use crate::socket::Socket;
 
 /// The most sockets one `poll` call may wait on.
-pub const MAX_POLL_ENTRIES: usize = 4096;
+pub(crate) const MAX_POLL_ENTRIES: usize = 4096;
 
 /// Waits until one of `entries` (socket, mask) is ready or `timeout_ms` passes (negative: no
 /// limit; 0: no wait), and returns the revents of every entry, in order.
-pub async fn poll(entries: &[(&Socket, u32)], timeout_ms: i32) -> SockResult<Vec<u32>> {
+pub(crate) async fn poll(entries: &[(&Socket, u32)], timeout_ms: i32) -> SockResult<Vec<u32>> {
     if entries.len() > MAX_POLL_ENTRIES {
         return Err(Errno::EINVAL);
     }

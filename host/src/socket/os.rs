@@ -1,0 +1,409 @@
+//! The OS socket under each guest socket: opening it, its registration with tokio's reactor,
+//! waiting under a deadline, and the syscalls. Knows nothing of streams or datagrams beyond
+//! what the syscalls need.
+//!
+//! The syscalls that a policy guards (`bind`, `listen`, `connect`, `sendto`) take a
+//! [`Grant`] from the gate and use the address inside it, so none can run unchecked.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rustix::buffer::spare_capacity;
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{RecvFlags, SendFlags};
+use socket2::{Domain, Protocol, SockAddr, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+use usocket_abi::{
+    IPPROTO_TCP, POLLERR, POLLHUP, POLLIN, POLLOUT, SO_BROADCAST, SO_KEEPALIVE, SO_REUSEADDR,
+    SOL_SOCKET, TCP_NODELAY,
+};
+
+use crate::addr::Family;
+use crate::errno::{Errno, SockResult};
+use crate::gate::{Grant, uses};
+use crate::quota::Slot;
+
+/// The three modes of the contract's "Blocking, timeouts, non-blocking".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    /// `settimeout(None)`: wait as long as it takes (the default).
+    Blocking,
+    /// `settimeout(0)`: never wait; EAGAIN (or a short result) instead.
+    NonBlocking,
+    /// `settimeout(t)`: each call has a deadline `t` after it starts.
+    Timed(Duration),
+}
+
+impl Timeout {
+    /// Parses `settimeout`'s argument: negative or NaN is EINVAL; a duration too large to
+    /// represent is as good as blocking.
+    pub(crate) fn from_seconds(seconds: Option<f64>) -> SockResult<Timeout> {
+        match seconds {
+            None => Ok(Timeout::Blocking),
+            Some(s) if s.is_nan() || s < 0.0 => Err(Errno::EINVAL),
+            Some(0.0) => Ok(Timeout::NonBlocking),
+            Some(s) => Ok(Duration::try_from_secs_f64(s).map_or(Timeout::Blocking, Timeout::Timed)),
+        }
+    }
+
+    /// When a call that starts now must give up waiting.
+    pub(crate) fn deadline(self) -> Deadline {
+        match self {
+            Timeout::Blocking => Deadline::Never,
+            Timeout::NonBlocking => Deadline::Now,
+            Timeout::Timed(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Deadline::Never, Deadline::At),
+        }
+    }
+}
+
+/// When one call must give up waiting.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deadline {
+    /// Do not wait at all (non-blocking mode, MSG_DONTWAIT).
+    Now,
+    /// Wait without limit.
+    Never,
+    /// Wait until then, then ETIMEDOUT.
+    At(Instant),
+}
+
+impl Deadline {
+    pub(crate) fn is_now(self) -> bool {
+        matches!(self, Deadline::Now)
+    }
+}
+
+/// Whether a socket is a stream (TCP) or datagram (UDP) socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Stream,
+    Datagram,
+}
+
+/// `listen` backlogs above this are clamped (the contract: "host may clamp").
+const MAX_BACKLOG: i32 = 4096;
+/// How often `poll` re-checks a socket whose tokio readiness is stuck at "closed".
+const CLOSED_RECHECK: Duration = Duration::from_millis(10);
+
+/// One open OS socket, non-blocking, with the quota slot it takes. Dropping it deregisters
+/// it, closes the descriptor and gives the slot back.
+///
+/// Registration with tokio waits until the first blocking wait: a TCP socket that has neither
+/// connected nor listened reports EPOLLHUP, which tokio keeps as a final "closed" readiness,
+/// and every later wait would then spin. By the first wait the socket is connecting,
+/// connected or listening (or is a UDP socket, which has no such state).
+pub(crate) struct Os {
+    /// Declared before `sock` so that it is dropped (deregistered) before the socket closes.
+    reactor: OnceLock<io::Result<AsyncFd<RawSocket>>>,
+    sock: socket2::Socket,
+    _slot: Slot,
+}
+
+/// The descriptor of an [`Os`] socket, as tokio's reactor sees it.
+struct RawSocket(RawFd);
+
+impl AsRawFd for RawSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl Os {
+    /// A new socket of `family` and `kind`. IPv6 sockets are IPV6_V6ONLY: they never reach
+    /// IPv4 through v4-mapped addresses.
+    pub(crate) fn open(family: Family, kind: Kind, slot: Slot) -> SockResult<Os> {
+        let domain = match family {
+            Family::V4 => Domain::IPV4,
+            Family::V6 => Domain::IPV6,
+        };
+        let (ty, protocol) = match kind {
+            Kind::Stream => (Type::STREAM, Protocol::TCP),
+            Kind::Datagram => (Type::DGRAM, Protocol::UDP),
+        };
+        let sock = socket2::Socket::new(domain, ty.nonblocking(), Some(protocol))?;
+        if family == Family::V6 {
+            sock.set_only_v6(true)?;
+        }
+        Ok(Os::wrap(sock, slot))
+    }
+
+    fn wrap(sock: socket2::Socket, slot: Slot) -> Os {
+        Os {
+            reactor: OnceLock::new(),
+            sock,
+            _slot: slot,
+        }
+    }
+
+    fn reactor(&self) -> SockResult<&AsyncFd<RawSocket>> {
+        let registered = self.reactor.get_or_init(|| {
+            let fd = RawSocket(self.sock.as_raw_fd());
+            // SAFETY: the descriptor belongs to `self.sock`, which outlives the registration:
+            // `reactor` is dropped first (field order) or taken in `unregister`.
+            #[allow(
+                unsafe_code,
+                reason = "tokio's registration asks the caller to vouch for fd ownership"
+            )]
+            let registered = unsafe { AsyncFd::register(fd) };
+            registered.map_err(|e| e.into_parts().1)
+        });
+        registered.as_ref().map_err(Errno::from_io)
+    }
+
+    /// Forgets the registration, e.g. after a failed connect left a final HUP readiness.
+    pub(crate) fn unregister(&mut self) {
+        self.reactor.take();
+    }
+
+    /// Runs `op` on the socket until it stops saying "would block", waiting for `interest`
+    /// between tries as `deadline` allows.
+    pub(crate) async fn wait<R>(
+        &self,
+        interest: Interest,
+        deadline: Deadline,
+        mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
+    ) -> SockResult<R> {
+        let sock = &self.sock;
+        let mut retrying = || loop {
+            match op(sock) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        };
+        let result = match deadline {
+            Deadline::Now => retrying(),
+            Deadline::Never => self.reactor()?.async_io(interest, |_| retrying()).await,
+            Deadline::At(at) => {
+                let io = self.reactor()?.async_io(interest, |_| retrying());
+                match tokio::time::timeout_at(at, io).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => return Err(Errno::ETIMEDOUT),
+                }
+            }
+        };
+        result.map_err(Errno::from)
+    }
+
+    // The syscalls a policy guards: each takes its grant.
+
+    pub(crate) fn bind(&self, grant: &Grant<uses::Bind>) -> SockResult<()> {
+        Ok(self.sock.bind(&SockAddr::from(grant.addr()))?)
+    }
+
+    pub(crate) fn listen(&self, _grant: &Grant<uses::Listen>, backlog: i32) -> SockResult<()> {
+        Ok(self.sock.listen(backlog.clamp(0, MAX_BACKLOG))?)
+    }
+
+    /// Starts a connect; `Ok(false)` when it is in progress (a stream's handshake).
+    pub(crate) fn connect(&self, grant: &Grant<uses::Connect>) -> SockResult<bool> {
+        match self.sock.connect(&SockAddr::from(grant.addr())) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS.0) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One datagram to the granted destination.
+    pub(crate) async fn send_to(
+        &self,
+        grant: &Grant<uses::Send>,
+        data: &[u8],
+        deadline: Deadline,
+    ) -> SockResult<usize> {
+        let to = grant.addr();
+        self.wait(Interest::WRITABLE, deadline, |s| {
+            rustix::net::sendto(s, data, SendFlags::NOSIGNAL, &to).map_err(io::Error::from)
+        })
+        .await
+    }
+
+    // Syscalls on what the policy already granted (a connection, a bound socket).
+
+    /// Sends on a connected stream: what fits, at least one byte unless `deadline` says not
+    /// to wait.
+    pub(crate) async fn send(&self, data: &[u8], deadline: Deadline) -> SockResult<usize> {
+        // MSG_NOSIGNAL: a write to a closed connection is EPIPE, never SIGPIPE for the host.
+        self.wait(Interest::WRITABLE, deadline, |s| {
+            rustix::net::send(s, data, SendFlags::NOSIGNAL).map_err(io::Error::from)
+        })
+        .await
+    }
+
+    /// Receives into the spare room of `buf` (after its length): the byte count.
+    pub(crate) async fn recv_into(
+        &self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+        flags: RecvFlags,
+    ) -> SockResult<usize> {
+        self.wait(Interest::READABLE, deadline, |s| {
+            rustix::net::recv(s, spare_capacity(&mut *buf), flags)
+                .map(|(n, _)| n)
+                .map_err(io::Error::from)
+        })
+        .await
+    }
+
+    /// Receives one datagram into the spare room of `buf`: its sender.
+    pub(crate) async fn recv_from_into(
+        &self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+        flags: RecvFlags,
+    ) -> SockResult<SocketAddr> {
+        let from = self
+            .wait(Interest::READABLE, deadline, |s| {
+                let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut *buf), flags)?;
+                Ok(from)
+            })
+            .await?;
+        from.and_then(|a| SocketAddr::try_from(a).ok())
+            .ok_or(Errno::EIO)
+    }
+
+    /// Drops the datagram at the head of the queue without looking at it.
+    pub(crate) fn discard_datagram(&self) {
+        let _ = rustix::net::recv(&self.sock, &mut [0u8; 1][..], RecvFlags::DONTWAIT);
+    }
+
+    /// The next pending connection: the new socket (non-blocking) and its peer.
+    pub(crate) async fn accept(
+        &self,
+        deadline: Deadline,
+    ) -> SockResult<(socket2::Socket, SocketAddr)> {
+        let (conn, peer) = self
+            .wait(Interest::READABLE, deadline, |s| s.accept())
+            .await?;
+        let peer = peer.as_socket().ok_or(Errno::EIO)?;
+        conn.set_nonblocking(true)?;
+        Ok((conn, peer))
+    }
+
+    /// Wraps an accepted connection, with the slot it takes.
+    pub(crate) fn accepted(conn: socket2::Socket, slot: Slot) -> Os {
+        Os::wrap(conn, slot)
+    }
+
+    /// Resets `conn` (an accepted connection the guest never sees).
+    pub(crate) fn refuse(conn: socket2::Socket) {
+        let _ = conn.set_linger(Some(Duration::ZERO));
+    }
+
+    /// Makes closing this socket send a reset instead of a FIN (unread data at close).
+    pub(crate) fn reset_on_close(&self) {
+        let _ = self.sock.set_linger(Some(Duration::ZERO));
+    }
+
+    /// The outcome of a non-blocking connect: `None` while pending.
+    pub(crate) fn connect_outcome(&self) -> Option<io::Result<()>> {
+        let s = &self.sock;
+        let mut fds = [PollFd::new(s, PollFlags::OUT)];
+        match rustix::event::poll(&mut fds, Some(&zero())) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(e.into())),
+        }
+        match s.take_error() {
+            Ok(Some(err)) => Some(Err(err)),
+            Ok(None) if fds[0].revents().contains(PollFlags::OUT) => Some(Ok(())),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> SockResult<SocketAddr> {
+        self.sock.local_addr()?.as_socket().ok_or(Errno::EINVAL)
+    }
+
+    pub(crate) fn peer_addr(&self) -> SockResult<SocketAddr> {
+        self.sock.peer_addr()?.as_socket().ok_or(Errno::ENOTCONN)
+    }
+
+    /// `setsockopt` for the options of the contract; ENOPROTOOPT for any other.
+    pub(crate) fn set_option(
+        &self,
+        kind: Kind,
+        level: i32,
+        option: i32,
+        value: i32,
+    ) -> SockResult<()> {
+        let sock = &self.sock;
+        let on = value != 0;
+        match (level, option) {
+            (SOL_SOCKET, SO_REUSEADDR) => sock.set_reuse_address(on)?,
+            (SOL_SOCKET, SO_BROADCAST) => sock.set_broadcast(on)?,
+            (SOL_SOCKET, SO_KEEPALIVE) => sock.set_keepalive(on)?,
+            (IPPROTO_TCP, TCP_NODELAY) if kind == Kind::Stream => sock.set_tcp_nodelay(on)?,
+            _ => return Err(Errno::ENOPROTOOPT),
+        }
+        Ok(())
+    }
+
+    /// The kernel's `poll` revents for the POLLIN/POLLOUT bits of `mask`, plus POLLERR and
+    /// POLLHUP, in the contract's numbers (which are Linux's).
+    pub(crate) fn revents(&self, mask: u32) -> u32 {
+        let mut events = PollFlags::empty();
+        if mask & POLLIN != 0 {
+            events |= PollFlags::IN;
+        }
+        if mask & POLLOUT != 0 {
+            events |= PollFlags::OUT;
+        }
+        let mut fds = [PollFd::new(&self.sock, events)];
+        let kernel = match rustix::event::poll(&mut fds, Some(&zero())) {
+            Ok(_) => fds[0].revents(),
+            Err(_) => PollFlags::ERR,
+        };
+        [
+            (PollFlags::IN, POLLIN),
+            (PollFlags::OUT, POLLOUT),
+            (PollFlags::ERR, POLLERR),
+            (PollFlags::HUP, POLLHUP),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| kernel.contains(*flag))
+        .fold(0, |revents, (_, bit)| revents | bit)
+            & (mask | POLLERR | POLLHUP)
+    }
+
+    /// Waits until `ready()` may have turned true for `mask`. Spurious wake-ups are possible;
+    /// the caller re-checks.
+    pub(crate) async fn readiness(&self, mask: u32, ready: impl Fn() -> bool) {
+        let mut interest = Interest::READABLE | Interest::ERROR;
+        if mask & POLLOUT != 0 {
+            interest |= Interest::WRITABLE;
+        }
+        let Ok(reactor) = self.reactor() else { return };
+        loop {
+            let Ok(mut guard) = reactor.ready(interest).await else {
+                return;
+            };
+            if ready() {
+                return;
+            }
+            let seen = guard.ready();
+            if seen.is_read_closed() || seen.is_write_closed() {
+                // tokio keeps "closed" readiness for good, so it cannot tell us about the next
+                // change (say, a half-closed socket becoming writable): look again shortly.
+                tokio::time::sleep(CLOSED_RECHECK).await;
+                continue;
+            }
+            // Not ready for what was asked: forget this readiness and wait for a new event.
+            guard.clear_ready();
+        }
+    }
+}
+
+fn zero() -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    }
+}

@@ -1,0 +1,299 @@
+//! Unit tests of the socket core, grouped by the state the socket is in.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use usocket_abi::{AF_INET, POLL_CLOSED, POLLERR, POLLHUP, POLLIN, POLLOUT, SOCK_DGRAM, SOCK_STREAM};
+
+use super::*;
+use crate::policy::Policy;
+
+/// Every use granted on loopback.
+fn ctx() -> UsocketCtx {
+    let all = ["connect,send,bind,listen,accept,recv=127.0.0.1:*"];
+    let policy = Policy::from_texts(&all, &[] as &[&str], cap_std::ambient_authority()).unwrap();
+    UsocketCtx::new("test", Arc::new(policy))
+}
+
+fn stream(ctx: &UsocketCtx) -> Socket {
+    Socket::create(ctx, AF_INET, SOCK_STREAM, 0).unwrap()
+}
+
+/// A connected stream socket and the native peer it talks to.
+async fn connected(ctx: &UsocketCtx) -> (Socket, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sock = stream(ctx);
+    sock.connect(ctx, "127.0.0.1", i32::from(port)).await.unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (sock, peer)
+}
+
+/// A listener whose accept queue is full, so that a further connect stays pending; and the
+/// native connections that fill it (kept open).
+fn full_listener() -> (i32, socket2::Socket, Vec<std::net::TcpStream>) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let port = l.local_addr().unwrap().as_socket().unwrap().port();
+    let fillers = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(
+                &([127, 0, 0, 1], port).into(),
+                Duration::from_millis(200),
+            )
+            .ok()
+        })
+        .collect();
+    (i32::from(port), l, fillers)
+}
+
+// Fresh: just created.
+
+#[tokio::test]
+async fn fresh_socket_checks_its_numbers_and_has_no_address_or_peer() {
+    let ctx = ctx();
+    assert_eq!(Socket::create(&ctx, 99, SOCK_STREAM, 0).err(), Some(Errno::EAFNOSUPPORT));
+    assert_eq!(Socket::create(&ctx, AF_INET, 9, 0).err(), Some(Errno::EINVAL));
+    assert_eq!(Socket::create(&ctx, AF_INET, SOCK_STREAM, 17).err(), Some(Errno::EINVAL));
+    let mut sock = stream(&ctx);
+    assert_eq!(sock.phase(), Phase::Fresh);
+    assert_eq!(sock.local_address(), Err(Errno::EINVAL));
+    assert_eq!(sock.peer_address(), Err(Errno::ENOTCONN));
+    assert_eq!(sock.recv(&ctx, 1, 0).await, Err(Errno::ENOTCONN));
+    assert_eq!(sock.recv(&ctx, 1, 4).await, Err(Errno::EINVAL), "unknown flag");
+    assert_eq!(sock.accept(&ctx).await.err(), Some(Errno::EINVAL));
+    // Linux: a TCP socket that never connected reports POLLOUT | POLLHUP.
+    assert_eq!(sock.revents(POLLIN | POLLOUT), POLLOUT | POLLHUP);
+    let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
+    assert_eq!(udp.recv(&ctx, 1, 0).await, Err(Errno::ENOTCONN), "nothing can arrive yet");
+    assert_eq!(udp.listen(&ctx, 1), Err(Errno::EOPNOTSUPP));
+}
+
+#[tokio::test]
+async fn fresh_socket_refused_by_policy_makes_no_syscall_and_stays_fresh() {
+    let ctx = ctx();
+    let mut sock = stream(&ctx);
+    assert_eq!(sock.bind(&ctx, "127.0.0.2", 0), Err(Errno::EACCES));
+    assert_eq!(sock.phase(), Phase::Fresh);
+    assert_eq!(sock.local_address(), Err(Errno::EINVAL), "not bound");
+    assert_eq!(sock.connect(&ctx, "127.0.0.2", 80).await, Err(Errno::EACCES));
+    assert_eq!(sock.phase(), Phase::Fresh);
+}
+
+// Bound: has a local address.
+
+#[tokio::test]
+async fn bound_socket_binds_once_and_listens_on_its_address() {
+    let ctx = ctx();
+    let mut sock = stream(&ctx);
+    sock.bind(&ctx, "127.0.0.1", 0).unwrap();
+    assert_eq!(sock.phase(), Phase::Bound);
+    let local = sock.local_address().unwrap();
+    assert_eq!(local.ip().to_string(), "127.0.0.1");
+    assert_ne!(local.port(), 0);
+    assert_eq!(sock.bind(&ctx, "127.0.0.1", 0), Err(Errno::EINVAL), "bind twice");
+    sock.listen(&ctx, -5).unwrap();
+    assert_eq!(sock.phase(), Phase::Listening);
+    assert_eq!(sock.local_address().unwrap(), local);
+}
+
+#[tokio::test]
+async fn bound_datagram_socket_becomes_bound_by_its_first_sendto() {
+    let ctx = ctx();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = i32::from(peer.local_addr().unwrap().port());
+    let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
+    assert_eq!(udp.send_to(&ctx, b"hi", "127.0.0.1", port).await, Ok(2));
+    assert_eq!(udp.phase(), Phase::Bound);
+    let mut buf = [0; 8];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hi");
+    assert_eq!(udp.local_address().unwrap().port(), from.port());
+}
+
+// Listening: accepting connections.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_accept_times_out_then_accepts() {
+    let ctx = ctx();
+    let mut listener = stream(&ctx);
+    listener.bind(&ctx, "127.0.0.1", 0).unwrap();
+    listener.listen(&ctx, 8).unwrap();
+    let port = listener.local_address().unwrap().port();
+    listener.set_timeout(Some(0.1)).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(listener.accept(&ctx).await.err(), Some(Errno::ETIMEDOUT));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (conn, peer) = listener.accept(&ctx).await.unwrap();
+    assert_eq!(conn.phase(), Phase::Connected);
+    assert_eq!(peer.ip().to_string(), "127.0.0.1");
+    assert_eq!(ctx.open_sockets(), 2, "the accepted socket takes a slot");
+}
+
+#[tokio::test]
+async fn listening_socket_cannot_connect_or_receive() {
+    let ctx = ctx();
+    let mut listener = stream(&ctx);
+    listener.bind(&ctx, "127.0.0.1", 0).unwrap();
+    listener.listen(&ctx, 1).unwrap();
+    assert_eq!(listener.connect(&ctx, "127.0.0.1", 80).await, Err(Errno::EINVAL));
+    assert_eq!(listener.recv(&ctx, 1, 0).await, Err(Errno::ENOTCONN));
+    assert_eq!(listener.revents(POLLIN | POLLOUT), 0, "idle listener");
+}
+
+// Connecting: a handshake under way.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connect_leaves_an_unconnected_socket_that_answers_at_once() {
+    let ctx = ctx();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = i32::from(closed.local_addr().unwrap().port());
+    drop(closed);
+    let mut sock = stream(&ctx);
+    sock.set_timeout(Some(2.0)).unwrap();
+    assert_eq!(
+        sock.connect(&ctx, "127.0.0.1", closed_port).await,
+        Err(Errno::ECONNREFUSED)
+    );
+    assert_eq!(sock.phase(), Phase::Bound);
+    assert_eq!(sock.recv(&ctx, 10, 0).await, Err(Errno::ENOTCONN));
+    assert_ne!(sock.revents(POLLIN | POLLOUT) & (POLLERR | POLLHUP), 0);
+    // POSIX leaves a retry's outcome unspecified (Linux: ECONNABORTED); it must not hang.
+    let started = std::time::Instant::now();
+    let _ = sock.connect(&ctx, "127.0.0.1", closed_port).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_blocking_connect_reports_in_progress_then_already_or_isconn() {
+    let ctx = ctx();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = i32::from(listener.local_addr().unwrap().port());
+    let mut sock = stream(&ctx);
+    sock.set_timeout(Some(0.0)).unwrap();
+    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EINPROGRESS));
+    // Until the handshake is seen: EALREADY; then EISCONN, every time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sock.connect(&ctx, "127.0.0.1", port).await {
+            Err(Errno::EALREADY) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            other => {
+                assert_eq!(other, Err(Errno::EISCONN));
+                break;
+            }
+        }
+    }
+    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EISCONN));
+    assert_eq!(sock.phase(), Phase::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_non_blocking_connect_reads_none_and_writes_nothing() {
+    let ctx = ctx();
+    let (port, _listener, _fillers) = full_listener();
+    let mut sock = stream(&ctx);
+    sock.set_timeout(Some(0.0)).unwrap();
+    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EINPROGRESS));
+    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EALREADY));
+    assert_eq!(sock.phase(), Phase::Connecting);
+    assert_eq!(sock.read(&ctx, Some(4)).await, Ok(None));
+    assert_eq!(sock.read(&ctx, None).await, Ok(None));
+    assert_eq!(sock.readline(&ctx, None).await, Ok(None));
+    assert_eq!(sock.readline_ahead(&ctx, None, 100).await, Ok(None));
+    assert_eq!(sock.write(&ctx, b"x").await, Ok(0));
+    assert_eq!(sock.recv(&ctx, 4, 0).await, Err(Errno::EAGAIN), "recv raises");
+    assert_eq!(sock.phase(), Phase::Connecting, "still pending");
+}
+
+// Connected: a peer and a receive queue.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_read_of_a_huge_size_times_out_and_keeps_what_arrived() {
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    // The data arrives while recv waits for it.
+    let mut writer = peer.try_clone().unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        writer.write_all(b"abc").unwrap();
+    });
+    assert_eq!(sock.recv(&ctx, u32::MAX as usize, 0).await, Ok(b"abc".to_vec()));
+    peer.write_all(b"0123").unwrap();
+    sock.set_timeout(Some(0.1)).unwrap();
+    assert_eq!(sock.read(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
+    assert_eq!(sock.readline(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
+    sock.set_timeout(Some(0.0)).unwrap();
+    assert_eq!(sock.read(&ctx, Some(2)).await, Ok(Some(b"01".to_vec())));
+    assert_eq!(sock.read(&ctx, Some(10)).await, Ok(Some(b"23".to_vec())));
+    assert_eq!(sock.read(&ctx, Some(10)).await, Ok(None));
+}
+
+#[tokio::test]
+async fn readline_ahead_and_unread_keep_the_stream_in_order() {
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    peer.write_all(b"one\ntwo\nthr").unwrap();
+    sock.set_timeout(Some(2.0)).unwrap();
+    let mut got = sock.readline_ahead(&ctx, None, 1 << 16).await.unwrap().unwrap();
+    // Wait until the rest of the write has arrived too.
+    while got.1.len() < 7 {
+        sock.unread(&ctx, &got.1).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        sock.set_timeout(Some(0.0)).unwrap();
+        got.1 = sock.read(&ctx, Some(1 << 16)).await.unwrap().unwrap_or_default();
+    }
+    assert_eq!(got.0, b"one\n");
+    assert_eq!(got.1, b"two\nthr");
+    // The guest used "two\n" and gives back "thr".
+    sock.unread(&ctx, b"thr").unwrap();
+    assert_eq!(sock.revents(POLLIN) & POLLIN, POLLIN);
+    peer.write_all(b"ee\n").unwrap();
+    sock.set_timeout(Some(2.0)).unwrap();
+    assert_eq!(sock.readline(&ctx, None).await, Ok(Some(b"three\n".to_vec())));
+    sock.unread(&ctx, b"x").unwrap();
+    assert_eq!(
+        sock.unread(&ctx, &vec![0; ctx.limits().max_buffered]),
+        Err(Errno::ENOBUFS)
+    );
+}
+
+#[tokio::test]
+async fn connected_socket_refuses_a_second_connect_and_sendto() {
+    let ctx = ctx();
+    let (mut sock, _peer) = connected(&ctx).await;
+    let port = i32::from(sock.peer_address().unwrap().port());
+    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EISCONN));
+    assert_eq!(sock.send_to(&ctx, b"x", "127.0.0.1", port).await, Err(Errno::EISCONN));
+    assert_eq!(sock.revents(POLLIN | POLLOUT), POLLOUT, "idle and writable");
+}
+
+// Closed: after close().
+
+#[tokio::test]
+async fn closed_socket_is_ebadf_for_everything_and_polls_32() {
+    let ctx = ctx();
+    let mut sock = stream(&ctx);
+    assert_eq!(ctx.open_sockets(), 1);
+    sock.close();
+    sock.close();
+    assert_eq!(sock.phase(), Phase::Closed);
+    assert_eq!(ctx.open_sockets(), 0, "closing gives the quota slot back");
+    assert_eq!(sock.recv(&ctx, 1, 0).await, Err(Errno::EBADF));
+    assert_eq!(sock.write(&ctx, b"x").await, Err(Errno::EBADF));
+    assert_eq!(sock.set_timeout(None), Err(Errno::EBADF));
+    assert_eq!(sock.bind(&ctx, "127.0.0.1", 0), Err(Errno::EBADF));
+    assert_eq!(sock.listen(&ctx, 1), Err(Errno::EBADF));
+    assert_eq!(sock.local_address(), Err(Errno::EBADF));
+    assert_eq!(sock.revents(POLLIN | POLLOUT), POLL_CLOSED);
+    let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
+    udp.close();
+    assert_eq!(udp.send_to(&ctx, b"x", "127.0.0.1", 9).await, Err(Errno::EBADF));
+    assert_eq!(udp.listen(&ctx, 1), Err(Errno::EBADF));
+    assert_eq!(udp.revents(POLLIN), POLL_CLOSED);
+}
