@@ -122,36 +122,12 @@ pub use socket::{SockOptValue, Socket, socket};
 
 use bindings::usocket::net::usocket as wit;
 
-/// Address family: IPv4.
-pub const AF_INET: i32 = 2;
-/// Address family: IPv6.
-pub const AF_INET6: i32 = 10;
-/// Socket type: stream (TCP).
-pub const SOCK_STREAM: i32 = 1;
-/// Socket type: datagram (UDP).
-pub const SOCK_DGRAM: i32 = 2;
-/// Protocol / option level: IP.
-pub const IPPROTO_IP: i32 = 0;
-/// Protocol / option level: TCP.
-pub const IPPROTO_TCP: i32 = 6;
-/// Protocol: UDP.
-pub const IPPROTO_UDP: i32 = 17;
-/// Option level: IPv6.
-pub const IPPROTO_IPV6: i32 = 41;
-/// Option level: the socket itself.
-pub const SOL_SOCKET: i32 = 1;
-/// Option (`SOL_SOCKET`): allow binding an address that is still in use (TIME_WAIT).
-pub const SO_REUSEADDR: i32 = 2;
-/// Option (`SOL_SOCKET`): allow sending datagrams to a broadcast address.
-pub const SO_BROADCAST: i32 = 6;
-/// Option (`SOL_SOCKET`): send TCP keep-alive probes.
-pub const SO_KEEPALIVE: i32 = 9;
-/// Option (`IPPROTO_TCP`): disable Nagle's algorithm.
-pub const TCP_NODELAY: i32 = 1;
-/// `recv` flag: leave the data queued.
-pub const MSG_PEEK: i32 = 2;
-/// `recv` flag: this call does not block.
-pub const MSG_DONTWAIT: i32 = 64;
+// MicroPython's `usocket` constants (`i32`), defined once in `usocket-abi` for this library and
+// the host alike.
+pub use usocket_abi::{
+    AF_INET, AF_INET6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MSG_DONTWAIT, MSG_PEEK,
+    SO_BROADCAST, SO_KEEPALIVE, SO_REUSEADDR, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, TCP_NODELAY,
+};
 
 /// `getaddrinfo(host, port)`: [`getaddrinfo_with`] with af, type, proto and flags 0.
 ///

@@ -21,16 +21,10 @@ use crate::bindings::usocket::net::usocket as wit;
 use crate::error::{OSError, Result};
 use crate::socket::Socket;
 
-/// Readable: data (or end of stream) to receive, or a pending connection on a listener.
-pub const POLLIN: u32 = 1;
-/// Writable (also: a non-blocking connect has completed).
-pub const POLLOUT: u32 = 4;
-/// An error (for example a failed non-blocking connect, or a reset); reported even if not
-/// asked for.
-pub const POLLERR: u32 = 8;
-/// Hang-up; reported even if not asked for. A locally closed socket reports 32, which has no
-/// constant.
-pub const POLLHUP: u32 = 16;
+// MicroPython's `uselect` poll bits (`u32`), defined once in `usocket-abi`. `POLL_CLOSED` (a
+// locally closed socket) has no MicroPython name; it is here so that code need not write its
+// number.
+pub use usocket_abi::{POLL_CLOSED, POLLERR, POLLHUP, POLLIN, POLLOUT};
 
 /// `select.poll()`: a new, empty poller.
 pub fn poll() -> Poll {
@@ -94,7 +88,7 @@ impl Poll {
     /// wait), and returns `(socket, revents)` for each ready socket in registration order, or
     /// an empty list on timeout.
     ///
-    /// `revents` may hold [`POLLERR`], [`POLLHUP`] and 32 (closed socket) even when the mask
+    /// `revents` may hold [`POLLERR`], [`POLLHUP`] and [`POLL_CLOSED`] even when the mask
     /// did not ask for them. Bytes held in a `BufRead` cache or `readline`'s read-ahead count as
     /// [`POLLIN`].
     ///
@@ -135,7 +129,7 @@ impl Poll {
 
     /// `ipoll(timeout_ms, flags)`: as [`poll`](Poll::poll). With `flags & 1` (one-shot),
     /// each reported socket's mask becomes 0 until [`modify`](Poll::modify) sets it again
-    /// (POLLERR, POLLHUP and 32 are still reported for it).
+    /// (POLLERR, POLLHUP and POLL_CLOSED are still reported for it).
     pub fn ipoll(&mut self, timeout_ms: i32, flags: u32) -> Result<Vec<(Socket, u32)>> {
         let ready = self.poll(timeout_ms)?;
         if flags & 1 != 0 {

@@ -8,60 +8,47 @@ use std::io;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
 
-macro_rules! errnos {
-    ($($name:ident = $n:expr, $what:literal;)*) => {
+/// `impl Errno { pub const EACCES: Errno = ...; ... }` from the one list of `usocket-abi`: every
+/// number and its description come from there.
+macro_rules! errno_consts {
+    ($($name:ident = $n:literal, $what:literal;)*) => {
         impl Errno {
-            $(#[doc = $what] pub const $name: Errno = Errno($n);)*
-
-            /// The symbolic name (`"EACCES"`), if this is a number of the contract's table.
-            pub fn name(self) -> Option<&'static str> {
-                match self.0 {
-                    $($n => Some(stringify!($name)),)*
-                    _ => None,
-                }
-            }
+            $(
+                #[doc = $what]
+                pub const $name: Errno = Errno(usocket_abi::errno::$name);
+            )*
         }
     };
 }
 
-errnos! {
-    EPERM = 1, "Operation not permitted.";
-    ENOENT = 2, "No such entry (poll `modify` of an unregistered socket).";
-    EIO = 5, "An I/O error with no better number.";
-    EBADF = 9, "The socket is closed.";
-    EAGAIN = 11, "Non-blocking and the call would block.";
-    ENOMEM = 12, "A per-guest quota is exhausted.";
-    EACCES = 13, "The host's policy does not grant this use.";
-    EEXIST = 17, "Already exists.";
-    EINVAL = 22, "A bad argument, or a call in the wrong state.";
-    EPIPE = 32, "Writing after the connection was shut down.";
-    ENOPROTOOPT = 92, "Unknown socket option.";
-    EOPNOTSUPP = 95, "The operation does not apply to this socket type.";
-    EAFNOSUPPORT = 97, "Unknown address family.";
-    EADDRINUSE = 98, "Address in use.";
-    EADDRNOTAVAIL = 99, "Address not available on this host.";
-    ENETUNREACH = 101, "Network unreachable.";
-    ECONNABORTED = 103, "Connection aborted.";
-    ECONNRESET = 104, "Connection reset by the peer.";
-    ENOBUFS = 105, "No buffer space.";
-    EISCONN = 106, "Already connected.";
-    ENOTCONN = 107, "Not connected.";
-    ETIMEDOUT = 110, "The socket's timeout passed.";
-    ECONNREFUSED = 111, "Connection refused.";
-    EHOSTUNREACH = 113, "Host unreachable.";
-    EALREADY = 114, "A non-blocking connect is still in progress.";
-    EINPROGRESS = 115, "A non-blocking connect has started.";
-    EAI_NONAME = -2, "getaddrinfo: the name does not resolve.";
-    EAI_AGAIN = -3, "getaddrinfo: temporary failure.";
-    EAI_FAMILY = -6, "getaddrinfo: unsupported family.";
-    EAI_ADDRFAMILY = -9, "getaddrinfo: a literal of the other family.";
-}
+usocket_abi::for_each_errno!(errno_consts);
+
+/// The host's own descriptor limits (`EMFILE`: this process, `ENFILE`: the system). Both are
+/// reported to the guest as ENOMEM: a guest must never see EIO for descriptor exhaustion.
+const DESCRIPTORS_EXHAUSTED: [i32; 2] = [
+    rustix::io::Errno::MFILE.raw_os_error(),
+    rustix::io::Errno::NFILE.raw_os_error(),
+];
 
 impl Errno {
+    /// The symbolic name (`"EACCES"`), if this is a number of the contract's table.
+    pub fn name(self) -> Option<&'static str> {
+        usocket_abi::errno::name(self.0)
+    }
+
+    /// A one-line description, if this is a number of the contract's table.
+    pub fn describe(self) -> Option<&'static str> {
+        usocket_abi::errno::describe(self.0)
+    }
+
     /// Maps a host I/O error. Linux numbers are the contract's numbers, so a raw OS error in the
-    /// table passes through; anything else is mapped by kind, and what is left becomes EIO.
+    /// table passes through; the host running out of descriptors (EMFILE, ENFILE) becomes
+    /// ENOMEM; anything else is mapped by kind, and what is left becomes EIO.
     pub fn from_io(err: &io::Error) -> Errno {
         if let Some(raw) = err.raw_os_error() {
+            if DESCRIPTORS_EXHAUSTED.contains(&raw) {
+                return Errno::ENOMEM;
+            }
             let errno = Errno(raw);
             // EWOULDBLOCK == EAGAIN on Linux; EINTR is retried by callers, never reported.
             if errno.name().is_some() && raw > 0 {
@@ -122,28 +109,60 @@ pub type SockResult<T> = Result<T, Errno>;
 mod tests {
     use super::*;
 
+    fn os_error(errno: rustix::io::Errno) -> io::Error {
+        io::Error::from_raw_os_error(errno.raw_os_error())
+    }
+
     #[test]
     fn raw_linux_numbers_pass_through() {
-        let err = io::Error::from_raw_os_error(111);
-        assert_eq!(Errno::from_io(&err), Errno::ECONNREFUSED);
-        let err = io::Error::from_raw_os_error(104);
-        assert_eq!(Errno::from_io(&err), Errno::ECONNRESET);
+        use rustix::io::Errno as Os;
+        assert_eq!(
+            Errno::from_io(&os_error(Os::CONNREFUSED)),
+            Errno::ECONNREFUSED
+        );
+        assert_eq!(Errno::from_io(&os_error(Os::CONNRESET)), Errno::ECONNRESET);
+        assert_eq!(Errno::from_io(&os_error(Os::NOBUFS)), Errno::ENOBUFS);
     }
 
     #[test]
     fn unknown_numbers_become_eio() {
-        // ENETDOWN (100) is not in the contract's table.
+        // ENETDOWN is not in the contract's table.
         assert_eq!(
-            Errno::from_io(&io::Error::from_raw_os_error(100)),
+            Errno::from_io(&os_error(rustix::io::Errno::NETDOWN)),
             Errno::EIO
         );
         assert_eq!(Errno::from_io(&io::Error::other("x")), Errno::EIO);
     }
 
     #[test]
+    fn descriptor_exhaustion_is_enomem() {
+        for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE] {
+            assert_eq!(Errno::from_io(&os_error(errno)), Errno::ENOMEM);
+        }
+        // As std reports a failed `socket()` / `accept()` at the limit.
+        let err: io::Error = rustix::io::Errno::MFILE.into();
+        assert_eq!(Errno::from(err), Errno::ENOMEM);
+    }
+
+    #[test]
+    fn consts_names_and_descriptions_come_from_the_abi() {
+        assert_eq!(Errno::EACCES.0, usocket_abi::errno::EACCES);
+        assert_eq!(Errno::EAI_NONAME.0, usocket_abi::errno::EAI_NONAME);
+        for &(n, name, what) in usocket_abi::errno::TABLE {
+            assert_eq!(Errno(n).name(), Some(name));
+            assert_eq!(Errno(n).describe(), Some(what));
+        }
+        assert_eq!(Errno(0).name(), None);
+        assert_eq!(format!("{:?}", Errno(0)), "Errno(0)");
+    }
+
+    #[test]
     fn kinds_map_without_raw_numbers() {
         let err = io::Error::from(io::ErrorKind::WouldBlock);
         assert_eq!(Errno::from_io(&err), Errno::EAGAIN);
-        assert_eq!(format!("{}", Errno::EACCES), "EACCES(13)");
+        assert_eq!(
+            format!("{}", Errno::EACCES),
+            format!("EACCES({})", usocket_abi::errno::EACCES)
+        );
     }
 }
