@@ -16,10 +16,13 @@
 //!
 //! `allow` and `deny` hold rule texts, exactly as `--allow` and `--deny` take them (one text
 //! may name several uses: `bind,listen=127.0.0.1:8000`). Keys not listed here are errors, so a
-//! misspelt key cannot silently leave a guest with more access than intended. Every error
-//! names the file, the line and the column, and says how to fix it.
+//! misspelt key cannot silently leave a guest with more access than intended. The limits
+//! follow the rules of [`Limits::validate`] (the `usocket run` flags follow the same ones,
+//! through [`LimitOverrides`]). Every error names the file, the line and the column, and says
+//! how to fix it. [`PolicyFile::explain`] puts a valid file in plain words.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -28,8 +31,8 @@ use cap_std::AmbientAuthority;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::ctx::Limits;
-use crate::policy::{Policy, parse_rules};
+use crate::limits::{Limit, LimitOverrides, Limits};
+use crate::policy::{Policy, Rule, parse_rules};
 
 /// A parsed policy file: the policy and the guest limits it sets (defaults for keys it omits).
 #[derive(Debug)]
@@ -38,6 +41,106 @@ pub struct PolicyFile {
     pub policy: Policy,
     /// [`Limits::default`] with the file's `[limits]` keys applied.
     pub limits: Limits,
+}
+
+impl PolicyFile {
+    /// The policy in plain words, as `usocket policy check` prints it: that `origin` (the
+    /// file's name) is valid, whether it is a dry run, each allow and deny rule with its
+    /// description, every limit (defaults included), and how rules combine.
+    ///
+    /// ```
+    /// let file = usocket_host::policy_file::parse(
+    ///     "allow = [\"connect=127.0.0.1:8000\"]",
+    ///     "p.toml",
+    ///     cap_std::ambient_authority(),
+    /// )?;
+    /// let text = file.explain("p.toml");
+    /// assert!(text.starts_with("p.toml: a valid policy.\n"));
+    /// assert!(text.contains("\nAllowed:\n  connect=127.0.0.1:8000  "));
+    /// # Ok::<(), usocket_host::policy_file::PolicyFileError>(())
+    /// ```
+    pub fn explain(&self, origin: &str) -> String {
+        let PolicyFile { policy, limits } = self;
+        let mut out = String::new();
+        let _ = writeln!(out, "{origin}: a valid policy.");
+        if policy.is_dry_run() {
+            let _ = writeln!(
+                out,
+                "Dry run: every use goes ahead; the ones these rules would refuse are reported \
+                 as would-deny."
+            );
+        }
+        let width = policy
+            .allowed()
+            .iter()
+            .chain(policy.denied())
+            .map(|r| r.to_string().len())
+            .max()
+            .unwrap_or(0);
+        let list = |out: &mut String, rules: &[Rule], none: &str| {
+            if rules.is_empty() {
+                let _ = writeln!(out, "  {none}");
+            }
+            for rule in rules {
+                let _ = writeln!(out, "  {:width$}  {}", rule.to_string(), rule.describe());
+            }
+        };
+        let _ = writeln!(out, "\nAllowed:");
+        list(
+            &mut out,
+            policy.allowed(),
+            "nothing: this policy grants no use of the network",
+        );
+        let _ = writeln!(out, "\nDenied, whatever the allow rules say:");
+        list(&mut out, policy.denied(), "nothing beyond the default");
+
+        let bytes = |n: Option<u64>| match n {
+            None => "no limit".to_string(),
+            Some(n) => format!("{n}{}", human(n)),
+        };
+        let _ = writeln!(out, "\nLimits:");
+        let _ = writeln!(out, "  sockets open at once: {}", limits.max_sockets);
+        let _ = writeln!(
+            out,
+            "  bytes the host queues for one socket: {}",
+            bytes(Some(limits.max_buffered as u64))
+        );
+        let _ = writeln!(
+            out,
+            "  bytes sent, in total: {}",
+            bytes(limits.max_bytes_sent)
+        );
+        let _ = writeln!(
+            out,
+            "  bytes received, in total: {}",
+            bytes(limits.max_bytes_received)
+        );
+        let _ = writeln!(
+            out,
+            "  bandwidth, bytes per second each way: {}",
+            bytes(limits.rate)
+        );
+        let _ = writeln!(
+            out,
+            "  longest life of a name -> address pin: {} s",
+            limits.pin_ttl.as_secs()
+        );
+        let _ = writeln!(
+            out,
+            "\nA deny rule beats every allow rule; everything no allow rule grants is denied."
+        );
+        out
+    }
+}
+
+/// ` (10 MiB)` for sizes that read better in binary units, else nothing.
+fn human(n: u64) -> String {
+    let units = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match units.iter().find(|(size, _)| n >= *size) {
+        Some((size, unit)) if n.is_multiple_of(*size) => format!(" ({} {unit})", n / size),
+        Some((size, unit)) => format!(" ({:.1} {unit})", n as f64 / *size as f64),
+        None => String::new(),
+    }
 }
 
 /// Why a policy file was refused: where (file, line, column) and what to do about it.
@@ -166,12 +269,40 @@ struct RawFile {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
-    max_sockets: Option<usize>,
+    max_sockets: Option<Spanned<usize>>,
     max_buffered: Option<Spanned<usize>>,
-    max_bytes_sent: Option<u64>,
-    max_bytes_received: Option<u64>,
+    max_bytes_sent: Option<Spanned<u64>>,
+    max_bytes_received: Option<Spanned<u64>>,
     rate: Option<Spanned<u64>>,
     pin_ttl_secs: Option<Spanned<u64>>,
+}
+
+impl RawLimits {
+    /// The keys set, as overrides of the defaults (checked by [`LimitOverrides::apply`]).
+    fn overrides(&self) -> LimitOverrides {
+        let value = |n: &Option<Spanned<u64>>| n.as_ref().map(|n| *n.get_ref());
+        LimitOverrides {
+            max_sockets: self.max_sockets.as_ref().map(|n| *n.get_ref()),
+            max_buffered: self.max_buffered.as_ref().map(|n| *n.get_ref()),
+            max_bytes_sent: value(&self.max_bytes_sent),
+            max_bytes_received: value(&self.max_bytes_received),
+            rate: value(&self.rate),
+            pin_ttl: value(&self.pin_ttl_secs).map(Duration::from_secs),
+        }
+    }
+
+    /// Where the file sets `limit`.
+    fn span(&self, limit: Limit) -> Option<Range<usize>> {
+        let span = |n: &Option<Spanned<u64>>| n.as_ref().map(Spanned::span);
+        match limit {
+            Limit::MaxSockets => self.max_sockets.as_ref().map(Spanned::span),
+            Limit::MaxBuffered => self.max_buffered.as_ref().map(Spanned::span),
+            Limit::MaxBytesSent => span(&self.max_bytes_sent),
+            Limit::MaxBytesReceived => span(&self.max_bytes_received),
+            Limit::Rate => span(&self.rate),
+            Limit::PinTtl => span(&self.pin_ttl_secs),
+        }
+    }
 }
 
 const KNOWN_KEYS: &str = "at the top level dry_run, allow, deny and the [limits] table; in \
@@ -228,52 +359,23 @@ pub fn parse(
         }
     }
 
-    let raw_limits = raw.limits;
-    let mut limits = Limits::default();
-    let at_least_one = |span: Range<usize>, key: &str, why: &str| {
-        PolicyFileError::at(origin, text, Some(span), format!("`{key} = 0` {why}")).with_fix(
-            format!("give {key} a value of at least 1, or leave the key out for the default"),
-        )
-    };
-    if let Some(n) = raw_limits.max_sockets {
-        limits.max_sockets = n;
-    }
-    if let Some(n) = raw_limits.max_buffered {
-        if *n.get_ref() == 0 {
-            return Err(at_least_one(
-                n.span(),
-                "max_buffered",
-                "would fail every read with ENOBUFS",
-            ));
-        }
-        limits.max_buffered = n.into_inner();
-    }
-    if let Some(n) = raw_limits.max_bytes_sent {
-        limits.max_bytes_sent = Some(n);
-    }
-    if let Some(n) = raw_limits.max_bytes_received {
-        limits.max_bytes_received = Some(n);
-    }
-    if let Some(n) = raw_limits.rate {
-        if *n.get_ref() == 0 {
-            return Err(at_least_one(
-                n.span(),
-                "rate",
-                "would stall all traffic forever (rate is bytes per second)",
-            ));
-        }
-        limits.rate = Some(n.into_inner());
-    }
-    if let Some(n) = raw_limits.pin_ttl_secs {
-        if *n.get_ref() == 0 {
-            return Err(at_least_one(
-                n.span(),
-                "pin_ttl_secs",
-                "would expire every name pin at once, so no granted name could be connected to",
-            ));
-        }
-        limits.pin_ttl = Duration::from_secs(n.into_inner());
-    }
+    let limits = raw
+        .limits
+        .overrides()
+        .apply(Limits::default())
+        .map_err(|e| {
+            let key = e.limit().file_key();
+            PolicyFileError::at(
+                origin,
+                text,
+                raw.limits.span(e.limit()),
+                format!("`{key} = {}` {}", e.value(), e.reason()),
+            )
+            .with_fix(format!(
+                "{}, or leave the key out for the default",
+                e.fix(key)
+            ))
+        })?;
 
     Ok(PolicyFile {
         policy: policy.build(),
@@ -465,20 +567,122 @@ pin_ttl_secs = 300
 
     #[test]
     fn zero_limits_that_would_stall_a_guest_are_errors() {
-        for key in ["rate", "pin_ttl_secs", "max_buffered"] {
-            let e = parse_err(&format!("[limits]\nmax_sockets = 1\n{key} = 0\n"));
+        for key in ["max_sockets", "rate", "pin_ttl_secs", "max_buffered"] {
+            let e = parse_err(&format!("[limits]\nmax_bytes_sent = 1\n{key} = 0\n"));
             assert_eq!(
                 (e.line(), e.column()),
                 (Some(3), Some(key.len() + 4)),
                 "{e}"
             );
             assert!(e.message().contains(&format!("`{key} = 0`")), "{e}");
-            assert!(e.to_string().contains("at least 1"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("fix: give {key} a value of at least 1")),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .contains("or leave the key out for the default"),
+                "{e}"
+            );
         }
-        // Zero sockets or bytes are a (strict) policy, not a mistake.
-        let file = parse_ok("[limits]\nmax_sockets = 0\nmax_bytes_sent = 0\n");
-        assert_eq!(file.limits.max_sockets, 0);
+        let e = parse_err("[limits]\nmax_sockets = 0\n");
+        assert!(e.message().contains("ENOMEM"), "{e}");
+        assert!(e.to_string().contains("grant it nothing"), "{e}");
+        // Zero bytes in total are a (strict) policy, not a mistake: a guest that may only
+        // receive, or only send.
+        let file = parse_ok("[limits]\nmax_bytes_sent = 0\nmax_bytes_received = 0\n");
         assert_eq!(file.limits.max_bytes_sent, Some(0));
+        assert_eq!(file.limits.max_bytes_received, Some(0));
+    }
+
+    #[test]
+    fn absurd_pin_ttls_are_errors() {
+        let e = parse_err("[limits]\npin_ttl_secs = 9223372036854775807\n");
+        assert_eq!((e.line(), e.column()), (Some(2), Some(16)), "{e}");
+        assert!(
+            e.message()
+                .starts_with("`pin_ttl_secs = 9223372036854775807` is longer than"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("fix: give pin_ttl_secs a value of at most 604800"),
+            "{e}"
+        );
+        let file = parse_ok("[limits]\npin_ttl_secs = 604800\n");
+        assert_eq!(file.limits.pin_ttl, crate::limits::MAX_PIN_TTL);
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(human(1000), "");
+        assert_eq!(human(1024), " (1 KiB)");
+        assert_eq!(human(1536), " (1.5 KiB)");
+        assert_eq!(human(10 << 20), " (10 MiB)");
+        assert_eq!(human(3 << 30), " (3 GiB)");
+    }
+
+    #[test]
+    fn an_empty_policy_is_explained_as_denying_everything() {
+        let text = parse_ok("").explain("empty.toml");
+        assert!(text.starts_with("empty.toml: a valid policy.\n"), "{text}");
+        assert!(
+            text.contains("nothing: this policy grants no use of the network"),
+            "{text}"
+        );
+        assert!(text.contains("  sockets open at once: 64\n"), "{text}");
+        assert!(
+            text.contains("  bytes sent, in total: no limit\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Dry run"), "{text}");
+        assert!(
+            parse_ok("dry_run = true")
+                .explain("dry.toml")
+                .contains("Dry run:")
+        );
+    }
+
+    #[test]
+    fn a_policy_is_explained_rule_by_rule_with_its_limits() {
+        let text = parse_ok(
+            "allow = [\"connect=127.0.0.1:8000\", \"resolve=localhost\"]\n\
+             deny = [\"connect=metadata:*\"]\n\
+             [limits]\nmax_sockets = 8\nmax_bytes_sent = 1048576\nrate = 1536\npin_ttl_secs = 300\n",
+        )
+        .explain("p.toml");
+        let allowed = text.split("\nAllowed:\n").nth(1).unwrap();
+        let allowed = allowed.split("\n\n").next().unwrap();
+        assert_eq!(allowed.lines().count(), 2, "{text}");
+        // Rule texts are padded to one column (the longest rule), descriptions follow it.
+        let column = 2 + "connect=127.0.0.1:8000".len() + 2;
+        for line in allowed.lines() {
+            assert!(line.starts_with("  "), "{line}");
+            assert!(line[..column].ends_with("  "), "{line:?}");
+            assert!(!line[column..].starts_with(' '), "{line:?}");
+            assert!(
+                line[column..].split_whitespace().count() >= 3,
+                "not explained: {line:?}"
+            );
+        }
+        assert!(
+            text.contains("\nDenied, whatever the allow rules say:\n  connect=metadata:*"),
+            "{text}"
+        );
+        for part in [
+            "  sockets open at once: 8\n",
+            "  bytes the host queues for one socket: 16777216 (16 MiB)\n",
+            "  bytes sent, in total: 1048576 (1 MiB)\n",
+            "  bytes received, in total: no limit\n",
+            "  bandwidth, bytes per second each way: 1536 (1.5 KiB)\n",
+            "  longest life of a name -> address pin: 300 s\n",
+            "\nA deny rule beats every allow rule; everything no allow rule grants is denied.\n",
+        ] {
+            assert!(text.contains(part), "no {part:?} in\n{text}");
+        }
+        assert!(text.find("\nAllowed:").unwrap() < text.find("\nDenied").unwrap());
+        assert!(text.find("\nDenied").unwrap() < text.find("\nLimits:").unwrap());
     }
 
     #[test]

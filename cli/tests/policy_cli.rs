@@ -292,17 +292,23 @@ fn run_with_a_policy_file_grants_what_it_allows_and_nothing_else() {
 
 #[test]
 fn flags_override_the_files_limits() {
+    // The file lets the guest connect but send nothing (each server answers one connection).
+    let no_sending = |port: u16| {
+        TempFile::new(
+            "no-sending.toml",
+            &format!("allow = [\"connect=127.0.0.1:{port}\"]\n[limits]\nmax_bytes_sent = 0\n"),
+        )
+    };
     let (port, _) = http_server();
-    let no_sockets = TempFile::new(
-        "no-sockets.toml",
-        &format!("allow = [\"connect=127.0.0.1:{port}\"]\n[limits]\nmax_sockets = 0\n"),
-    );
+    let file = no_sending(port);
     assert_refused(
-        &http_get(&["--policy", no_sockets.path()], port),
+        &http_get(&["--policy", file.path()], port),
         "[Errno 12] ENOMEM",
     );
+    let (port, _) = http_server();
+    let file = no_sending(port);
     assert_fetched(&http_get(
-        &["--policy", no_sockets.path(), "--max-sockets", "4"],
+        &["--policy", file.path(), "--max-bytes-sent", "1000000"],
         port,
     ));
 
@@ -311,6 +317,53 @@ fn flags_override_the_files_limits() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("at least 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn zero_sockets_are_refused_in_files_and_flags_alike() {
+    let file = TempFile::new(
+        "zero-sockets.toml",
+        "allow = [\"connect=127.0.0.1:80\"]\n[limits]\nmax_sockets = 0\n",
+    );
+    let out = usocket(&["policy", "check", file.path()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3:15: `max_sockets = 0` would fail",
+            file.path()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("fix: give max_sockets a value of at least 1"),
+        "{err}"
+    );
+    let out = usocket(&["run", "--policy", file.path(), &example("http_get")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`max_sockets = 0`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = usocket(&["run", "--max-sockets", "0", &example("http_get")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`--max-sockets 0` would fail every socket() with ENOMEM")
+            && err.contains("give --max-sockets a value of at least 1"),
+        "{err}"
+    );
+
+    // A pin longer than any DNS answer should live is refused too.
+    let out = usocket(&["run", "--pin-ttl", "9999999999", &example("http_get")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("at most 604800"),
         "{}",
         text(&out.stderr)
     );
@@ -340,11 +393,20 @@ fn dry_run_lets_the_guest_through_and_audits_would_deny() {
     );
     assert!(audit_lines(&log, "deny").is_empty(), "{log}");
     for line in log.lines() {
-        assert!(
-            line.starts_with('{') && line.ends_with('}'),
-            "not one JSON object: {line}"
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        let mut keys: Vec<&str> = event
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["guest", "reason", "rule", "target", "use", "verdict"],
+            "{line}"
         );
-        assert!(line.contains("\"target\":\"usocket::audit\""), "{line}");
     }
 
     // A file can switch dry run on too.

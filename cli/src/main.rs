@@ -1,21 +1,19 @@
 //! `usocket`: run WebAssembly command components with scoped network access.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::filter::{EnvFilter, Targets};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+use usocket_host::audit::{AuditEvent, AuditHook, Verdict};
+use usocket_host::limits::{LimitError, LimitOverrides};
 use usocket_host::policy::{RuleError, parse_rules};
 use usocket_host::policy_file::{self, PolicyFile};
 use usocket_host::run::{Guest, Runner};
@@ -24,9 +22,6 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 /// The demo guest (examples/src/bin/demo.rs), built for wasm32-wasip2 by build.rs.
 const DEMO_GUEST: &[u8] = include_bytes!(env!("USOCKET_DEMO_WASM"));
-
-/// The `tracing` target of the policy's audit events.
-const AUDIT_TARGET: &str = "usocket::audit";
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +90,8 @@ A policy file (TOML; every key optional, any other key is an error):
   max_bytes_received = 10485760
   rate = 1048576                       # bytes per second, each direction
   pin_ttl_secs = 300                   # longest life of a name -> address pin
+Limits are whole numbers of at least 1 (the byte totals may be 0); pin_ttl_secs is at most
+604800 (7 days). The limit flags of `usocket run` follow the same rules.
 Use it with `usocket run --policy FILE`; examples are in examples/policies/.";
 
 /// The rules of one `--allow`/`--deny` text (one text may name several uses).
@@ -103,14 +100,6 @@ struct Rules(Vec<Rule>);
 
 fn rules(text: &str) -> Result<Rules, RuleError> {
     parse_rules(text).map(Rules)
-}
-
-fn at_least_one<T: std::str::FromStr + PartialEq + From<u8>>(text: &str) -> Result<T, String> {
-    match text.parse::<T>() {
-        Ok(n) if n != T::from(0) => Ok(n),
-        Ok(_) => Err("0 would stall every use it limits: give at least 1".into()),
-        Err(_) => Err(format!("`{text}` is not a whole number")),
-    }
 }
 
 #[derive(clap::Args)]
@@ -135,11 +124,12 @@ struct RunArgs {
     /// Stop the guest after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     time_limit: Option<f64>,
-    /// Sockets the guest may have open at once [default: 64, or the policy file's].
+    /// Sockets the guest may have open at once, at least 1 [default: 64, or the policy file's].
     #[arg(long, value_name = "N")]
     max_sockets: Option<usize>,
-    /// Bytes the host queues for one socket before read() fails with ENOBUFS [default: 16 MiB].
-    #[arg(long, value_name = "BYTES", value_parser = at_least_one::<usize>)]
+    /// Bytes the host queues for one socket before read() fails with ENOBUFS, at least 1
+    /// [default: 16 MiB].
+    #[arg(long, value_name = "BYTES")]
     max_buffered: Option<usize>,
     /// Bytes the guest may send in total [default: no limit].
     #[arg(long, value_name = "BYTES")]
@@ -147,11 +137,13 @@ struct RunArgs {
     /// Bytes the guest may receive in total [default: no limit].
     #[arg(long, value_name = "BYTES")]
     max_bytes_received: Option<u64>,
-    /// Bandwidth in bytes per second, each direction; faster I/O is delayed [default: no limit].
-    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = at_least_one::<u64>)]
+    /// Bandwidth in bytes per second, each direction, at least 1; faster I/O is delayed
+    /// [default: no limit].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
     rate: Option<u64>,
-    /// Longest life of a name -> address pin, whatever the DNS record's TTL.
-    #[arg(long, value_name = "SECONDS", value_parser = at_least_one::<u64>)]
+    /// Longest life of a name -> address pin, whatever the DNS record's TTL: 1 to 604800
+    /// (7 days) [default: 60].
+    #[arg(long, value_name = "SECONDS")]
     pin_ttl: Option<u64>,
     /// The component (.wasm) to run.
     component: PathBuf,
@@ -161,6 +153,7 @@ struct RunArgs {
 }
 
 /// Why `usocket` itself stopped.
+#[derive(Debug)]
 enum Failure {
     /// Bad input on the command line or in a policy file: exit 2, like clap's usage errors.
     Usage(String),
@@ -168,17 +161,28 @@ enum Failure {
     Host(String),
 }
 
+impl RunArgs {
+    /// The limits the flags set, over the policy file's.
+    fn limit_overrides(&self) -> LimitOverrides {
+        LimitOverrides {
+            max_sockets: self.max_sockets,
+            max_buffered: self.max_buffered,
+            max_bytes_sent: self.max_bytes_sent,
+            max_bytes_received: self.max_bytes_received,
+            rate: self.rate,
+            pin_ttl: self.pin_ttl.map(Duration::from_secs),
+        }
+    }
+}
+
+/// A limit flag's value that cannot work, as a usage error naming the flag.
+fn bad_flag(e: LimitError) -> Failure {
+    Failure::Usage(e.explain(e.limit().flag(), " "))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (is_run, audit) = match &cli.command {
-        Command::Run(args) => (true, args.audit.as_deref()),
-        _ => (false, None),
-    };
-    let audit_file = match audit.map(open_audit).transpose() {
-        Ok(file) => file,
-        Err(message) => return fail(Failure::Host(message)),
-    };
-    init_logging(audit_file, is_run);
+    init_logging();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -212,83 +216,86 @@ fn fail(failure: Failure) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn open_audit(path: &Path) -> Result<File, String> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("cannot open the audit file `{}`: {e}", path.display()))
-}
-
-/// Logs to stderr as USOCKET_LOG says (default: warnings); audit events also go to the audit
-/// file as JSON lines, and for `run`, each would-deny decision (dry run) is reported on stderr.
-fn init_logging(audit: Option<File>, is_run: bool) {
-    let audit_only = || Targets::new().with_target(AUDIT_TARGET, tracing::Level::INFO);
-    let stderr = tracing_subscriber::fmt::layer()
+/// Logs to stderr as USOCKET_LOG says (default: warnings); `USOCKET_LOG=usocket::audit=info`
+/// shows every policy decision.
+fn init_logging() {
+    tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(EnvFilter::try_from_env("USOCKET_LOG").unwrap_or_else(|_| "warn".into()));
-    let audit = audit.map(|file| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(Mutex::new(file))
-            .with_filter(audit_only())
-    });
-    // Only a dry run (--dry-run or the policy file's dry_run) has would-deny decisions.
-    let report = is_run.then(|| DryRunReport.with_filter(audit_only()));
-    tracing_subscriber::registry()
-        .with(stderr)
-        .with(audit)
-        .with(report)
+        .with_env_filter(EnvFilter::try_from_env("USOCKET_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
 }
 
-/// Reports each `would-deny` audit event on stderr, so a dry run shows what it would refuse.
-struct DryRunReport;
+/// Where `usocket run` sends each audit event: the `--audit` file, one JSON object a line,
+/// and in a dry run a report on stderr of each decision the policy would have refused.
+struct AuditSink {
+    /// The `--audit` file (opened for appending) and its name for error messages.
+    file: Option<(Mutex<File>, PathBuf)>,
+    /// Report `would-deny` decisions on stderr.
+    dry_run: bool,
+    /// Set once a write to the file failed (reported once).
+    failed: AtomicBool,
+}
 
-impl<S: tracing::Subscriber> Layer<S> for DryRunReport {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut fields = AuditFields::default();
-        event.record(&mut fields);
-        if fields.verdict == "would-deny" {
+impl AuditSink {
+    /// Opens the audit file, if any; `None` if there is nothing to do with the events.
+    fn new(audit: Option<&Path>, dry_run: bool) -> Result<Option<AuditSink>, Failure> {
+        let file = match audit {
+            None => None,
+            Some(path) => Some((Mutex::new(open_audit(path)?), path.to_path_buf())),
+        };
+        Ok((file.is_some() || dry_run).then(|| AuditSink {
+            file,
+            dry_run,
+            failed: AtomicBool::new(false),
+        }))
+    }
+}
+
+impl AuditHook for AuditSink {
+    fn record(&self, event: &AuditEvent) {
+        if self.dry_run && event.verdict == Verdict::WouldDeny {
             eprintln!(
                 "usocket: dry run: would deny {} {} ({}); going ahead",
-                fields.use_, fields.target, fields.reason
+                event.use_.keyword(),
+                event.target,
+                event.reason()
+            );
+        }
+        let Some((file, path)) = &self.file else {
+            return;
+        };
+        // One write per line, so each line lands whole even if the guest is stopped.
+        let written = serde_json::to_vec(event)
+            .map_err(std::io::Error::from)
+            .and_then(|mut line| {
+                line.push(b'\n');
+                file.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .write_all(&line)
+            });
+        if let Err(e) = written
+            && !self.failed.swap(true, Ordering::Relaxed)
+        {
+            eprintln!(
+                "usocket: error: cannot write to the audit file `{}`: {e}; decisions from now on may be missing from it",
+                path.display()
             );
         }
     }
 }
 
-#[derive(Default)]
-struct AuditFields {
-    use_: String,
-    target: String,
-    verdict: String,
-    reason: String,
-}
-
-impl AuditFields {
-    fn set(&mut self, field: &Field, value: String) {
-        match field.name() {
-            "use" | "r#use" => self.use_ = value,
-            "target" => self.target = value,
-            "verdict" => self.verdict = value,
-            "reason" => self.reason = value,
-            _ => {}
-        }
-    }
-}
-
-impl Visit for AuditFields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field, value.to_string());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.set(field, format!("{value:?}"));
-    }
+fn open_audit(path: &Path) -> Result<File, Failure> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            Failure::Host(format!(
+                "cannot open the audit file `{}`: {e}",
+                path.display()
+            ))
+        })
 }
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
@@ -306,8 +313,12 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         ),
     };
 
+    // The flags' limits follow the same rules as a policy file's.
+    let flag_limits = args.limit_overrides();
+    flag_limits.validate().map_err(bad_flag)?;
+
     // The file's rules and limits first; the flags add rules and override limits.
-    let (file_policy, mut limits) = match &args.policy {
+    let (file_policy, file_limits) = match &args.policy {
         Some(path) => {
             let PolicyFile { policy, limits } =
                 policy_file::load(path, cap_std::ambient_authority())
@@ -336,24 +347,8 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     {
         policy = policy.deny(rule);
     }
-    if let Some(n) = args.max_sockets {
-        limits.max_sockets = n;
-    }
-    if let Some(n) = args.max_buffered {
-        limits.max_buffered = n;
-    }
-    if let Some(n) = args.max_bytes_sent {
-        limits.max_bytes_sent = Some(n);
-    }
-    if let Some(n) = args.max_bytes_received {
-        limits.max_bytes_received = Some(n);
-    }
-    if let Some(n) = args.rate {
-        limits.rate = Some(n);
-    }
-    if let Some(n) = args.pin_ttl {
-        limits.pin_ttl = Duration::from_secs(n);
-    }
+    let limits = flag_limits.apply(file_limits).map_err(bad_flag)?;
+    let audit = AuditSink::new(args.audit.as_deref(), dry_run)?;
 
     let bytes = std::fs::read(&args.component).map_err(|e| {
         Failure::Host(format!(
@@ -380,9 +375,13 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
             "usocket: dry run: the policy is evaluated but not enforced; uses it would refuse are reported as `would deny`"
         );
     }
+    let mut usocket = UsocketCtx::new(name, Arc::new(policy.build())).with_limits(limits);
+    if let Some(audit) = audit {
+        usocket = usocket.with_audit(Arc::new(audit));
+    }
     let guest = Guest {
         wasi: WasiCtxBuilder::new().inherit_stdio().args(&argv).build(),
-        usocket: UsocketCtx::new(name, Arc::new(policy.build())).with_limits(limits),
+        usocket,
         time_limit,
     };
     runner
@@ -395,90 +394,8 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
 fn check(path: &Path) -> Result<i32, Failure> {
     let file = policy_file::load(path, cap_std::ambient_authority())
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    print!("{}", explain(&path.display().to_string(), &file));
+    print!("{}", file.explain(&path.display().to_string()));
     Ok(0)
-}
-
-fn explain(origin: &str, file: &PolicyFile) -> String {
-    let PolicyFile { policy, limits } = file;
-    let mut out = String::new();
-    let _ = writeln!(out, "{origin}: a valid policy.");
-    if policy.is_dry_run() {
-        let _ = writeln!(
-            out,
-            "Dry run: every use goes ahead; the ones these rules would refuse are reported as would-deny."
-        );
-    }
-    let width = policy
-        .allowed()
-        .iter()
-        .chain(policy.denied())
-        .map(|r| r.to_string().len())
-        .max()
-        .unwrap_or(0);
-    let list = |out: &mut String, rules: &[Rule], none: &str| {
-        if rules.is_empty() {
-            let _ = writeln!(out, "  {none}");
-        }
-        for rule in rules {
-            let _ = writeln!(out, "  {:width$}  {}", rule.to_string(), rule.describe());
-        }
-    };
-    let _ = writeln!(out, "\nAllowed:");
-    list(
-        &mut out,
-        policy.allowed(),
-        "nothing: this policy grants no use of the network",
-    );
-    let _ = writeln!(out, "\nDenied, whatever the allow rules say:");
-    list(&mut out, policy.denied(), "nothing beyond the default");
-
-    let bytes = |n: Option<u64>| match n {
-        None => "no limit".to_string(),
-        Some(n) => format!("{n}{}", human(n)),
-    };
-    let _ = writeln!(out, "\nLimits:");
-    let _ = writeln!(out, "  sockets open at once: {}", limits.max_sockets);
-    let _ = writeln!(
-        out,
-        "  bytes the host queues for one socket: {}",
-        bytes(Some(limits.max_buffered as u64))
-    );
-    let _ = writeln!(
-        out,
-        "  bytes sent, in total: {}",
-        bytes(limits.max_bytes_sent)
-    );
-    let _ = writeln!(
-        out,
-        "  bytes received, in total: {}",
-        bytes(limits.max_bytes_received)
-    );
-    let _ = writeln!(
-        out,
-        "  bandwidth, bytes per second each way: {}",
-        bytes(limits.rate)
-    );
-    let _ = writeln!(
-        out,
-        "  longest life of a name -> address pin: {} s",
-        limits.pin_ttl.as_secs()
-    );
-    let _ = writeln!(
-        out,
-        "\nA deny rule beats every allow rule; everything no allow rule grants is denied."
-    );
-    out
-}
-
-/// ` (10 MiB)` for sizes that read better in binary units, else nothing.
-fn human(n: u64) -> String {
-    let units = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    match units.iter().find(|(size, _)| n >= *size) {
-        Some((size, unit)) if n.is_multiple_of(*size) => format!(" ({} {unit})", n / size),
-        Some((size, unit)) => format!(" ({:.1} {unit})", n as f64 / *size as f64),
-        None => String::new(),
-    }
 }
 
 async fn demo() -> Result<i32, String> {
@@ -555,48 +472,80 @@ async fn demo() -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use usocket_host::Use;
+    use usocket_host::audit::Target;
+    use usocket_host::policy::Decision;
 
-    #[test]
-    fn sizes_read_in_binary_units() {
-        assert_eq!(human(1000), "");
-        assert_eq!(human(1024), " (1 KiB)");
-        assert_eq!(human(1536), " (1.5 KiB)");
-        assert_eq!(human(10 << 20), " (10 MiB)");
-        assert_eq!(human(3 << 30), " (3 GiB)");
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = ["usocket", "run"].iter().chain(args);
+        match Cli::parse_from(argv).command {
+            Command::Run(args) => *args,
+            _ => unreachable!(),
+        }
     }
 
     #[test]
-    fn limit_flags_take_positive_whole_numbers() {
-        assert_eq!(at_least_one::<u64>("5"), Ok(5));
-        assert!(at_least_one::<u64>("0").unwrap_err().contains("at least 1"));
-        assert!(
-            at_least_one::<usize>("x")
-                .unwrap_err()
-                .contains("not a whole number")
+    fn limit_flags_follow_the_librarys_rules() {
+        let args = run_args(&["--rate", "0", "--max-sockets", "3", "x.wasm"]);
+        let e = args.limit_overrides().validate().unwrap_err();
+        let Failure::Usage(message) = bad_flag(e) else {
+            panic!("not a usage error")
+        };
+        assert_eq!(
+            message,
+            "`--rate 0` would stall all traffic forever (rate is bytes per second): give --rate \
+             a value of at least 1"
         );
+        for (flag, value) in [("--max-sockets", "0"), ("--pin-ttl", "604801")] {
+            let args = run_args(&[flag, value, "x.wasm"]);
+            let Err(Failure::Usage(message)) = args.limit_overrides().validate().map_err(bad_flag)
+            else {
+                panic!("{flag} {value} accepted")
+            };
+            assert!(
+                message.starts_with(&format!("`{flag} {value}` ")),
+                "{message}"
+            );
+        }
+        let args = run_args(&["--pin-ttl", "300", "x.wasm"]);
+        let limits = args.limit_overrides().apply(Limits::default()).unwrap();
+        assert_eq!(limits.pin_ttl, Duration::from_secs(300));
     }
 
     #[test]
-    fn an_empty_policy_is_explained_as_denying_everything() {
-        let file = usocket_host::policy_file::parse("", "empty.toml", cap_std::ambient_authority())
-            .unwrap();
-        let text = explain("empty.toml", &file);
-        assert!(
-            text.contains("nothing: this policy grants no use of the network"),
-            "{text}"
-        );
-        assert!(text.contains("  sockets open at once: 64\n"), "{text}");
-        assert!(
-            text.contains("  bytes sent, in total: no limit\n"),
-            "{text}"
-        );
-        assert!(!text.contains("Dry run"), "{text}");
-        let file = usocket_host::policy_file::parse(
-            "dry_run = true",
-            "dry.toml",
-            cap_std::ambient_authority(),
-        )
-        .unwrap();
-        assert!(explain("dry.toml", &file).contains("Dry run:"));
+    fn the_audit_sink_writes_one_json_object_a_line() {
+        let path =
+            std::env::temp_dir().join(format!("usocket-cli-unit-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sink = AuditSink::new(Some(&path), false).unwrap().unwrap();
+        let rule: Rule = "connect=127.0.0.1:80".parse().unwrap();
+        for (verdict, decision) in [
+            (Verdict::Allow, Decision::Allowed(rule)),
+            (Verdict::Deny, Decision::NotGranted),
+        ] {
+            sink.record(&AuditEvent {
+                guest: "g.wasm".into(),
+                use_: Use::Connect,
+                target: Target::Addr("127.0.0.1:80".parse().unwrap()),
+                verdict,
+                decision,
+            });
+        }
+        let log = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert_eq!(lines[0]["verdict"], "allow");
+        assert_eq!(lines[0]["rule"], "connect=127.0.0.1:80");
+        assert_eq!(lines[1]["verdict"], "deny");
+        assert_eq!(lines[1]["target"], "127.0.0.1:80");
+        assert_eq!(lines[1]["guest"], "g.wasm");
+        assert_eq!(lines[1]["use"], "connect");
+
+        // Without a file and outside a dry run there is nothing to hook.
+        assert!(AuditSink::new(None, false).unwrap().is_none());
     }
 }
