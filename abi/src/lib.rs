@@ -53,6 +53,13 @@ pub const SO_REUSEADDR: i32 = 2;
 pub const SO_BROADCAST: i32 = 6;
 /// Option ([`SOL_SOCKET`]): send TCP keep-alive probes.
 pub const SO_KEEPALIVE: i32 = 9;
+/// Option ([`SOL_SOCKET`]): the kernel's send buffer size, an int (the host may clamp it).
+pub const SO_SNDBUF: i32 = 7;
+/// Option ([`SOL_SOCKET`]): the kernel's receive buffer size, an int (the host may clamp it).
+pub const SO_RCVBUF: i32 = 8;
+/// Option ([`SOL_SOCKET`]): linger on close; its value is a native `struct linger`
+/// `{int onoff, int seconds}` (8 bytes). On with 0 seconds makes `close` reset the connection.
+pub const SO_LINGER: i32 = 13;
 /// Option ([`IPPROTO_TCP`]): disable Nagle's algorithm.
 pub const TCP_NODELAY: i32 = 1;
 
@@ -264,9 +271,12 @@ mod tests {
                 SO_REUSEADDR,
                 SO_BROADCAST,
                 SO_KEEPALIVE,
+                SO_SNDBUF,
+                SO_RCVBUF,
+                SO_LINGER,
                 TCP_NODELAY
             ],
-            [1, 2, 6, 9, 1]
+            [1, 2, 6, 9, 7, 8, 13, 1]
         );
         assert_eq!([MSG_PEEK, MSG_DONTWAIT], [2, 64]);
         assert_eq!(
@@ -297,6 +307,9 @@ mod tests {
             ("SO_REUSEADDR", SO_REUSEADDR),
             ("SO_BROADCAST", SO_BROADCAST),
             ("SO_KEEPALIVE", SO_KEEPALIVE),
+            ("SO_SNDBUF", SO_SNDBUF),
+            ("SO_RCVBUF", SO_RCVBUF),
+            ("SO_LINGER", SO_LINGER),
             ("TCP_NODELAY", TCP_NODELAY),
             ("MSG_PEEK", MSG_PEEK),
             ("MSG_DONTWAIT", MSG_DONTWAIT),

@@ -524,6 +524,7 @@ mod tests {
             (Verdict::Deny, Decision::NotGranted),
         ] {
             sink.record(&AuditEvent {
+                time: std::time::SystemTime::now(),
                 guest: "g.wasm".into(),
                 use_: Use::Connect,
                 target: Target::Addr("127.0.0.1:80".parse().unwrap()),

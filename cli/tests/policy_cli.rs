@@ -404,7 +404,9 @@ fn dry_run_lets_the_guest_through_and_audits_would_deny() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["guest", "reason", "rule", "target", "use", "verdict"],
+            [
+                "guest", "reason", "rule", "target", "time", "use", "verdict"
+            ],
             "{line}"
         );
     }

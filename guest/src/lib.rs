@@ -126,7 +126,8 @@ use bindings::usocket::net::usocket as wit;
 // the host alike.
 pub use usocket_abi::{
     AF_INET, AF_INET6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MSG_DONTWAIT, MSG_PEEK,
-    SO_BROADCAST, SO_KEEPALIVE, SO_REUSEADDR, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, TCP_NODELAY,
+    SO_BROADCAST, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_DGRAM,
+    SOCK_STREAM, SOL_SOCKET, TCP_NODELAY,
 };
 
 /// `getaddrinfo(host, port)`: [`getaddrinfo_with`] with af, type, proto and flags 0.

@@ -479,7 +479,9 @@ impl Socket {
 
     /// `setsockopt(level, opt, value)`: `value` an int (`1`, `true`) or bytes
     /// (`b"\x01\x00\x00\x00"`, see [`SockOptValue`]). Supported: `SOL_SOCKET` with
-    /// `SO_REUSEADDR`, `SO_BROADCAST`, `SO_KEEPALIVE`; `IPPROTO_TCP` with `TCP_NODELAY`.
+    /// `SO_REUSEADDR`, `SO_BROADCAST`, `SO_KEEPALIVE`, `SO_SNDBUF`, `SO_RCVBUF` (ints; the host
+    /// clamps them) and `SO_LINGER` (8 bytes: `{int onoff, int seconds}` in native byte
+    /// order, as MicroPython's `struct.pack("ii", 1, 0)`); `IPPROTO_TCP` with `TCP_NODELAY`.
     ///
     /// # Errors
     ///

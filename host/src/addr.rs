@@ -88,9 +88,7 @@ pub fn parse(family: Family, address: &str, port: i32, purpose: Purpose) -> Sock
         return Err(Errno::EAFNOSUPPORT);
     }
     // The wildcard is no destination, in any spelling (`::ffff:0.0.0.0`, `64:ff9b::`, ...).
-    let unspecified = spellings(ip)
-        .iter()
-        .any(IpAddr::is_unspecified);
+    let unspecified = spellings(ip).iter().any(IpAddr::is_unspecified);
     if purpose == Purpose::Destination && (port == 0 || unspecified) {
         return Err(Errno::EINVAL);
     }
@@ -186,7 +184,15 @@ mod tests {
             assert!(is_host_name(good), "{good}");
         }
         for bad in [
-            "", "hey.!!$$", "127.1", "2130706433", "0x7f.1", "a..b", "-a.com", "a-.com", "a b",
+            "",
+            "hey.!!$$",
+            "127.1",
+            "2130706433",
+            "0x7f.1",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a b",
         ] {
             assert!(!is_host_name(bad), "{bad}");
         }

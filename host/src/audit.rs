@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -61,6 +62,8 @@ impl fmt::Display for Target {
 /// One policy decision, as the audit trail records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
+    /// When the decision was made (wall clock).
+    pub time: SystemTime,
     /// The guest's label (`UsocketCtx::new`'s first argument).
     pub guest: Arc<str>,
     /// The use decided.
@@ -104,12 +107,18 @@ impl AuditEvent {
     }
 }
 
-/// The JSON form: `{"guest","use","target","verdict","rule","reason"}`, `rule` being the
-/// deciding rule's text or `"none"`.
+/// The JSON form: `{"time","guest","use","target","verdict","rule","reason"}`: `time` in
+/// seconds since the Unix epoch (with milliseconds), `rule` the deciding rule's text or
+/// `"none"`.
 impl Serialize for AuditEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("AuditEvent", 6)?;
+        let mut s = serializer.serialize_struct("AuditEvent", 7)?;
+        let time = self
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0);
+        s.serialize_field("time", &time)?;
         s.serialize_field("guest", &*self.guest)?;
         s.serialize_field("use", self.use_.keyword())?;
         s.serialize_field("target", &self.target.to_string())?;

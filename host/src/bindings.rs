@@ -17,7 +17,10 @@
 //! });
 //! ```
 
-#![allow(missing_docs, reason = "the generated bindings mirror the WIT, which documents them")]
+#![allow(
+    missing_docs,
+    reason = "the generated bindings mirror the WIT, which documents them"
+)]
 
 use std::net::SocketAddr;
 
@@ -26,8 +29,8 @@ use wasmtime::component::{HasData, Linker, Resource};
 use crate::addr;
 use crate::ctx::{UsocketCtxView, UsocketView};
 use crate::errno::{Errno, SockResult};
-use crate::socket::Socket;
 use crate::socket::getaddrinfo::getaddrinfo;
+use crate::socket::{OptValue, Socket};
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -83,20 +86,6 @@ fn size(n: u32) -> usize {
 
 fn u32_len(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// A `setsockopt` value as the socket core takes it: an int, or a C int of 1-4 bytes in the
-/// host's (= wasm's little-endian) byte order.
-fn sockopt_int(value: SockoptValue) -> SockResult<i32> {
-    match value {
-        SockoptValue::Int(n) => Ok(n),
-        SockoptValue::Bytes(b) if (1..=4).contains(&b.len()) => {
-            let mut word = [0u8; 4];
-            word[..b.len()].copy_from_slice(&b);
-            Ok(i32::from_le_bytes(word))
-        }
-        SockoptValue::Bytes(_) => Err(Errno::EINVAL),
-    }
 }
 
 impl wit::Host for UsocketCtxView<'_> {
@@ -266,11 +255,11 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         name: i32,
         value: SockoptValue,
     ) -> Res<()> {
-        let sock = self.table.get_mut(&this)?;
-        out(sock
-            .ensure_open()
-            .and_then(|()| sockopt_int(value))
-            .and_then(|v| sock.set_option(level, name, v)))
+        let value = match &value {
+            SockoptValue::Int(n) => OptValue::Int(*n),
+            SockoptValue::Bytes(b) => OptValue::Bytes(b),
+        };
+        out(self.table.get(&this)?.set_option(level, name, value))
     }
 
     async fn kind(&mut self, this: Resource<Socket>) -> Res<(i32, i32)> {
@@ -332,7 +321,11 @@ pub mod sync {
     }
 
     impl wit::Host for UsocketCtxView<'_> {
-        fn poll(&mut self, sockets: Vec<(Resource<Socket>, u32)>, timeout_ms: i32) -> Res<Vec<u32>> {
+        fn poll(
+            &mut self,
+            sockets: Vec<(Resource<Socket>, u32)>,
+            timeout_ms: i32,
+        ) -> Res<Vec<u32>> {
             in_tokio(asynch::Host::poll(self, sockets, timeout_ms))
         }
 
@@ -393,7 +386,12 @@ pub mod sync {
         }
 
         fn send_to(&mut self, this: Resource<Socket>, data: Vec<u8>, addr: Sockaddr) -> Res<u32> {
-            in_tokio(asynch::HostSocket::send_to(self, this, data, to_async(addr)))
+            in_tokio(asynch::HostSocket::send_to(
+                self,
+                this,
+                data,
+                to_async(addr),
+            ))
         }
 
         fn recv(&mut self, this: Resource<Socket>, max: u32, flags: i32) -> Res<Vec<u8>> {
@@ -450,7 +448,9 @@ pub mod sync {
                 SockoptValue::Int(n) => asynch::SockoptValue::Int(n),
                 SockoptValue::Bytes(b) => asynch::SockoptValue::Bytes(b),
             };
-            in_tokio(asynch::HostSocket::set_sockopt(self, this, level, name, value))
+            in_tokio(asynch::HostSocket::set_sockopt(
+                self, this, level, name, value,
+            ))
         }
 
         fn kind(&mut self, this: Resource<Socket>) -> Res<(i32, i32)> {

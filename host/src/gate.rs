@@ -185,7 +185,9 @@ impl Gate {
             if self.pins.len() >= MAX_PINS && !self.pins.contains_key(ip) {
                 break;
             }
-            let until = now + ttl.map_or(self.pin_ttl, |t| t.min(self.pin_ttl));
+            let ttl = ttl.map_or(self.pin_ttl, |t| t.min(self.pin_ttl));
+            // A lifetime too long to represent is as good as forever (`Duration::MAX`).
+            let until = now.checked_add(ttl).unwrap_or(far_future(now));
             let names = self.pins.entry(*ip).or_default();
             match names.iter_mut().find(|(n, _)| *n == name) {
                 Some(entry) => entry.1 = until,
@@ -203,6 +205,7 @@ impl Gate {
         };
         self.stats.decided(use_, verdict, &decision);
         let event = AuditEvent {
+            time: std::time::SystemTime::now(),
             guest: self.label.clone(),
             use_,
             target,
@@ -214,5 +217,66 @@ impl Gate {
             hook.record(&event);
         }
         result
+    }
+}
+
+/// An instant later than any pin needs: about a century from `now`.
+fn far_future(now: Instant) -> Instant {
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(century).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use crate::resolver::ResolveFuture;
+
+    /// Answers every name with 127.0.0.1, with no TTL.
+    struct Loopback;
+
+    impl Resolver for Loopback {
+        fn lookup(&self, _name: &str, _family: Option<Family>) -> ResolveFuture {
+            Box::pin(async { Ok(vec![("127.0.0.1".parse().unwrap(), None)]) })
+        }
+    }
+
+    fn gate(pin_ttl: Duration) -> Gate {
+        let policy = Policy::from_texts(
+            &["connect=api.example.com:443"],
+            &[] as &[&str],
+            cap_std::ambient_authority(),
+        )
+        .unwrap();
+        let mut gate = Gate::new("t".into(), Arc::new(policy), Arc::default());
+        gate.set_resolver(Arc::new(Loopback));
+        gate.set_pin_ttl(pin_ttl);
+        gate
+    }
+
+    #[tokio::test]
+    async fn a_name_grant_covers_the_pinned_address_only() {
+        let mut gate = gate(Duration::from_secs(60));
+        let addr: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        assert_eq!(
+            gate.grant::<uses::Connect>(addr, None).err(),
+            Some(Errno::EACCES)
+        );
+        gate.check_name("API.example.com.").unwrap();
+        gate.resolve("API.example.com.", None).await.unwrap();
+        assert_eq!(
+            gate.grant::<uses::Connect>(addr, None).unwrap().addr(),
+            addr
+        );
+        let other_port: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(gate.grant::<uses::Connect>(other_port, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pin_lifetime_of_duration_max_means_forever_not_a_panic() {
+        let mut gate = gate(Duration::MAX);
+        gate.resolve("api.example.com", None).await.unwrap();
+        let addr: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        assert!(gate.grant::<uses::Connect>(addr, None).is_ok());
     }
 }

@@ -239,7 +239,6 @@ impl Names {
     }
 }
 
-
 /// The addresses a rule covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hosts {

@@ -246,7 +246,11 @@ mod tests {
         let _a2 = a.take_slot().unwrap();
         assert_eq!(a.take_slot().err(), Some(Errno::ENOMEM), "a's own limit");
         let _b1 = b.take_slot().unwrap();
-        assert_eq!(b.take_slot().err(), Some(Errno::ENOMEM), "the shared ceiling");
+        assert_eq!(
+            b.take_slot().err(),
+            Some(Errno::ENOMEM),
+            "the shared ceiling"
+        );
         assert_eq!(b.open_sockets(), 1, "a refused slot is not counted");
         assert_eq!(ceiling.open(), 3);
         drop(a1);

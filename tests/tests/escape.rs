@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use usocket_host::addr::{self, Family, Purpose};
-use usocket_host::resolver::{ResolveFuture, Resolver};
 use usocket_host::errno::Errno;
 use usocket_host::policy::{Decision, Use};
+use usocket_host::resolver::{ResolveFuture, Resolver};
 use usocket_host::{Limits, Policy, Stats, UsocketCtx};
 use usocket_tests::policy;
 

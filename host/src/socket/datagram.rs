@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use rustix::net::RecvFlags;
 use usocket_abi::POLL_CLOSED;
 
-use super::os::{Deadline, Kind, Os, Timeout};
+use super::os::{Deadline, Kind, OptValue, Os, Timeout};
 use super::{MAX_DATAGRAM, Phase};
 use crate::addr::{self, Family, Purpose};
 use crate::ctx::UsocketCtx;
@@ -215,7 +215,12 @@ impl Datagram {
         }
     }
 
-    pub(super) fn set_option(&self, level: i32, option: i32, value: i32) -> SockResult<()> {
+    pub(super) fn set_option(
+        &self,
+        level: i32,
+        option: i32,
+        value: OptValue<'_>,
+    ) -> SockResult<()> {
         self.os()?.set_option(Kind::Datagram, level, option, value)
     }
 

@@ -26,8 +26,9 @@ use crate::addr::Family;
 use crate::ctx::UsocketCtx;
 use crate::errno::{Errno, SockResult};
 use datagram::Datagram;
-use os::{Deadline, Os, Timeout};
 pub(crate) use os::Kind;
+pub(crate) use os::OptValue;
+use os::{Deadline, Os, Timeout};
 use stream::Stream;
 
 /// How much a stream read asks the kernel for at once when it fills the receive queue.
@@ -108,7 +109,12 @@ macro_rules! each_kind {
 
 impl Socket {
     /// `socket(af, type, proto)`: validates the numbers, takes a quota slot, opens the socket.
-    pub(crate) fn create(ctx: &UsocketCtx, af: i32, socktype: i32, proto: i32) -> SockResult<Socket> {
+    pub(crate) fn create(
+        ctx: &UsocketCtx,
+        af: i32,
+        socktype: i32,
+        proto: i32,
+    ) -> SockResult<Socket> {
         let family = Family::from_af(af).ok_or(Errno::EAFNOSUPPORT)?;
         let kind = Kind::from_number(socktype).ok_or(Errno::EINVAL)?;
         if proto != 0 && proto != kind.proto() {
@@ -150,7 +156,12 @@ impl Socket {
     }
 
     /// `setsockopt(level, option, value)` for the options of the contract.
-    pub(crate) fn set_option(&self, level: i32, option: i32, value: i32) -> SockResult<()> {
+    pub(crate) fn set_option(
+        &self,
+        level: i32,
+        option: i32,
+        value: OptValue<'_>,
+    ) -> SockResult<()> {
         each_kind!(&self.0, s => s.set_option(level, option, value))
     }
 
@@ -179,7 +190,12 @@ impl Socket {
     }
 
     /// `connect(addr)`: a handshake for streams, the default peer for datagrams.
-    pub(crate) async fn connect(&mut self, ctx: &UsocketCtx, address: &str, port: i32) -> SockResult<()> {
+    pub(crate) async fn connect(
+        &mut self,
+        ctx: &UsocketCtx,
+        address: &str,
+        port: i32,
+    ) -> SockResult<()> {
         match &mut self.0 {
             Inner::Stream(s) => s.connect(ctx, address, port).await,
             Inner::Datagram(d) => d.connect(ctx, address, port),
@@ -206,7 +222,12 @@ impl Socket {
     }
 
     /// `recv(max, flags)`.
-    pub(crate) async fn recv(&mut self, ctx: &UsocketCtx, max: usize, flags: i32) -> SockResult<Vec<u8>> {
+    pub(crate) async fn recv(
+        &mut self,
+        ctx: &UsocketCtx,
+        max: usize,
+        flags: i32,
+    ) -> SockResult<Vec<u8>> {
         Ok(self.recv_from_inner(ctx, max, flags).await?.0)
     }
 
@@ -249,7 +270,11 @@ impl Socket {
 
     /// `read(n)` with `Some(n)`, `read()` with `None`. `Ok(None)`: non-blocking and nothing
     /// available (also while a non-blocking connect is still pending).
-    pub(crate) async fn read(&mut self, ctx: &UsocketCtx, n: Option<usize>) -> SockResult<Option<Vec<u8>>> {
+    pub(crate) async fn read(
+        &mut self,
+        ctx: &UsocketCtx,
+        n: Option<usize>,
+    ) -> SockResult<Option<Vec<u8>>> {
         self.ensure_open()?;
         match &mut self.0 {
             Inner::Stream(s) => s.read(ctx, n).await,

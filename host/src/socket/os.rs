@@ -19,8 +19,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 use usocket_abi::{
-    IPPROTO_TCP, POLLERR, POLLHUP, POLLIN, POLLOUT, SO_BROADCAST, SO_KEEPALIVE, SO_REUSEADDR,
-    SOL_SOCKET, TCP_NODELAY,
+    IPPROTO_TCP, POLLERR, POLLHUP, POLLIN, POLLOUT, SO_BROADCAST, SO_KEEPALIVE, SO_LINGER,
+    SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOL_SOCKET, TCP_NODELAY,
 };
 
 use crate::addr::Family;
@@ -86,6 +86,45 @@ pub(crate) enum Kind {
     Stream,
     Datagram,
 }
+
+/// A `setsockopt` value as the guest passed it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum OptValue<'a> {
+    /// An integer.
+    Int(i32),
+    /// Raw bytes: a native C int of 1-4 bytes, or a `struct linger` of 8.
+    Bytes(&'a [u8]),
+}
+
+impl OptValue<'_> {
+    /// The value as an int: an int, or 1-4 bytes in the host's (= wasm's little-endian)
+    /// byte order; EINVAL otherwise.
+    fn int(self) -> SockResult<i32> {
+        match self {
+            OptValue::Int(n) => Ok(n),
+            OptValue::Bytes(b) if (1..=4).contains(&b.len()) => {
+                let mut word = [0u8; 4];
+                word[..b.len()].copy_from_slice(b);
+                Ok(i32::from_le_bytes(word))
+            }
+            OptValue::Bytes(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// The value as a `struct linger {int onoff; int seconds;}` (8 bytes, little-endian):
+    /// `None` for off, else the linger time. EINVAL for any other shape or negative seconds.
+    fn linger(self) -> SockResult<Option<Duration>> {
+        let OptValue::Bytes(&[a, b, c, d, e, f, g, h]) = self else {
+            return Err(Errno::EINVAL);
+        };
+        let onoff = i32::from_le_bytes([a, b, c, d]);
+        let seconds = u64::try_from(i32::from_le_bytes([e, f, g, h])).map_err(|_| Errno::EINVAL)?;
+        Ok((onoff != 0).then(|| Duration::from_secs(seconds)))
+    }
+}
+
+/// `SO_SNDBUF`/`SO_RCVBUF` values are clamped to this (the kernel doubles and caps them too).
+const MAX_SOCKET_BUFFER: usize = 16 << 20;
 
 /// `listen` backlogs above this are clamped (the contract: "host may clamp").
 const MAX_BACKLOG: i32 = 4096;
@@ -332,15 +371,24 @@ impl Os {
         kind: Kind,
         level: i32,
         option: i32,
-        value: i32,
+        value: OptValue<'_>,
     ) -> SockResult<()> {
         let sock = &self.sock;
-        let on = value != 0;
+        let buffer_size = |v: OptValue<'_>| -> SockResult<usize> {
+            Ok(usize::try_from(v.int()?)
+                .unwrap_or(0)
+                .min(MAX_SOCKET_BUFFER))
+        };
         match (level, option) {
-            (SOL_SOCKET, SO_REUSEADDR) => sock.set_reuse_address(on)?,
-            (SOL_SOCKET, SO_BROADCAST) => sock.set_broadcast(on)?,
-            (SOL_SOCKET, SO_KEEPALIVE) => sock.set_keepalive(on)?,
-            (IPPROTO_TCP, TCP_NODELAY) if kind == Kind::Stream => sock.set_tcp_nodelay(on)?,
+            (SOL_SOCKET, SO_REUSEADDR) => sock.set_reuse_address(value.int()? != 0)?,
+            (SOL_SOCKET, SO_BROADCAST) => sock.set_broadcast(value.int()? != 0)?,
+            (SOL_SOCKET, SO_KEEPALIVE) => sock.set_keepalive(value.int()? != 0)?,
+            (SOL_SOCKET, SO_SNDBUF) => sock.set_send_buffer_size(buffer_size(value)?)?,
+            (SOL_SOCKET, SO_RCVBUF) => sock.set_recv_buffer_size(buffer_size(value)?)?,
+            (SOL_SOCKET, SO_LINGER) => sock.set_linger(value.linger()?)?,
+            (IPPROTO_TCP, TCP_NODELAY) if kind == Kind::Stream => {
+                sock.set_tcp_nodelay(value.int()? != 0)?
+            }
             _ => return Err(Errno::ENOPROTOOPT),
         }
         Ok(())

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use rustix::net::RecvFlags;
 use usocket_abi::{POLL_CLOSED, POLLIN};
 
-use super::os::{Deadline, Kind, Os, Timeout};
+use super::os::{Deadline, Kind, OptValue, Os, Timeout};
 use super::rx_queue::RxQueue;
 use super::{MAX_RECV, Phase, READ_CHUNK};
 use crate::addr::{self, Family, Purpose};
@@ -131,7 +131,10 @@ impl Stream {
     pub(super) fn listen(&mut self, ctx: &UsocketCtx, backlog: i32) -> SockResult<()> {
         let (local, implicit_bind) = match &self.state {
             // The kernel binds the wildcard on an ephemeral port first.
-            State::Fresh(_) => (SocketAddr::new(self.family.unspecified(), 0), Some(self.family)),
+            State::Fresh(_) => (
+                SocketAddr::new(self.family.unspecified(), 0),
+                Some(self.family),
+            ),
             State::Bound(os) | State::Listening(os) => (os.local_addr()?, None),
             State::Connecting(_) | State::Connected(..) => return Err(Errno::EINVAL),
             State::Closed => return Err(Errno::EBADF),
@@ -298,7 +301,12 @@ impl Stream {
     /// Reads from the kernel into the queue: at least one byte, end of stream, or an error.
     /// `Ok(false)` when nothing was available (non-blocking); ETIMEDOUT when the deadline
     /// passed. Both leave the queue as it was.
-    async fn fill(&mut self, ctx: &UsocketCtx, want: usize, deadline: Deadline) -> SockResult<bool> {
+    async fn fill(
+        &mut self,
+        ctx: &UsocketCtx,
+        want: usize,
+        deadline: Deadline,
+    ) -> SockResult<bool> {
         let quota = ctx.quota();
         let want = quota.recv_budget(want)?;
         let (os, rx) = self.connection()?;
@@ -503,7 +511,12 @@ impl Stream {
         }
     }
 
-    pub(super) fn set_option(&self, level: i32, option: i32, value: i32) -> SockResult<()> {
+    pub(super) fn set_option(
+        &self,
+        level: i32,
+        option: i32,
+        value: OptValue<'_>,
+    ) -> SockResult<()> {
         self.os()?.set_option(Kind::Stream, level, option, value)
     }
 

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use usocket_abi::{AF_INET, POLL_CLOSED, POLLERR, POLLHUP, POLLIN, POLLOUT, SOCK_DGRAM, SOCK_STREAM};
+use usocket_abi::{
+    AF_INET, POLL_CLOSED, POLLERR, POLLHUP, POLLIN, POLLOUT, SOCK_DGRAM, SOCK_STREAM,
+};
 
 use super::*;
 use crate::policy::Policy;
@@ -25,7 +27,9 @@ async fn connected(ctx: &UsocketCtx) -> (Socket, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut sock = stream(ctx);
-    sock.connect(ctx, "127.0.0.1", i32::from(port)).await.unwrap();
+    sock.connect(ctx, "127.0.0.1", i32::from(port))
+        .await
+        .unwrap();
     let (peer, _) = listener.accept().unwrap();
     (sock, peer)
 }
@@ -34,8 +38,13 @@ async fn connected(ctx: &UsocketCtx) -> (Socket, std::net::TcpStream) {
 /// native connections that fill it (kept open).
 fn full_listener() -> (i32, socket2::Socket, Vec<std::net::TcpStream>) {
     let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    l.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     l.listen(0).unwrap();
     let port = l.local_addr().unwrap().as_socket().unwrap().port();
     let fillers = (0..2)
@@ -55,20 +64,37 @@ fn full_listener() -> (i32, socket2::Socket, Vec<std::net::TcpStream>) {
 #[tokio::test]
 async fn fresh_socket_checks_its_numbers_and_has_no_address_or_peer() {
     let ctx = ctx();
-    assert_eq!(Socket::create(&ctx, 99, SOCK_STREAM, 0).err(), Some(Errno::EAFNOSUPPORT));
-    assert_eq!(Socket::create(&ctx, AF_INET, 9, 0).err(), Some(Errno::EINVAL));
-    assert_eq!(Socket::create(&ctx, AF_INET, SOCK_STREAM, 17).err(), Some(Errno::EINVAL));
+    assert_eq!(
+        Socket::create(&ctx, 99, SOCK_STREAM, 0).err(),
+        Some(Errno::EAFNOSUPPORT)
+    );
+    assert_eq!(
+        Socket::create(&ctx, AF_INET, 9, 0).err(),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        Socket::create(&ctx, AF_INET, SOCK_STREAM, 17).err(),
+        Some(Errno::EINVAL)
+    );
     let mut sock = stream(&ctx);
     assert_eq!(sock.phase(), Phase::Fresh);
     assert_eq!(sock.local_address(), Err(Errno::EINVAL));
     assert_eq!(sock.peer_address(), Err(Errno::ENOTCONN));
     assert_eq!(sock.recv(&ctx, 1, 0).await, Err(Errno::ENOTCONN));
-    assert_eq!(sock.recv(&ctx, 1, 4).await, Err(Errno::EINVAL), "unknown flag");
+    assert_eq!(
+        sock.recv(&ctx, 1, 4).await,
+        Err(Errno::EINVAL),
+        "unknown flag"
+    );
     assert_eq!(sock.accept(&ctx).await.err(), Some(Errno::EINVAL));
     // Linux: a TCP socket that never connected reports POLLOUT | POLLHUP.
     assert_eq!(sock.revents(POLLIN | POLLOUT), POLLOUT | POLLHUP);
     let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
-    assert_eq!(udp.recv(&ctx, 1, 0).await, Err(Errno::ENOTCONN), "nothing can arrive yet");
+    assert_eq!(
+        udp.recv(&ctx, 1, 0).await,
+        Err(Errno::ENOTCONN),
+        "nothing can arrive yet"
+    );
     assert_eq!(udp.listen(&ctx, 1), Err(Errno::EOPNOTSUPP));
 }
 
@@ -79,7 +105,10 @@ async fn fresh_socket_refused_by_policy_makes_no_syscall_and_stays_fresh() {
     assert_eq!(sock.bind(&ctx, "127.0.0.2", 0), Err(Errno::EACCES));
     assert_eq!(sock.phase(), Phase::Fresh);
     assert_eq!(sock.local_address(), Err(Errno::EINVAL), "not bound");
-    assert_eq!(sock.connect(&ctx, "127.0.0.2", 80).await, Err(Errno::EACCES));
+    assert_eq!(
+        sock.connect(&ctx, "127.0.0.2", 80).await,
+        Err(Errno::EACCES)
+    );
     assert_eq!(sock.phase(), Phase::Fresh);
 }
 
@@ -94,7 +123,11 @@ async fn bound_socket_binds_once_and_listens_on_its_address() {
     let local = sock.local_address().unwrap();
     assert_eq!(local.ip().to_string(), "127.0.0.1");
     assert_ne!(local.port(), 0);
-    assert_eq!(sock.bind(&ctx, "127.0.0.1", 0), Err(Errno::EINVAL), "bind twice");
+    assert_eq!(
+        sock.bind(&ctx, "127.0.0.1", 0),
+        Err(Errno::EINVAL),
+        "bind twice"
+    );
     sock.listen(&ctx, -5).unwrap();
     assert_eq!(sock.phase(), Phase::Listening);
     assert_eq!(sock.local_address().unwrap(), local);
@@ -140,7 +173,10 @@ async fn listening_socket_cannot_connect_or_receive() {
     let mut listener = stream(&ctx);
     listener.bind(&ctx, "127.0.0.1", 0).unwrap();
     listener.listen(&ctx, 1).unwrap();
-    assert_eq!(listener.connect(&ctx, "127.0.0.1", 80).await, Err(Errno::EINVAL));
+    assert_eq!(
+        listener.connect(&ctx, "127.0.0.1", 80).await,
+        Err(Errno::EINVAL)
+    );
     assert_eq!(listener.recv(&ctx, 1, 0).await, Err(Errno::ENOTCONN));
     assert_eq!(listener.revents(POLLIN | POLLOUT), 0, "idle listener");
 }
@@ -175,7 +211,10 @@ async fn non_blocking_connect_reports_in_progress_then_already_or_isconn() {
     let port = i32::from(listener.local_addr().unwrap().port());
     let mut sock = stream(&ctx);
     sock.set_timeout(Some(0.0)).unwrap();
-    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EINPROGRESS));
+    assert_eq!(
+        sock.connect(&ctx, "127.0.0.1", port).await,
+        Err(Errno::EINPROGRESS)
+    );
     // Until the handshake is seen: EALREADY; then EISCONN, every time.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -189,7 +228,10 @@ async fn non_blocking_connect_reports_in_progress_then_already_or_isconn() {
             }
         }
     }
-    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EISCONN));
+    assert_eq!(
+        sock.connect(&ctx, "127.0.0.1", port).await,
+        Err(Errno::EISCONN)
+    );
     assert_eq!(sock.phase(), Phase::Connected);
 }
 
@@ -199,15 +241,25 @@ async fn pending_non_blocking_connect_reads_none_and_writes_nothing() {
     let (port, _listener, _fillers) = full_listener();
     let mut sock = stream(&ctx);
     sock.set_timeout(Some(0.0)).unwrap();
-    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EINPROGRESS));
-    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EALREADY));
+    assert_eq!(
+        sock.connect(&ctx, "127.0.0.1", port).await,
+        Err(Errno::EINPROGRESS)
+    );
+    assert_eq!(
+        sock.connect(&ctx, "127.0.0.1", port).await,
+        Err(Errno::EALREADY)
+    );
     assert_eq!(sock.phase(), Phase::Connecting);
     assert_eq!(sock.read(&ctx, Some(4)).await, Ok(None));
     assert_eq!(sock.read(&ctx, None).await, Ok(None));
     assert_eq!(sock.readline(&ctx, None).await, Ok(None));
     assert_eq!(sock.readline_ahead(&ctx, None, 100).await, Ok(None));
     assert_eq!(sock.write(&ctx, b"x").await, Ok(0));
-    assert_eq!(sock.recv(&ctx, 4, 0).await, Err(Errno::EAGAIN), "recv raises");
+    assert_eq!(
+        sock.recv(&ctx, 4, 0).await,
+        Err(Errno::EAGAIN),
+        "recv raises"
+    );
     assert_eq!(sock.phase(), Phase::Connecting, "still pending");
 }
 
@@ -223,11 +275,20 @@ async fn timed_read_of_a_huge_size_times_out_and_keeps_what_arrived() {
         std::thread::sleep(Duration::from_millis(50));
         writer.write_all(b"abc").unwrap();
     });
-    assert_eq!(sock.recv(&ctx, u32::MAX as usize, 0).await, Ok(b"abc".to_vec()));
+    assert_eq!(
+        sock.recv(&ctx, u32::MAX as usize, 0).await,
+        Ok(b"abc".to_vec())
+    );
     peer.write_all(b"0123").unwrap();
     sock.set_timeout(Some(0.1)).unwrap();
-    assert_eq!(sock.read(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
-    assert_eq!(sock.readline(&ctx, Some(u32::MAX as usize)).await, Err(Errno::ETIMEDOUT));
+    assert_eq!(
+        sock.read(&ctx, Some(u32::MAX as usize)).await,
+        Err(Errno::ETIMEDOUT)
+    );
+    assert_eq!(
+        sock.readline(&ctx, Some(u32::MAX as usize)).await,
+        Err(Errno::ETIMEDOUT)
+    );
     sock.set_timeout(Some(0.0)).unwrap();
     assert_eq!(sock.read(&ctx, Some(2)).await, Ok(Some(b"01".to_vec())));
     assert_eq!(sock.read(&ctx, Some(10)).await, Ok(Some(b"23".to_vec())));
@@ -240,13 +301,21 @@ async fn readline_ahead_and_unread_keep_the_stream_in_order() {
     let (mut sock, mut peer) = connected(&ctx).await;
     peer.write_all(b"one\ntwo\nthr").unwrap();
     sock.set_timeout(Some(2.0)).unwrap();
-    let mut got = sock.readline_ahead(&ctx, None, 1 << 16).await.unwrap().unwrap();
+    let mut got = sock
+        .readline_ahead(&ctx, None, 1 << 16)
+        .await
+        .unwrap()
+        .unwrap();
     // Wait until the rest of the write has arrived too.
     while got.1.len() < 7 {
         sock.unread(&ctx, &got.1).unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         sock.set_timeout(Some(0.0)).unwrap();
-        got.1 = sock.read(&ctx, Some(1 << 16)).await.unwrap().unwrap_or_default();
+        got.1 = sock
+            .read(&ctx, Some(1 << 16))
+            .await
+            .unwrap()
+            .unwrap_or_default();
     }
     assert_eq!(got.0, b"one\n");
     assert_eq!(got.1, b"two\nthr");
@@ -255,7 +324,10 @@ async fn readline_ahead_and_unread_keep_the_stream_in_order() {
     assert_eq!(sock.revents(POLLIN) & POLLIN, POLLIN);
     peer.write_all(b"ee\n").unwrap();
     sock.set_timeout(Some(2.0)).unwrap();
-    assert_eq!(sock.readline(&ctx, None).await, Ok(Some(b"three\n".to_vec())));
+    assert_eq!(
+        sock.readline(&ctx, None).await,
+        Ok(Some(b"three\n".to_vec()))
+    );
     sock.unread(&ctx, b"x").unwrap();
     assert_eq!(
         sock.unread(&ctx, &vec![0; ctx.limits().max_buffered]),
@@ -268,8 +340,14 @@ async fn connected_socket_refuses_a_second_connect_and_sendto() {
     let ctx = ctx();
     let (mut sock, _peer) = connected(&ctx).await;
     let port = i32::from(sock.peer_address().unwrap().port());
-    assert_eq!(sock.connect(&ctx, "127.0.0.1", port).await, Err(Errno::EISCONN));
-    assert_eq!(sock.send_to(&ctx, b"x", "127.0.0.1", port).await, Err(Errno::EISCONN));
+    assert_eq!(
+        sock.connect(&ctx, "127.0.0.1", port).await,
+        Err(Errno::EISCONN)
+    );
+    assert_eq!(
+        sock.send_to(&ctx, b"x", "127.0.0.1", port).await,
+        Err(Errno::EISCONN)
+    );
     assert_eq!(sock.revents(POLLIN | POLLOUT), POLLOUT, "idle and writable");
 }
 
@@ -293,7 +371,59 @@ async fn closed_socket_is_ebadf_for_everything_and_polls_32() {
     assert_eq!(sock.revents(POLLIN | POLLOUT), POLL_CLOSED);
     let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
     udp.close();
-    assert_eq!(udp.send_to(&ctx, b"x", "127.0.0.1", 9).await, Err(Errno::EBADF));
+    assert_eq!(
+        udp.send_to(&ctx, b"x", "127.0.0.1", 9).await,
+        Err(Errno::EBADF)
+    );
     assert_eq!(udp.listen(&ctx, 1), Err(Errno::EBADF));
     assert_eq!(udp.revents(POLLIN), POLL_CLOSED);
+}
+
+// Options, in any open state.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_options_of_the_contract_and_linger_zero_resets_on_close() {
+    use std::io::Read;
+    use usocket_abi::{IPPROTO_TCP, SO_LINGER, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET, TCP_NODELAY};
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    sock.set_option(SOL_SOCKET, SO_RCVBUF, OptValue::Int(1 << 16))
+        .unwrap();
+    sock.set_option(SOL_SOCKET, SO_SNDBUF, OptValue::Int(i32::MAX))
+        .unwrap();
+    sock.set_option(SOL_SOCKET, SO_SNDBUF, OptValue::Int(-1))
+        .unwrap();
+    sock.set_option(IPPROTO_TCP, TCP_NODELAY, OptValue::Bytes(&[1]))
+        .unwrap();
+    assert_eq!(
+        sock.set_option(SOL_SOCKET, SO_LINGER, OptValue::Int(1)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        sock.set_option(SOL_SOCKET, SO_LINGER, OptValue::Bytes(&[1, 0, 0, 0])),
+        Err(Errno::EINVAL)
+    );
+    let negative = [1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
+    assert_eq!(
+        sock.set_option(SOL_SOCKET, SO_LINGER, OptValue::Bytes(&negative)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        sock.set_option(SOL_SOCKET, 99, OptValue::Int(1)),
+        Err(Errno::ENOPROTOOPT)
+    );
+    assert_eq!(
+        sock.set_option(SOL_SOCKET, SO_RCVBUF, OptValue::Bytes(&[0; 5])),
+        Err(Errno::EINVAL)
+    );
+    // struct linger { onoff = 1, seconds = 0 }: close sends a reset, not a FIN.
+    let on_zero = [1, 0, 0, 0, 0, 0, 0, 0];
+    sock.set_option(SOL_SOCKET, SO_LINGER, OptValue::Bytes(&on_zero))
+        .unwrap();
+    sock.close();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let err = peer
+        .read(&mut [0u8; 8])
+        .expect_err("a reset, not end of stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
 }
