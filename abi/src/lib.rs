@@ -4,7 +4,7 @@
 //! socket types, protocols, option levels and names, `recv` flags, `poll` bits (the constants
 //! at this crate's root) and errno numbers ([`errno`]). The host (`usocket-host`) and the guest
 //! library (`usocket`) both take them from here, so no number is written twice; the tests of
-//! this crate check them against SEMANTICS.md's values and against the one table of
+//! this crate check them against the contract's values (docs/contract.md#constants) and against the one table of
 //! `wit/usocket.wit`.
 //!
 //! The numbers are Linux's, as MicroPython's `usocket`, `uselect` and `errno` modules use them
@@ -137,7 +137,7 @@ macro_rules! for_each_errno {
 pub mod errno {
     //! Error numbers: MicroPython's `errno` (Linux numbering) and the `getaddrinfo` codes.
     //!
-    //! Every failure of the contract is one of these numbers (SEMANTICS.md, "Errors"). The
+    //! Every failure of the contract is one of these numbers (docs/contract.md#errors). The
     //! positive ones are Linux errno values, as MicroPython's `errno` module uses on every port;
     //! the negative `EAI_*` ones come only from `getaddrinfo`.
 
@@ -209,7 +209,7 @@ mod tests {
         }
     }
 
-    /// The numbers of SEMANTICS.md's errno table (scenario 26 prints them). The only place
+    /// The numbers of the contract's errno table (docs/contract.md#errors) (scenario 26 prints them). The only place
     /// besides `for_each_errno!` where they are written: this is the check.
     #[test]
     fn errno_numbers_match_the_contract() {
@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(errno::TABLE.len(), 30);
     }
 
-    /// The constants of SEMANTICS.md (scenario 26 prints them).
+    /// The constants of the contract (docs/contract.md#constants; scenario 26 prints them).
     #[test]
     fn constants_match_the_contract() {
         assert_eq!([AF_INET, AF_INET6, SOCK_STREAM, SOCK_DGRAM], [2, 10, 1, 2]);

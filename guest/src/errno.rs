@@ -1,7 +1,7 @@
 //! Error numbers: MicroPython's `uerrno` (Linux numbering) and the `getaddrinfo` codes.
 //!
 //! Every failure of this crate is an [`OSError`](crate::OSError) carrying one of these numbers
-//! (see SEMANTICS.md, "Errors"). The positive ones are Linux errno values, as MicroPython's
+//! (see the contract, `docs/contract.md#errors`). The positive ones are Linux errno values, as MicroPython's
 //! `errno` module uses on every port; the negative `EAI_*` ones come only from
 //! [`getaddrinfo`](crate::getaddrinfo). The numbers and their descriptions are defined once, in
 //! the `usocket-abi` crate, for this library and the host alike.

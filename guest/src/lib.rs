@@ -3,7 +3,7 @@
 //! This is the guest library of the `usocket` project: a thin layer over the host's
 //! `usocket:net/usocket` WIT interface (`wit/usocket.wit`) with MicroPython's names and
 //! shapes, so that MicroPython socket code ports statement by statement. The behaviour
-//! contract is SEMANTICS.md; the host does all of the work (validation, policy, buffering,
+//! contract is `docs/contract.md` of this repository; the host does all of the work (validation, policy, buffering,
 //! blocking, deadlines), and every method here makes one host call, with one exception that
 //! makes it cheaper: `readline` keeps the bytes the host had already received after the line
 //! (a read-ahead) and serves the next whole lines from them without any host call; it gives

@@ -2,28 +2,25 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use usocket_abi::{AF_INET, AF_INET6};
+
 use crate::errno::{Errno, SockResult};
 
 /// An address family: what `socket(af, ..)` and `getaddrinfo(.., af)` take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// AF_INET (2).
+    /// AF_INET.
     V4,
-    /// AF_INET6 (10). Such sockets never reach IPv4 (IPV6_V6ONLY is always set).
+    /// AF_INET6. Such sockets never reach IPv4 (IPV6_V6ONLY is always set).
     V6,
 }
 
 impl Family {
-    /// MicroPython's AF_INET.
-    pub const AF_INET: i32 = 2;
-    /// MicroPython's AF_INET6.
-    pub const AF_INET6: i32 = 10;
-
     /// The family of a MicroPython `af` number.
     pub fn from_af(af: i32) -> Option<Family> {
         match af {
-            Self::AF_INET => Some(Family::V4),
-            Self::AF_INET6 => Some(Family::V6),
+            AF_INET => Some(Family::V4),
+            AF_INET6 => Some(Family::V6),
             _ => None,
         }
     }
@@ -31,8 +28,8 @@ impl Family {
     /// The MicroPython `af` number.
     pub fn af(self) -> i32 {
         match self {
-            Family::V4 => Self::AF_INET,
-            Family::V6 => Self::AF_INET6,
+            Family::V4 => AF_INET,
+            Family::V6 => AF_INET6,
         }
     }
 

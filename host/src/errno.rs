@@ -1,5 +1,5 @@
 //! The one error type of the host and its one table from host I/O errors to the errno numbers
-//! of SEMANTICS.md ("Errors"). Every guest-visible failure goes through here.
+//! of the contract (docs/contract.md#errors). Every guest-visible failure goes through here.
 
 use std::fmt;
 use std::io;

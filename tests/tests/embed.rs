@@ -129,6 +129,12 @@ fn an_embedders_check_refuses_what_it_does_not_allow() {
         "the guest reports EACCES: {result:?}"
     );
     assert_eq!(stats.denied.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.by_reason().get("connect: denied by test-check"),
+        Some(&1),
+        "{:?}",
+        stats.by_reason()
+    );
     assert!(server.accept().is_err(), "nothing reached the server");
 }
 

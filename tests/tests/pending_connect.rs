@@ -1,6 +1,6 @@
 //! A non-blocking socket whose TCP connect is still pending: `read(n)`, `read()`, `readline()`
 //! and `readinto(buf)` return None (nothing available), as `write` returns None (nothing
-//! written), in both non-blocking spellings (SEMANTICS.md, "Blocking, timeouts, non-blocking").
+//! written), in both non-blocking spellings (docs/contract.md#blocking-timeouts-non-blocking).
 //!
 //! On loopback a connect completes at once unless the listener's accept queue is full: then
 //! Linux drops the SYN and the connect stays in SYN_SENT (retrying after 1 s, 3 s, ...). The

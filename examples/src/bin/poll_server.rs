@@ -8,11 +8,8 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use usocket::select::{self, POLLERR, POLLHUP, POLLIN, POLLOUT};
+use usocket::select::{self, POLL_CLOSED, POLLERR, POLLHUP, POLLIN, POLLOUT};
 use usocket::{Socket, errno};
-
-/// What `poll` reports for a socket closed locally (it has no constant).
-const POLLNVAL: u32 = 32;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -137,7 +134,7 @@ fn service(client: &mut Client, poller: &mut select::Poll, revents: u32) -> usoc
                 }
             }
         }
-    } else if revents & (POLLERR | POLLHUP | POLLNVAL) != 0 && revents & POLLIN == 0 {
+    } else if revents & (POLLERR | POLLHUP | POLL_CLOSED) != 0 && revents & POLLIN == 0 {
         return Ok(true);
     }
     // While an echo is waiting for room, stop reading that client (so that a client that

@@ -1,5 +1,5 @@
 //! pending_connect PORT: the stream calls of a non-blocking socket (`setblocking(False)`, then
-//! `settimeout(0)`) whose TCP connect is still pending. SEMANTICS.md, "Blocking, timeouts,
+//! `settimeout(0)`) whose TCP connect is still pending. docs/contract.md#blocking-timeouts-non-blocking ("Blocking, timeouts,
 //! non-blocking": `read`, `readinto` and `readline` return None when nothing is available;
 //! `write` returns None when it wrote nothing.
 //!
