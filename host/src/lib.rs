@@ -131,3 +131,8 @@ pub use policy::{AddrCheck, AddressPolicy, Decision, Policy, PolicyBuilder, Rule
 pub use quota::SocketCeiling;
 pub use socket::Socket;
 pub use stats::Stats;
+
+/// The README's Rust examples, compiled and run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

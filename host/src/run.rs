@@ -1,5 +1,6 @@
 //! Running `wasi:cli` command components with `usocket`: the engine, linker and store set-up an
-//! embedder would otherwise write by hand. Use [`crate::add_to_linker`] directly for more control.
+//! embedder would otherwise write by hand. Use [`crate::add_to_linker_async`] directly for more
+//! control.
 //!
 //! Guests run as tokio tasks on the caller's runtime. A guest blocked in a socket call holds no
 //! thread; a guest spinning in a loop yields every epoch tick (10 ms), so it cannot starve the
