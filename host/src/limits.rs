@@ -33,6 +33,13 @@ pub struct Limits {
     /// reports no TTL, so its answers live this long). Above zero, at most
     /// [`MAX_PIN_TTL`].
     pub pin_ttl: Duration,
+    /// Bytes the host buffers for all of the guest's sockets together (receive queues and
+    /// read-ahead the guest library holds): a guest with many sockets cannot make the host
+    /// hold `max_sockets * max_buffered`. At least 1.
+    pub max_buffered_total: usize,
+    /// Bytes of memory the guest's instance may use: its linear memories, plus its tables at
+    /// the size of a table element each. At least 1.
+    pub max_memory: usize,
 }
 
 /// The longest [`Limits::pin_ttl`] accepted: 7 days (604800 s), the cap RFC 8767 advises
@@ -49,6 +56,8 @@ impl Default for Limits {
             max_bytes_received: None,
             rate: None,
             pin_ttl: Duration::from_secs(60),
+            max_buffered_total: 64 << 20,
+            max_memory: 256 << 20,
         }
     }
 }
@@ -133,6 +142,7 @@ impl LimitOverrides {
             max_bytes_received: self.max_bytes_received.or(base.max_bytes_received),
             rate: self.rate.or(base.rate),
             pin_ttl: self.pin_ttl.unwrap_or(base.pin_ttl),
+            ..base
         };
         limits.validate()?;
         Ok(limits)
