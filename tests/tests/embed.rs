@@ -188,3 +188,55 @@ fn a_canceller_stops_a_guest_blocked_in_a_host_call() {
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
+
+/// A host with a `bindgen!` world of its own that imports `usocket:net/usocket`, mapped onto
+/// usocket-host's bindings with `with:` (as wasmtime-wasi's bindings are mapped).
+mod own_world {
+    wasmtime::component::bindgen!({
+        inline: "package my:host; world plugin { import usocket:net/usocket@0.1.0; }",
+        path: ["../host/wit"],
+        world: "my:host/plugin",
+        imports: { default: async | trappable },
+        with: { "usocket:net/usocket": usocket_host::bindings::usocket::net::usocket },
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_world_of_its_own_maps_usocket_with_with() {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut conn, _) = server.accept().await.unwrap();
+        let mut request = [0u8; 256];
+        let _ = conn.read(&mut request).await.unwrap();
+        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nmapped\n")
+            .await
+            .unwrap();
+    });
+    let engine = Engine::default();
+    let mut linker = Linker::<Host>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    own_world::Plugin::add_to_linker::<Host, usocket_host::Usocket>(&mut linker, |h| h.usocket())
+        .unwrap();
+    let component = Component::from_file(&engine, guest_path("http_get")).unwrap();
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let argv = ["http_get".to_string(), "127.0.0.1".into(), port.to_string()];
+    let host = Host {
+        wasi: WasiCtx::builder()
+            .stdout(stdout.clone())
+            .args(&argv)
+            .build(),
+        usocket: UsocketCtx::new("own-world", only_port(port)),
+        table: ResourceTable::new(),
+    };
+    let mut store = Store::new(&engine, host);
+    let command =
+        wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, &component, &linker)
+            .await
+            .unwrap();
+    let result = command.wasi_cli_run().call_run(&mut store).await.unwrap();
+    assert_eq!(result, Ok(()));
+    let out = String::from_utf8_lossy(&stdout.contents()).into_owned();
+    assert!(out.ends_with("mapped\n"), "{out:?}");
+}
