@@ -90,8 +90,10 @@ A policy file (TOML; every key optional, any other key is an error):
   max_bytes_received = 10485760
   rate = 1048576                       # bytes per second, each direction
   pin_ttl_secs = 300                   # longest life of a name -> address pin
+  max_buffered_total = 67108864        # bytes the host queues for all sockets together
+  max_memory = 268435456               # bytes of guest memory (linear memories and tables)
 Limits are whole numbers of at least 1 (the byte totals may be 0); pin_ttl_secs is at most
-604800 (7 days). The limit flags of `usocket run` follow the same rules.
+604800 (7 days); max_memory is at least 65536 (one wasm page). The limit flags of `usocket run` follow the same rules.
 Use it with `usocket run --policy FILE`; examples are in examples/policies/.";
 
 /// The rules of one `--allow`/`--deny` text (one text may name several uses).
@@ -145,6 +147,14 @@ struct RunArgs {
     /// (7 days) [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pin_ttl: Option<u64>,
+    /// Bytes the host queues for all of the guest's sockets together, at least 1
+    /// [default: 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_buffered_total: Option<usize>,
+    /// Bytes of memory the guest may use (its linear memories and tables together), at least
+    /// 65536; a memory.grow past it fails [default: 256 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<usize>,
     /// The component (.wasm) to run.
     component: PathBuf,
     /// Arguments passed to the guest.
@@ -171,6 +181,8 @@ impl RunArgs {
             max_bytes_received: self.max_bytes_received,
             rate: self.rate,
             pin_ttl: self.pin_ttl.map(Duration::from_secs),
+            max_buffered_total: self.max_buffered_total,
+            max_memory: self.max_memory,
         }
     }
 }
@@ -375,6 +387,7 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
             "usocket: dry run: the policy is evaluated but not enforced; uses it would refuse are reported as `would deny`"
         );
     }
+    let max_memory = limits.max_memory;
     let mut usocket = UsocketCtx::new(name, Arc::new(policy.build())).with_limits(limits);
     if let Some(audit) = audit {
         usocket = usocket.with_audit(Arc::new(audit));
@@ -384,10 +397,17 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         usocket,
         time_limit,
     };
-    runner
-        .run(&component, guest)
-        .await
-        .map_err(|e| Failure::Host(format!("the guest failed: {e:?}")))
+    runner.run(&component, guest).await.map_err(|e| {
+        let mut message = format!("the guest failed: {e:?}");
+        if message.contains("exceeds memory limits") {
+            message.push_str(&format!(
+                "\n  fix: the guest needs more memory than --max-memory (or the policy \
+                     file's max_memory) allows: {} bytes",
+                max_memory
+            ));
+        }
+        Failure::Host(message)
+    })
 }
 
 /// `usocket policy check FILE`: the file's rules in plain words, its limits, and the defaults.
@@ -507,9 +527,36 @@ mod tests {
                 "{message}"
             );
         }
-        let args = run_args(&["--pin-ttl", "300", "x.wasm"]);
+        for (flag, value) in [
+            ("--max-memory", "0"),
+            ("--max-memory", "65535"),
+            ("--max-buffered-total", "0"),
+        ] {
+            let args = run_args(&[flag, value, "x.wasm"]);
+            let Err(Failure::Usage(message)) = args.limit_overrides().validate().map_err(bad_flag)
+            else {
+                panic!("{flag} {value} accepted")
+            };
+            assert!(
+                message.starts_with(&format!("`{flag} {value}` ")),
+                "{message}"
+            );
+        }
+        let args = run_args(&[
+            "--pin-ttl",
+            "300",
+            "--max-memory",
+            "33554432",
+            "--max-buffered-total",
+            "1048576",
+            "x.wasm",
+        ]);
         let limits = args.limit_overrides().apply(Limits::default()).unwrap();
         assert_eq!(limits.pin_ttl, Duration::from_secs(300));
+        assert_eq!(
+            (limits.max_memory, limits.max_buffered_total),
+            (32 << 20, 1 << 20)
+        );
     }
 
     #[test]
@@ -530,6 +577,7 @@ mod tests {
                 target: Target::Addr("127.0.0.1:80".parse().unwrap()),
                 verdict,
                 decision,
+                repeated: 0,
             });
         }
         let log = std::fs::read_to_string(&path).unwrap();

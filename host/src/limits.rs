@@ -6,6 +6,30 @@
 //! puts them over a base. [`Limits::validate`] and [`LimitOverrides::validate`] are the one
 //! place the rules live; a [`LimitError`] says which limit is wrong, why, and how to fix it,
 //! and [`Limit`] names each limit as code, policy files and the command line spell it.
+//!
+//! # Memory
+//!
+//! [`Limits::max_memory`] bounds the guest's own memory (its linear memories and tables), which
+//! wasmtime allocates, not `usocket`: it holds only once a `Store`'s resource limiter enforces
+//! it. [`crate::run::Runner`] does this for every guest it runs; an embedder with a `Store` of
+//! its own puts the [`MemoryLimiter`] of [`Limits::memory_limiter`] in the `Store` data and
+//! hands it to [`wasmtime::Store::limiter`]:
+//!
+//! ```
+//! use usocket_host::limits::{Limits, MemoryLimiter};
+//! use wasmtime::{Engine, Store};
+//!
+//! struct Host {
+//!     limiter: MemoryLimiter,
+//!     // ... WasiCtx, UsocketCtx, ResourceTable
+//! }
+//!
+//! let limits = Limits { max_memory: 64 << 20, ..Limits::default() };
+//! let engine = Engine::default();
+//! let mut store = Store::new(&engine, Host { limiter: limits.memory_limiter() });
+//! store.limiter(|host| &mut host.limiter);
+//! // A guest's `memory.grow` past 64 MiB now returns -1 (a Rust guest's allocation fails).
+//! ```
 
 use std::fmt;
 use std::time::Duration;
@@ -38,9 +62,21 @@ pub struct Limits {
     /// hold `max_sockets * max_buffered`. At least 1.
     pub max_buffered_total: usize,
     /// Bytes of memory the guest's instance may use: its linear memories, plus its tables at
-    /// the size of a table element each. At least 1.
+    /// [`TABLE_ELEMENT_BYTES`] a table element, all together. At least one wasm page
+    /// ([`WASM_PAGE`], 64 KiB). Enforced by the `Store`'s resource limiter
+    /// ([`Limits::memory_limiter`]; [`crate::run::Runner`] installs it): a `memory.grow` or
+    /// `table.grow` past it fails (returns -1 to the guest, whose allocator then fails), and
+    /// an instance whose initial memory is larger does not start.
     pub max_memory: usize,
 }
+
+/// The size of a wasm page, the smallest [`Limits::max_memory`]: no guest can start with
+/// less.
+pub const WASM_PAGE: usize = 64 << 10;
+
+/// What one table element counts against [`Limits::max_memory`]: the size of a pointer, what
+/// wasmtime stores for each element.
+pub const TABLE_ELEMENT_BYTES: usize = size_of::<usize>();
 
 /// The longest [`Limits::pin_ttl`] accepted: 7 days (604800 s), the cap RFC 8767 advises
 /// resolvers to put on any record's TTL. Longer pins would outlive every DNS answer, and
@@ -66,9 +102,10 @@ impl Limits {
     /// Checks every limit: each one that would stall or cripple a guest rather than limit it
     /// is an error (the first one found, in field order).
     ///
-    /// Refused: `max_sockets`, `max_buffered` and `rate` of 0, a zero `pin_ttl` and one above
-    /// [`MAX_PIN_TTL`]. Byte totals of 0 are accepted: a guest that may only receive (or only
-    /// send) is a policy, not a mistake.
+    /// Refused: `max_sockets`, `max_buffered`, `rate` and `max_buffered_total` of 0, a zero
+    /// `pin_ttl` and one above [`MAX_PIN_TTL`], a `max_memory` below one wasm page. Byte
+    /// totals of 0 are accepted: a guest that may only receive (or only send) is a policy, not
+    /// a mistake.
     pub fn validate(&self) -> Result<(), LimitError> {
         Limit::MaxSockets.check(self.max_sockets as u64)?;
         Limit::MaxBuffered.check(self.max_buffered as u64)?;
@@ -81,7 +118,102 @@ impl Limits {
         if let Some(n) = self.rate {
             Limit::Rate.check(n)?;
         }
-        check_pin_ttl(self.pin_ttl)
+        check_pin_ttl(self.pin_ttl)?;
+        Limit::MaxBufferedTotal.check(self.max_buffered_total as u64)?;
+        Limit::MaxMemory.check(self.max_memory as u64)
+    }
+
+    /// A resource limiter that holds the guest to [`Limits::max_memory`], for
+    /// [`wasmtime::Store::limiter`] (see [the module docs](self#memory)).
+    pub fn memory_limiter(&self) -> MemoryLimiter {
+        MemoryLimiter {
+            max: self.max_memory,
+            used: 0,
+            last_growth: 0,
+        }
+    }
+}
+
+/// A [`wasmtime::ResourceLimiter`] that holds all of a `Store`'s linear memories and tables
+/// together to one number of bytes ([`Limits::max_memory`]; tables count
+/// [`TABLE_ELEMENT_BYTES`] an element). A growth past it is refused: `memory.grow` and
+/// `table.grow` return -1 to the guest, and a memory or table created larger than it fails
+/// the instantiation with an error. Never a host abort: the memory is not reserved first.
+///
+/// Memories and tables live as long as their `Store`, so the count only grows; use one
+/// limiter per `Store`.
+#[derive(Clone, Debug)]
+pub struct MemoryLimiter {
+    max: usize,
+    used: usize,
+    /// The bytes the last allowed growth added (taken back if wasmtime then fails it).
+    last_growth: usize,
+}
+
+impl MemoryLimiter {
+    /// The bytes of memory and tables counted so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let added = desired.saturating_sub(current);
+        match self.used.checked_add(added) {
+            Some(total) if total <= self.max => {
+                self.used = total;
+                self.last_growth = added;
+                true
+            }
+            _ => {
+                tracing::debug!(
+                    used = self.used,
+                    asked = added,
+                    max = self.max,
+                    "a guest's memory growth was refused (max_memory)"
+                );
+                false
+            }
+        }
+    }
+
+    fn grow_failed(&mut self) {
+        self.used -= std::mem::take(&mut self.last_growth);
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
+        Ok(self.grow(bytes(current), bytes(desired)))
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
     }
 }
 
@@ -116,6 +248,10 @@ pub struct LimitOverrides {
     pub rate: Option<u64>,
     /// [`Limits::pin_ttl`].
     pub pin_ttl: Option<Duration>,
+    /// [`Limits::max_buffered_total`].
+    pub max_buffered_total: Option<usize>,
+    /// [`Limits::max_memory`].
+    pub max_memory: Option<usize>,
 }
 
 impl LimitOverrides {
@@ -129,6 +265,8 @@ impl LimitOverrides {
             max_bytes_received: later.max_bytes_received.or(self.max_bytes_received),
             rate: later.rate.or(self.rate),
             pin_ttl: later.pin_ttl.or(self.pin_ttl),
+            max_buffered_total: later.max_buffered_total.or(self.max_buffered_total),
+            max_memory: later.max_memory.or(self.max_memory),
         }
     }
 
@@ -142,7 +280,8 @@ impl LimitOverrides {
             max_bytes_received: self.max_bytes_received.or(base.max_bytes_received),
             rate: self.rate.or(base.rate),
             pin_ttl: self.pin_ttl.unwrap_or(base.pin_ttl),
-            ..base
+            max_buffered_total: self.max_buffered_total.unwrap_or(base.max_buffered_total),
+            max_memory: self.max_memory.unwrap_or(base.max_memory),
         };
         limits.validate()?;
         Ok(limits)
@@ -151,19 +290,17 @@ impl LimitOverrides {
     /// Checks the values set here, as [`Limits::validate`] does (the first error, in field
     /// order).
     pub fn validate(&self) -> Result<(), LimitError> {
-        let counts = [
-            (Limit::MaxSockets, self.max_sockets.map(|n| n as u64)),
-            (Limit::MaxBuffered, self.max_buffered.map(|n| n as u64)),
-            (Limit::MaxBytesSent, self.max_bytes_sent),
-            (Limit::MaxBytesReceived, self.max_bytes_received),
-            (Limit::Rate, self.rate),
-        ];
-        for (limit, value) in counts {
-            if let Some(n) = value {
-                limit.check(n)?;
-            }
-        }
-        self.pin_ttl.map_or(Ok(()), check_pin_ttl)
+        let check =
+            |limit: Limit, value: Option<usize>| value.map_or(Ok(()), |n| limit.check(n as u64));
+        let check_u64 = |limit: Limit, value: Option<u64>| value.map_or(Ok(()), |n| limit.check(n));
+        check(Limit::MaxSockets, self.max_sockets)?;
+        check(Limit::MaxBuffered, self.max_buffered)?;
+        check_u64(Limit::MaxBytesSent, self.max_bytes_sent)?;
+        check_u64(Limit::MaxBytesReceived, self.max_bytes_received)?;
+        check_u64(Limit::Rate, self.rate)?;
+        self.pin_ttl.map_or(Ok(()), check_pin_ttl)?;
+        check(Limit::MaxBufferedTotal, self.max_buffered_total)?;
+        check(Limit::MaxMemory, self.max_memory)
     }
 
     /// Whether nothing is set.
@@ -203,17 +340,23 @@ pub enum Limit {
     Rate,
     /// [`Limits::pin_ttl`] (in seconds in files and flags).
     PinTtl,
+    /// [`Limits::max_buffered_total`].
+    MaxBufferedTotal,
+    /// [`Limits::max_memory`].
+    MaxMemory,
 }
 
 impl Limit {
     /// Every limit, in field order.
-    pub const ALL: [Limit; 6] = [
+    pub const ALL: [Limit; 8] = [
         Limit::MaxSockets,
         Limit::MaxBuffered,
         Limit::MaxBytesSent,
         Limit::MaxBytesReceived,
         Limit::Rate,
         Limit::PinTtl,
+        Limit::MaxBufferedTotal,
+        Limit::MaxMemory,
     ];
 
     /// The field of [`Limits`]: `"pin_ttl"`.
@@ -225,6 +368,8 @@ impl Limit {
             Limit::MaxBytesReceived => "max_bytes_received",
             Limit::Rate => "rate",
             Limit::PinTtl => "pin_ttl",
+            Limit::MaxBufferedTotal => "max_buffered_total",
+            Limit::MaxMemory => "max_memory",
         }
     }
 
@@ -245,15 +390,26 @@ impl Limit {
             Limit::MaxBytesReceived => "--max-bytes-received",
             Limit::Rate => "--rate",
             Limit::PinTtl => "--pin-ttl",
+            Limit::MaxBufferedTotal => "--max-buffered-total",
+            Limit::MaxMemory => "--max-memory",
         }
     }
 
     /// Checks one value of this limit (seconds for [`Limit::PinTtl`]).
     pub fn check(self, value: u64) -> Result<(), LimitError> {
         match self {
-            Limit::MaxSockets | Limit::MaxBuffered | Limit::Rate if value == 0 => {
+            Limit::MaxSockets | Limit::MaxBuffered | Limit::Rate | Limit::MaxBufferedTotal
+                if value == 0 =>
+            {
                 Err(LimitError::new(self, value, Problem::Zero))
             }
+            Limit::MaxMemory if value < WASM_PAGE as u64 => Err(LimitError::new(
+                self,
+                value,
+                Problem::TooSmall {
+                    min: WASM_PAGE as u64,
+                },
+            )),
             Limit::PinTtl => check_pin_ttl(Duration::from_secs(value)),
             _ => Ok(()),
         }
@@ -269,6 +425,7 @@ impl fmt::Display for Limit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Problem {
     Zero,
+    TooSmall { min: u64 },
     TooLarge { max: u64 },
 }
 
@@ -318,7 +475,14 @@ impl LimitError {
                 "would expire every name pin at once, so no granted name could be connected to"
                     .into()
             }
+            (Problem::Zero, Limit::MaxBufferedTotal) => {
+                "would fail every read of every socket with ENOBUFS".into()
+            }
             (Problem::Zero, _) => "is not a usable limit".into(),
+            (Problem::TooSmall { min }, Limit::MaxMemory) => format!(
+                "is less than one wasm page ({min} bytes), so no guest could even start"
+            ),
+            (Problem::TooSmall { min }, _) => format!("is below the smallest value, {min}"),
             (Problem::TooLarge { max }, Limit::PinTtl) => format!(
                 "is longer than any DNS answer should be kept: the longest pin is {max} s ({} days)",
                 max / 86_400
@@ -335,6 +499,7 @@ impl LimitError {
                  nothing (everything no allow rule grants is denied)"
             ),
             Problem::Zero => format!("give {name} a value of at least 1"),
+            Problem::TooSmall { min } => format!("give {name} a value of at least {min}"),
             Problem::TooLarge { max } => format!("give {name} a value of at most {max}"),
         }
     }
@@ -573,6 +738,132 @@ mod tests {
             ..LimitOverrides::default()
         };
         assert_eq!(fixed.apply(bad_base).unwrap().max_sockets, 2);
+    }
+
+    #[test]
+    fn memory_and_buffered_total_are_checked() {
+        for (limits, limit, value, why, fix) in [
+            (
+                Limits {
+                    max_buffered_total: 0,
+                    ..Limits::default()
+                },
+                Limit::MaxBufferedTotal,
+                0,
+                "ENOBUFS",
+                "at least 1",
+            ),
+            (
+                Limits {
+                    max_memory: 0,
+                    ..Limits::default()
+                },
+                Limit::MaxMemory,
+                0,
+                "wasm page",
+                "at least 65536",
+            ),
+            (
+                Limits {
+                    max_memory: WASM_PAGE - 1,
+                    ..Limits::default()
+                },
+                Limit::MaxMemory,
+                WASM_PAGE as u64 - 1,
+                "no guest could even start",
+                "at least 65536",
+            ),
+        ] {
+            let e = limits.validate().unwrap_err();
+            assert_eq!((e.limit(), e.value()), (limit, value), "{e}");
+            assert!(e.reason().contains(why), "{e}");
+            assert!(e.fix(limit.flag()).contains(fix), "{e}");
+        }
+        let one_page = Limits {
+            max_memory: WASM_PAGE,
+            max_buffered_total: 1,
+            ..Limits::default()
+        };
+        assert_eq!(one_page.validate(), Ok(()));
+        // Overrides: the same rules, and they apply and merge like the others.
+        let bad = LimitOverrides {
+            max_memory: Some(1),
+            ..LimitOverrides::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().limit(), Limit::MaxMemory);
+        let file = LimitOverrides {
+            max_memory: Some(32 << 20),
+            max_buffered_total: Some(1 << 20),
+            ..LimitOverrides::default()
+        };
+        let flags = LimitOverrides {
+            max_memory: Some(16 << 20),
+            ..LimitOverrides::default()
+        };
+        let limits = file.merge(flags).apply(Limits::default()).unwrap();
+        assert_eq!(
+            (limits.max_memory, limits.max_buffered_total),
+            (16 << 20, 1 << 20)
+        );
+    }
+
+    #[test]
+    fn the_memory_limiter_counts_memories_and_tables_together() {
+        use wasmtime::ResourceLimiter as _;
+        let mut limiter = Limits {
+            max_memory: 4 * WASM_PAGE,
+            ..Limits::default()
+        }
+        .memory_limiter();
+        assert_eq!(limiter.max(), 4 * WASM_PAGE);
+        // Two memories of two pages each fill it.
+        assert!(limiter.memory_growing(0, 2 * WASM_PAGE, None).unwrap());
+        assert!(limiter.memory_growing(0, WASM_PAGE, None).unwrap());
+        assert!(
+            limiter
+                .memory_growing(WASM_PAGE, 2 * WASM_PAGE, None)
+                .unwrap()
+        );
+        assert_eq!(limiter.used(), 4 * WASM_PAGE);
+        assert!(
+            !limiter
+                .memory_growing(2 * WASM_PAGE, 3 * WASM_PAGE, None)
+                .unwrap()
+        );
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+        assert!(!limiter.memory_growing(0, usize::MAX, None).unwrap());
+        assert_eq!(limiter.used(), 4 * WASM_PAGE);
+
+        // A growth wasmtime fails after the limiter allowed it is taken back.
+        let mut limiter = Limits {
+            max_memory: WASM_PAGE,
+            ..Limits::default()
+        }
+        .memory_limiter();
+        assert!(limiter.table_growing(0, 100, None).unwrap());
+        assert_eq!(limiter.used(), 100 * TABLE_ELEMENT_BYTES);
+        limiter
+            .table_grow_failed(wasmtime::format_err!("no"))
+            .unwrap();
+        assert_eq!(limiter.used(), 0);
+        assert!(limiter.memory_growing(0, WASM_PAGE, None).unwrap());
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+    }
+
+    #[test]
+    fn a_store_with_the_limiter_refuses_memory_grow() {
+        use wasmtime::{Engine, Memory, MemoryType, Store};
+        let limits = Limits {
+            max_memory: 16 * WASM_PAGE,
+            ..Limits::default()
+        };
+        let mut store = Store::new(&Engine::default(), limits.memory_limiter());
+        store.limiter(|l| l);
+        let memory = Memory::new(&mut store, MemoryType::new(8, None)).unwrap();
+        assert_eq!(memory.grow(&mut store, 8).unwrap(), 8);
+        assert!(memory.grow(&mut store, 1).is_err(), "grown past the limit");
+        assert_eq!(memory.size(&store), 16);
+        assert!(Memory::new(&mut store, MemoryType::new(1, None)).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! max_bytes_received = 10485760
 //! rate = 1048576                       # bytes per second, each direction
 //! pin_ttl_secs = 300                   # longest life of a name -> address pin
+//! max_buffered_total = 67108864        # bytes the host queues for all sockets together
+//! max_memory = 268435456               # bytes of guest memory (linear memories and tables)
 //! ```
 //!
 //! `allow` and `deny` hold rule texts, exactly as `--allow` and `--deny` take them (one text
@@ -124,6 +126,16 @@ impl PolicyFile {
             out,
             "  longest life of a name -> address pin: {} s",
             limits.pin_ttl.as_secs()
+        );
+        let _ = writeln!(
+            out,
+            "  bytes the host queues for all sockets together: {}",
+            bytes(Some(limits.max_buffered_total as u64))
+        );
+        let _ = writeln!(
+            out,
+            "  guest memory (linear memories and tables): {}",
+            bytes(Some(limits.max_memory as u64))
         );
         let _ = writeln!(
             out,
@@ -275,6 +287,8 @@ struct RawLimits {
     max_bytes_received: Option<Spanned<u64>>,
     rate: Option<Spanned<u64>>,
     pin_ttl_secs: Option<Spanned<u64>>,
+    max_buffered_total: Option<Spanned<usize>>,
+    max_memory: Option<Spanned<usize>>,
 }
 
 impl RawLimits {
@@ -288,6 +302,8 @@ impl RawLimits {
             max_bytes_received: value(&self.max_bytes_received),
             rate: value(&self.rate),
             pin_ttl: value(&self.pin_ttl_secs).map(Duration::from_secs),
+            max_buffered_total: self.max_buffered_total.as_ref().map(|n| *n.get_ref()),
+            max_memory: self.max_memory.as_ref().map(|n| *n.get_ref()),
         }
     }
 
@@ -301,12 +317,15 @@ impl RawLimits {
             Limit::MaxBytesReceived => span(&self.max_bytes_received),
             Limit::Rate => span(&self.rate),
             Limit::PinTtl => span(&self.pin_ttl_secs),
+            Limit::MaxBufferedTotal => self.max_buffered_total.as_ref().map(Spanned::span),
+            Limit::MaxMemory => self.max_memory.as_ref().map(Spanned::span),
         }
     }
 }
 
 const KNOWN_KEYS: &str = "at the top level dry_run, allow, deny and the [limits] table; in \
-     [limits] max_sockets, max_buffered, max_bytes_sent, max_bytes_received, rate, pin_ttl_secs";
+     [limits] max_sockets, max_buffered, max_bytes_sent, max_bytes_received, rate, pin_ttl_secs, \
+     max_buffered_total, max_memory";
 
 /// Reads and parses the policy file at `path` (see [`parse`]).
 ///

@@ -12,6 +12,13 @@
 //! `Store` goes, and with the `Store` every socket it had open. Every guest a runner runs
 //! counts its sockets against the runner's [`SocketCeiling`] unless its context has one of its
 //! own.
+//!
+//! Each guest's `Store` has a resource limiter that holds its linear memories and tables to
+//! [`Limits::max_memory`](crate::Limits::max_memory) (default 256 MiB): a `memory.grow` past
+//! it returns -1 to the guest (a Rust guest's allocation fails, and it usually aborts with a
+//! trap), never a host out-of-memory. An embedder that builds its own `Store` applies the same
+//! limit with [`Limits::memory_limiter`](crate::Limits::memory_limiter):
+//! `store.limiter(|data| &mut data.limiter)` (see [`crate::limits`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,16 +31,19 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::ctx::{UsocketCtx, UsocketCtxView, UsocketView};
+use crate::limits::MemoryLimiter;
 use crate::quota::SocketCeiling;
 
 /// How often the engine's epoch advances; a running guest yields to others at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The `Store` data of a guest run by a [`Runner`]: WASI, the resource table, and `usocket`.
+/// The `Store` data of a guest run by a [`Runner`]: WASI, the resource table, `usocket`, and
+/// the limiter of the guest's memory.
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     usocket: UsocketCtx,
+    limiter: MemoryLimiter,
 }
 
 impl WasiView for GuestState {
@@ -134,9 +144,11 @@ impl Runner {
         let state = GuestState {
             wasi: guest.wasi,
             table: ResourceTable::new(),
+            limiter: guest.usocket.limits().memory_limiter(),
             usocket: guest.usocket,
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_async_yield_and_update(1);
         let pre = CommandPre::new(self.linker.instantiate_pre(component)?)?;
         let run = async {
