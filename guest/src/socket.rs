@@ -108,6 +108,12 @@ pub(crate) struct Inner {
 /// Only `readline` takes from it. Before any other receiving call (and before `close`), the
 /// bytes go back to the host with `unread`, so the host's queue is again the whole stream:
 /// every other method, `poll`'s view and a close that resets on unread data stay exact.
+///
+/// The host counts lent bytes as unread until the library's next call on the socket (see
+/// the WIT's `readline-ahead`): a guest that ends without giving them back (trap, exit)
+/// resets its connection. So once `readline` has used up a non-empty read-ahead, the library
+/// says so at once with an empty `unread`, and a guest that read everything and then exits
+/// ends its connections cleanly.
 #[derive(Default)]
 pub(crate) struct Ahead {
     data: Vec<u8>,
@@ -145,11 +151,12 @@ impl Inner {
         self.peeked.set(0);
     }
 
-    /// Gives `readline`'s read-ahead back to the host (see [`Ahead`]). On failure the bytes
+    /// Gives `readline`'s read-ahead back to the host (see [`Ahead`]): what is left of it,
+    /// possibly nothing (which tells the host that all of it was used). On failure the bytes
     /// stay here: nothing is lost.
     pub(crate) fn give_back(&self) -> Result<()> {
         let mut ahead = self.ahead.borrow_mut();
-        if ahead.len() > 0 {
+        if !ahead.data.is_empty() {
             self.sock
                 .unread(&ahead.data[ahead.pos..])
                 .map_err(OSError::new)?;
@@ -431,8 +438,15 @@ impl Socket {
     }
 
     fn readline_up_to(&self, limit: Option<usize>) -> Result<Option<Vec<u8>>> {
-        if let Some(line) = self.inner.ahead.borrow_mut().take_line(limit) {
+        let served = self.inner.ahead.borrow_mut().take_line(limit);
+        if let Some(line) = served {
             self.inner.invalidate();
+            if self.inner.ahead.borrow().len() == 0 {
+                // All of it used: tell the host now (an empty `unread`), so that nothing
+                // counts as unread should the guest end without another call. On failure
+                // the (empty) read-ahead stays, and the next receiving call tells it.
+                let _ = self.inner.give_back();
+            }
             return Ok(Some(line));
         }
         // Not a whole line here: the partial rest goes back, and the host (which keeps the

@@ -68,6 +68,8 @@ pub(crate) struct Quota {
     stats: Arc<Stats>,
     send_bucket: Option<TokenBucket>,
     recv_bucket: Option<TokenBucket>,
+    /// Bytes the host buffers for all of the guest's sockets (see [`Buffered`]).
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Quota {
@@ -79,6 +81,7 @@ impl Quota {
             open: Arc::default(),
             ceiling,
             stats,
+            buffered: Arc::default(),
         }
     }
 
@@ -127,29 +130,147 @@ impl Quota {
         )
     }
 
-    /// Whether a receive quota is set (reads then take exactly the budget from the kernel).
-    pub(crate) fn recv_is_limited(&self) -> bool {
-        self.limits.max_bytes_received.is_some()
-    }
-
-    /// Counts bytes that went out, waiting as long as the send rate limit asks.
-    pub(crate) async fn sent(&self, n: usize) {
+    /// Counts bytes that went out. (Their rate tokens were taken before, with
+    /// [`Quota::allowance`].)
+    pub(crate) fn sent(&self, n: usize) {
         self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-        pace(self.send_bucket.as_ref(), n).await;
     }
 
-    /// Counts bytes that came in, waiting as long as the receive rate limit asks.
-    pub(crate) async fn received(&self, n: usize) {
+    /// Counts bytes that came in from the kernel. Each received byte is counted once, when
+    /// the host takes it in (into a receive queue, or straight into a guest's `recv`), never
+    /// again when the guest takes it from a queue.
+    pub(crate) fn received(&self, n: usize) {
         self.stats
             .bytes_received
             .fetch_add(n as u64, Ordering::Relaxed);
-        pace(self.recv_bucket.as_ref(), n).await;
+    }
+
+    fn bucket(&self, direction: Direction) -> Option<&TokenBucket> {
+        match direction {
+            Direction::Send => self.send_bucket.as_ref(),
+            Direction::Recv => self.recv_bucket.as_ref(),
+        }
+    }
+
+    /// How many of `want` bytes the rate limit lets move now, taking their tokens *before*
+    /// they move. Waits for a piece worth a syscall (a tenth of a second's worth, or all of
+    /// `want` if less) until `until` (`None`: no limit; an instant already past: no wait); at
+    /// `until` it takes whatever whole tokens there are, possibly none. 0 means "the deadline
+    /// passed with nothing allowed" (the caller's EAGAIN or ETIMEDOUT). `whole` (a datagram):
+    /// all of `want` or nothing, waiting for at most a full bucket and going into debt beyond
+    /// it. Without a rate limit: all of `want`, at once.
+    pub(crate) async fn allowance(
+        &self,
+        direction: Direction,
+        want: usize,
+        whole: bool,
+        until: Option<Instant>,
+    ) -> usize {
+        let Some(bucket) = self.bucket(direction) else {
+            return want;
+        };
+        if want == 0 {
+            return 0;
+        }
+        let need = if whole {
+            want.min(bucket.capacity)
+        } else {
+            want.min(bucket.piece)
+        };
+        loop {
+            let wait = match bucket.take(want, need, whole) {
+                Ok(n) => return n,
+                Err(wait) => wait,
+            };
+            let wake = Instant::now() + wait;
+            match until {
+                Some(limit) if limit <= wake => {
+                    if limit > Instant::now() {
+                        tokio::time::sleep_until(limit).await;
+                    }
+                    let last = if whole { need } else { 1 };
+                    return bucket.take(want, last, whole).unwrap_or(0);
+                }
+                _ => tokio::time::sleep_until(wake).await,
+            }
+        }
+    }
+
+    /// Gives back tokens [`Quota::allowance`] took for bytes that did not move after all.
+    pub(crate) fn refund(&self, direction: Direction, n: usize) {
+        if let Some(bucket) = self.bucket(direction)
+            && n > 0
+        {
+            bucket.refund(n);
+        }
+    }
+
+    /// Takes `n` tokens whatever the bucket holds (debt allowed): for bytes whose count is
+    /// known only once they came in (a datagram).
+    pub(crate) fn charge(&self, direction: Direction, n: usize) {
+        if let Some(bucket) = self.bucket(direction)
+            && n > 0
+        {
+            bucket.charge(n);
+        }
+    }
+
+    /// A share of the guest's host-buffered bytes, for one socket's receive queue and the
+    /// read-ahead handed out from it (empty to begin with).
+    pub(crate) fn buffered(&self) -> Buffered {
+        Buffered {
+            total: self.buffered.clone(),
+            held: 0,
+        }
+    }
+
+    /// How many more bytes the host may buffer for a socket whose share holds `held`: within
+    /// both `max_buffered` (per socket) and `max_buffered_total` (the guest's sockets
+    /// together).
+    pub(crate) fn buffer_room(&self, held: usize) -> usize {
+        let total = self.buffered.load(Ordering::Acquire);
+        self.limits
+            .max_buffered
+            .saturating_sub(held)
+            .min(self.limits.max_buffered_total.saturating_sub(total))
     }
 }
 
-async fn pace(bucket: Option<&TokenBucket>, n: usize) {
-    if let Some(wait) = bucket.and_then(|b| b.take(n)) {
-        tokio::time::sleep(wait).await;
+/// Which way bytes move, for the rate limit (one bucket each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Send,
+    Recv,
+}
+
+/// One socket's share of its guest's host-buffered bytes ([`Limits::max_buffered_total`]):
+/// set to what the socket holds after each change; dropping it gives the share back.
+#[derive(Debug)]
+pub(crate) struct Buffered {
+    total: Arc<AtomicUsize>,
+    held: usize,
+}
+
+impl Buffered {
+    /// What this share holds.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Sets what this share holds.
+    pub(crate) fn set(&mut self, held: usize) {
+        if held > self.held {
+            self.total.fetch_add(held - self.held, Ordering::AcqRel);
+        } else {
+            self.total.fetch_sub(self.held - held, Ordering::AcqRel);
+        }
+        self.held = held;
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }
 
@@ -162,32 +283,66 @@ fn budget(want: usize, max: Option<u64>, used: &AtomicU64) -> SockResult<usize> 
     Ok(want.min(usize::try_from(left).unwrap_or(usize::MAX)))
 }
 
-/// A token bucket: `rate` bytes per second, at most one second's worth saved up. Taking more
-/// than is there makes the taker wait for the difference (the guest's own task only).
+/// A token bucket: `rate` bytes per second, at most one second's worth saved up. Tokens are
+/// taken before bytes move ([`Quota::allowance`]); only a datagram's may run into debt.
 #[derive(Debug)]
 struct TokenBucket {
     rate: f64,
+    /// The most tokens saved up (one second's worth).
+    capacity: usize,
+    /// What a blocking call waits for at least: a tenth of a second's worth (1 to 64 KiB).
+    piece: usize,
     state: Mutex<(f64, Instant)>,
 }
 
 impl TokenBucket {
     fn new(rate: u64) -> TokenBucket {
-        let rate = rate.max(1) as f64;
+        let rate = rate.max(1);
+        let capacity = usize::try_from(rate).unwrap_or(usize::MAX);
         TokenBucket {
-            rate,
-            state: Mutex::new((rate, Instant::now())),
+            rate: rate as f64,
+            capacity,
+            piece: (capacity / 10).clamp(1, 64 * 1024),
+            state: Mutex::new((rate as f64, Instant::now())),
         }
     }
 
-    /// Takes `n` tokens; returns how long to wait if the bucket went into debt.
-    fn take(&self, n: usize) -> Option<Duration> {
+    /// Runs `f` on the tokens there are now.
+    fn with_tokens<R>(&self, f: impl FnOnce(&mut f64) -> R) -> R {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let (tokens, last) = *state;
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
-        let left = refilled - n as f64;
-        *state = (left, now);
-        (left < 0.0).then(|| Duration::from_secs_f64(-left / self.rate))
+        let mut tokens =
+            (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        let out = f(&mut tokens);
+        *state = (tokens, now);
+        out
+    }
+
+    /// If at least `need` tokens are there: takes all of `want` (`whole`) or as much of it as
+    /// there are whole tokens, and returns the count. Otherwise: how long until `need` are.
+    fn take(&self, want: usize, need: usize, whole: bool) -> Result<usize, Duration> {
+        self.with_tokens(|tokens| {
+            if *tokens >= need as f64 {
+                let n = if whole {
+                    want
+                } else {
+                    want.min(tokens.floor() as usize)
+                };
+                *tokens -= n as f64;
+                Ok(n)
+            } else {
+                Err(Duration::from_secs_f64((need as f64 - *tokens) / self.rate))
+            }
+        })
+    }
+
+    fn refund(&self, n: usize) {
+        self.with_tokens(|tokens| *tokens = (*tokens + n as f64).min(self.rate));
+    }
+
+    fn charge(&self, n: usize) {
+        self.with_tokens(|tokens| *tokens -= n as f64);
     }
 }
 
@@ -218,14 +373,23 @@ mod tests {
     }
 
     #[test]
-    fn token_bucket_allows_a_burst_then_paces() {
+    fn token_bucket_allows_a_burst_then_makes_takers_wait_first() {
         let bucket = TokenBucket::new(1000);
-        assert_eq!(bucket.take(1000), None, "one second of burst");
-        let wait = bucket.take(500).expect("in debt");
+        assert_eq!(
+            bucket.take(4000, 100, false),
+            Ok(1000),
+            "one second of burst"
+        );
+        let wait = bucket.take(500, 500, false).expect_err("nothing left");
         assert!(
             wait >= Duration::from_millis(450) && wait <= Duration::from_millis(550),
             "{wait:?}"
         );
+        bucket.refund(300);
+        assert_eq!(bucket.take(500, 1, false), Ok(300), "what was given back");
+        bucket.charge(2000);
+        let wait = bucket.take(1, 1, true).expect_err("in debt");
+        assert!(wait >= Duration::from_millis(1900), "{wait:?}");
     }
 
     #[test]

@@ -238,3 +238,85 @@ async fn closing_with_read_ahead_unread_resets_the_connection() {
         .expect_err("unread read-ahead must turn the close into a reset");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
 }
+
+/// Runs `probe ARGS` (which ends by trapping, exiting or spinning into a 2 s time limit) and
+/// returns how the peer saw the guest's side of the connection end.
+async fn peer_sees_after(
+    data: &'static [u8],
+    args: impl FnOnce(&str) -> Vec<String>,
+) -> (std::io::Result<usize>, Option<String>) {
+    let (p, peer) = sending_peer(data).await;
+    // Let the whole write arrive first, so that the guest's first read takes all of it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let args = args(&p);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let opts = Options {
+        time_limit: Duration::from_secs(2),
+        ..Options::default()
+    };
+    let out = run("probe", &args, opts).await;
+    // A guest that trapped or ran out of time has no outcome, so no stdout to show.
+    let stdout = out.ok().map(|o| o.stdout_text());
+    let seen = tokio::time::timeout(Duration::from_secs(10), peer)
+        .await
+        .expect("the peer sees the guest's side end")
+        .unwrap();
+    (seen, stdout)
+}
+
+fn assert_reset(seen: std::io::Result<usize>, what: &str) {
+    let err = seen.expect_err(&format!(
+        "{what}: the peer saw a clean end of stream, not a reset"
+    ));
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{what}");
+}
+
+/// Issue 8, item 6: a guest that ends (trap, exit, time limit) while its guest library holds
+/// `readline` read-ahead ends with unread data, so its connection must reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_ending_with_read_ahead_unread_resets_its_connection() {
+    for action in ["trap", "exit", "spin"] {
+        let (seen, out) = peer_sees_after(b"x\ny\n", |p| {
+            ["readline-then", p, action].map(String::from).to_vec()
+        })
+        .await;
+        if let Some(out) = out {
+            assert_eq!(out, "ok readline Some(2)\n", "{action}");
+        }
+        assert_reset(seen, &format!("readline, then {action}"));
+    }
+}
+
+/// Issue 8, item 6: bytes the host queued for a guest (read(2) of 6 received) are unread
+/// data too when the guest is dropped without closing (trap, time limit, exit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_ending_with_host_queued_bytes_resets_its_connection() {
+    for action in ["spin", "trap", "exit"] {
+        let (seen, out) = peer_sees_after(b"abcdef", |p| {
+            ["read-then", p, "2", action].map(String::from).to_vec()
+        })
+        .await;
+        if let Some(out) = out {
+            assert_eq!(out, "ok read Some(2)\n", "{action}");
+        }
+        assert_reset(seen, &format!("read(2) of 6, then {action}"));
+    }
+}
+
+/// The other side of item 6: a guest library that used up all its read-ahead has nothing
+/// unread, so ending (even by exit, with no destructor) or closing is a clean end of stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_read_everything_ends_with_a_clean_end_of_stream() {
+    for action in ["exit", "close"] {
+        let (seen, out) = peer_sees_after(b"x\ny\n", |p| {
+            ["lines-then", p, "2", action].map(String::from).to_vec()
+        })
+        .await;
+        assert_eq!(
+            out.as_deref(),
+            Some("ok readline Some(2)\nok readline Some(2)\n"),
+            "{action}"
+        );
+        assert_eq!(seen.expect(action), 0, "{action}: a clean end of stream");
+    }
+}

@@ -298,3 +298,36 @@ async fn the_rate_limit_applies_to_each_direction_separately() {
         "receiving waited for the sending direction's tokens: {elapsed:?}"
     );
 }
+
+/// Issue 8, item 4: each received byte counts once against the receive quota. A line, then
+/// the rest by recv: the host took all 156 bytes in (counted then), and handing the queued
+/// ones to the guest does not count them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_byte_counts_once_whichever_call_hands_it_over() {
+    let mut data = b"line\n".to_vec();
+    data.extend([b'x'; 151]);
+    let p = source(data).await.to_string();
+    // Let the whole write arrive, so that readline takes it all into the host at once.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (out, stats) = probe(received_limit(200), &["readline-recv", &p, "1"]).await;
+    println!("max_bytes_received 200, readline then recv(1000) of 156 bytes: {out:?}");
+    assert_eq!(out, "ok Some(5)\nok 151\n");
+    assert_eq!(stats.bytes_received.load(Ordering::Relaxed), 156);
+}
+
+/// Issue 8, item 4: a `max_buffered` below the guest library's 64 KiB read-ahead must not
+/// wedge the socket: the read-ahead fits the limit, and giving it back cannot fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_max_buffered_does_not_wedge_a_socket_after_readline() {
+    let mut data = b"a\n".to_vec();
+    data.extend([b'b'; 3000]);
+    let p = source(data).await.to_string();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let limits = Limits {
+        max_buffered: 1000,
+        ..Limits::default()
+    };
+    let (out, _) = probe(limits, &["readline-read", &p, "10"]).await;
+    println!("max_buffered 1000, readline then read(10): {out:?}");
+    assert_eq!(out, "ok Some(2)\nok Some(10)\n");
+}

@@ -24,6 +24,7 @@ use crate::ctx::UsocketCtx;
 use crate::errno::{Errno, SockResult};
 use crate::gate::{Grant, uses};
 use crate::policy::Use;
+use crate::quota::Direction;
 
 /// Where a datagram socket is in its life, with what it holds there.
 enum State {
@@ -117,7 +118,9 @@ impl Datagram {
         Ok(())
     }
 
-    /// One datagram to a granted destination, whole or not at all.
+    /// One datagram to a granted destination, whole or not at all. Its rate tokens are taken
+    /// before it leaves (a blocking send waits for them; timed or non-blocking, only until
+    /// the deadline).
     async fn send_granted(
         &mut self,
         ctx: &UsocketCtx,
@@ -129,16 +132,24 @@ impl Datagram {
             // A datagram is never cut short: the quota refuses it whole.
             return Err(Errno::ENOMEM);
         }
-        let n = self
-            .os()?
-            .send_to(&grant, data, self.timeout.deadline())
-            .await?;
+        let deadline = self.timeout.deadline();
+        if !data.is_empty()
+            && quota
+                .allowance(Direction::Send, data.len(), true, deadline.until())
+                .await
+                == 0
+        {
+            return Err(deadline.missed());
+        }
+        let result = self.os()?.send_to(&grant, data, deadline).await;
         if let State::Fresh(_) = self.state {
             // The kernel bound an ephemeral port for the first datagram.
             self.enter(State::Bound);
         }
-        quota.sent(n).await;
-        Ok(n)
+        let n = *result.as_ref().unwrap_or(&0);
+        quota.refund(Direction::Send, data.len() - n);
+        quota.sent(n);
+        result
     }
 
     /// `sendto(data, addr)`.
@@ -168,7 +179,10 @@ impl Datagram {
     }
 
     /// One datagram whose sender the policy admits, truncated to `max`; others are dropped
-    /// unseen and the wait goes on, under the same deadline.
+    /// unseen and the wait goes on, under the same deadline. What the guest gets counts
+    /// against its receive quota and rate (not a peek's: it stays queued); a datagram's size
+    /// is known only once it is in, so the rate limit waits for a token first and charges the
+    /// rest after.
     pub(super) async fn recv(
         &self,
         ctx: &UsocketCtx,
@@ -181,15 +195,41 @@ impl Datagram {
             State::Fresh(_) => return Err(Errno::ENOTCONN),
             state => state.os()?,
         };
+        let quota = ctx.quota();
+        let peek = flags.contains(RecvFlags::PEEK);
+        let max = quota.recv_budget(max)?;
         loop {
+            let token = if peek {
+                0
+            } else {
+                match quota
+                    .allowance(Direction::Recv, 1, false, deadline.until())
+                    .await
+                {
+                    0 => return Err(deadline.missed()),
+                    n => n,
+                }
+            };
             // A zero-length read still consumes one datagram, as recv(0) does.
             let mut data = Vec::with_capacity(max.clamp(1, MAX_DATAGRAM));
-            let from = os.recv_from_into(&mut data, deadline, flags).await?;
+            let from = match os.recv_from_into(&mut data, deadline, flags).await {
+                Ok(from) => from,
+                Err(e) => {
+                    quota.refund(Direction::Recv, token);
+                    return Err(e);
+                }
+            };
             if ctx.gate().admits(Use::Recv, from) {
                 data.truncate(max);
+                if !peek {
+                    quota.refund(Direction::Recv, token.saturating_sub(data.len()));
+                    quota.charge(Direction::Recv, data.len().saturating_sub(token));
+                    quota.received(data.len());
+                }
                 return Ok((data, from));
             }
-            if flags.contains(RecvFlags::PEEK) {
+            quota.refund(Direction::Recv, token);
+            if peek {
                 // A peek left it queued: take it off before looking at the next one.
                 os.discard_datagram();
             }

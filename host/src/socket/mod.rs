@@ -244,8 +244,8 @@ impl Socket {
         }
     }
 
-    /// `recv`/`recvfrom`: the data, and for datagrams the sender. Counts what the guest took
-    /// against its receive quota.
+    /// `recv`/`recvfrom`: the data, and for datagrams the sender. Each kind counts what comes
+    /// in from the kernel against the guest's receive quota and rate, once.
     async fn recv_from_inner(
         &mut self,
         ctx: &UsocketCtx,
@@ -254,18 +254,13 @@ impl Socket {
     ) -> SockResult<(Vec<u8>, Option<SocketAddr>)> {
         self.ensure_open()?;
         let (deadline, peek) = self.recv_flags(flags)?;
-        let max = ctx.quota().recv_budget(max)?;
-        let (data, from) = match &mut self.0 {
-            Inner::Stream(s) => (s.recv(max, deadline, peek).await?, None),
+        match &mut self.0 {
+            Inner::Stream(s) => Ok((s.recv(ctx, max, deadline, peek).await?, None)),
             Inner::Datagram(d) => {
                 let (data, from) = d.recv(ctx, max, deadline, peek).await?;
-                (data, Some(from))
+                Ok((data, Some(from)))
             }
-        };
-        if peek.is_empty() {
-            ctx.quota().received(data.len()).await;
         }
-        Ok((data, from))
     }
 
     /// `read(n)` with `Some(n)`, `read()` with `None`. `Ok(None)`: non-blocking and nothing
@@ -320,8 +315,9 @@ impl Socket {
     /// did not use. Later reads return them first, `poll` counts them, and a close with them
     /// still queued resets the connection, as for any unread data.
     ///
-    /// Errors: EOPNOTSUPP (datagram socket), ENOTCONN (no connection), ENOBUFS (the queue
-    /// would exceed the per-socket limit), EBADF.
+    /// Errors: EOPNOTSUPP (datagram socket), ENOTCONN (no connection), ENOBUFS (more than
+    /// was lent, and the extra would exceed the buffer limits; what was lent always fits),
+    /// EBADF.
     pub(crate) fn unread(&mut self, ctx: &UsocketCtx, data: &[u8]) -> SockResult<()> {
         match &mut self.0 {
             Inner::Stream(s) => s.unread(ctx, data),

@@ -78,6 +78,25 @@ impl Deadline {
     pub(crate) fn is_now(self) -> bool {
         matches!(self, Deadline::Now)
     }
+
+    /// The instant a wait for rate tokens must end by (`None`: no limit; `Now`: now).
+    pub(crate) fn until(self) -> Option<Instant> {
+        match self {
+            Deadline::Now => Some(Instant::now()),
+            Deadline::Never => None,
+            Deadline::At(at) => Some(at),
+        }
+    }
+
+    /// The error of a call that waited for its deadline in vain: EAGAIN (non-blocking) or
+    /// ETIMEDOUT.
+    pub(crate) fn missed(self) -> Errno {
+        if self.is_now() {
+            Errno::EAGAIN
+        } else {
+            Errno::ETIMEDOUT
+        }
+    }
 }
 
 /// Whether a socket is a stream (TCP) or datagram (UDP) socket.

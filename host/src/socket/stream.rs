@@ -28,6 +28,7 @@ use crate::ctx::UsocketCtx;
 use crate::errno::{Errno, SockResult};
 use crate::gate::uses;
 use crate::policy::Use;
+use crate::quota::{Buffered, Direction, Quota};
 
 /// Where a stream socket is in its life, with what it holds there.
 enum State {
@@ -39,8 +40,8 @@ enum State {
     Listening(Os),
     /// A non-blocking (or timed-out) connect is under way.
     Connecting(Os),
-    /// Has a peer, and a receive queue.
-    Connected(Os, RxQueue),
+    /// Has a peer, and received bytes in the host.
+    Connected(Os, Rx),
     /// After `close()`.
     Closed,
 }
@@ -66,6 +67,96 @@ impl State {
             | State::Connected(os, _) => Ok(os),
             State::Closed => Err(Errno::EBADF),
         }
+    }
+}
+
+/// A connection's received bytes in the host: its receive queue, the read-ahead that
+/// `readline-ahead` lent the guest library, and their share of the guest's host-buffered
+/// total. Every change of the queue or the loan goes through here and updates the share.
+///
+/// The loan: bytes handed to the guest library count as unread (for `max_buffered`,
+/// `max_buffered_total` and reset on close) until the library's next call on the socket that
+/// receives, gives back (`unread`) or closes. By the WIT's protocol the library has by then
+/// given back what it did not use, so the rest was used. A socket dropped with a loan
+/// outstanding (the guest trapped, exited or ran out of time) resets its connection.
+pub(crate) struct Rx {
+    queue: RxQueue,
+    lent: usize,
+    share: Buffered,
+}
+
+impl Rx {
+    fn new(quota: &Quota) -> Rx {
+        Rx {
+            queue: RxQueue::default(),
+            lent: 0,
+            share: quota.buffered(),
+        }
+    }
+
+    fn sync(&mut self) {
+        self.share.set(self.queue.len() + self.lent);
+    }
+
+    /// Bytes held for this connection: queued, plus lent.
+    fn held(&self) -> usize {
+        self.share.held()
+    }
+
+    /// Whether a close now would leave received data unread.
+    fn has_unread(&self) -> bool {
+        self.queue.len() > 0 || self.lent > 0
+    }
+
+    /// The guest library's next call: what it did not give back of its loan, it used.
+    fn settle(&mut self) {
+        self.lent = 0;
+        self.sync();
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let out = self.queue.take(n);
+        self.sync();
+        out
+    }
+
+    fn take_all(&mut self) -> Vec<u8> {
+        let out = self.queue.take_all();
+        self.sync();
+        out
+    }
+
+    /// Takes `n` bytes as a loan to the guest library.
+    fn lend(&mut self, n: usize) -> Vec<u8> {
+        let out = self.queue.take(n);
+        self.lent += out.len();
+        self.sync();
+        out
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        self.queue.append(data);
+        self.sync();
+    }
+
+    /// Puts `data` back in front, ending the loan.
+    fn unread(&mut self, data: &[u8]) {
+        self.lent = 0;
+        self.queue.unread(data);
+        self.sync();
+    }
+}
+
+impl std::ops::Deref for Rx {
+    type Target = RxQueue;
+    fn deref(&self) -> &RxQueue {
+        &self.queue
+    }
+}
+
+impl std::ops::DerefMut for Rx {
+    fn deref_mut(&mut self) -> &mut RxQueue {
+        &mut self.queue
     }
 }
 
@@ -108,7 +199,7 @@ impl Stream {
     }
 
     /// The connection's descriptor and receive queue; ENOTCONN without one.
-    fn connection(&mut self) -> SockResult<(&Os, &mut RxQueue)> {
+    fn connection(&mut self) -> SockResult<(&Os, &mut Rx)> {
         match &mut self.state {
             State::Connected(os, rx) => Ok((os, rx)),
             State::Closed => Err(Errno::EBADF),
@@ -164,7 +255,7 @@ impl Stream {
                 let conn = Stream {
                     family: self.family,
                     timeout: self.timeout,
-                    state: State::Connected(Os::accepted(conn, slot), RxQueue::default()),
+                    state: State::Connected(Os::accepted(conn, slot), Rx::new(ctx.quota())),
                 };
                 return Ok((conn, peer));
             }
@@ -183,19 +274,21 @@ impl Stream {
         let implicit_bind = match self.state {
             State::Connected(..) => return Err(Errno::EISCONN),
             State::Listening(_) => return Err(Errno::EINVAL),
-            State::Connecting(_) => return self.finish_connect(self.timeout.deadline()).await,
+            State::Connecting(_) => {
+                return self.finish_connect(ctx, self.timeout.deadline()).await;
+            }
             State::Fresh(_) => Some(self.family),
             State::Bound(_) | State::Closed => None,
         };
         let grant = ctx.gate().grant::<uses::Connect>(addr, implicit_bind)?;
         if self.os()?.connect(&grant)? {
-            self.enter(|os| State::Connected(os, RxQueue::default()));
+            self.enter(|os| State::Connected(os, Rx::new(ctx.quota())));
             return Ok(());
         }
         self.enter(State::Connecting);
         match self.timeout {
             Timeout::NonBlocking => Err(Errno::EINPROGRESS),
-            _ => self.finish_connect(self.timeout.deadline()).await,
+            _ => self.finish_connect(ctx, self.timeout.deadline()).await,
         }
     }
 
@@ -203,7 +296,7 @@ impl Stream {
     ///
     /// Non-blocking: EALREADY while pending, EISCONN once connected (the lwIP choice of the
     /// contract), or the connect's error once.
-    async fn finish_connect(&mut self, deadline: Deadline) -> SockResult<()> {
+    async fn finish_connect(&mut self, ctx: &UsocketCtx, deadline: Deadline) -> SockResult<()> {
         let State::Connecting(os) = &self.state else {
             return Err(Errno::EINVAL);
         };
@@ -215,7 +308,7 @@ impl Stream {
             .await;
         match outcome {
             Ok(Ok(())) => {
-                self.enter(|os| State::Connected(os, RxQueue::default()));
+                self.enter(|os| State::Connected(os, Rx::new(ctx.quota())));
                 if deadline.is_now() {
                     Err(Errno::EISCONN)
                 } else {
@@ -238,10 +331,10 @@ impl Stream {
     /// Before a data call: a pending connect becomes connected (or reports its failure, or
     /// EAGAIN while it is still pending and `deadline` allows no wait); a socket without a
     /// peer is ENOTCONN.
-    async fn ensure_peer(&mut self, deadline: Deadline) -> SockResult<()> {
+    async fn ensure_peer(&mut self, ctx: &UsocketCtx, deadline: Deadline) -> SockResult<()> {
         match self.state {
             State::Connected(..) => Ok(()),
-            State::Connecting(_) => match self.finish_connect(deadline).await {
+            State::Connecting(_) => match self.finish_connect(ctx, deadline).await {
                 Ok(()) | Err(Errno::EISCONN) => Ok(()),
                 Err(Errno::EALREADY) => Err(Errno::EAGAIN),
                 Err(e) => Err(e),
@@ -253,30 +346,32 @@ impl Stream {
 
     /// [`Stream::ensure_peer`] for the reads that answer "nothing available" with `None`
     /// (`read`, `readline`): `Ok(false)` while a non-blocking connect is pending.
-    async fn has_peer(&mut self, deadline: Deadline) -> SockResult<bool> {
-        match self.ensure_peer(deadline).await {
+    async fn has_peer(&mut self, ctx: &UsocketCtx, deadline: Deadline) -> SockResult<bool> {
+        match self.ensure_peer(ctx, deadline).await {
             Ok(()) => Ok(true),
             Err(Errno::EAGAIN) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// `recv`: up to `max` bytes as they come (`b""` at end of stream).
+    /// `recv`: up to `max` bytes as they come (`b""` at end of stream). Bytes from the
+    /// kernel are counted against the receive quota and rate (a peek's are not: they stay
+    /// queued); bytes already queued in the host were counted when they came in.
     pub(super) async fn recv(
         &mut self,
+        ctx: &UsocketCtx,
         max: usize,
         deadline: Deadline,
         flags: RecvFlags,
     ) -> SockResult<Vec<u8>> {
-        self.ensure_peer(deadline).await?;
+        self.ensure_peer(ctx, deadline).await?;
+        let quota = ctx.quota();
+        let peek = flags.contains(RecvFlags::PEEK);
         let (os, rx) = self.connection()?;
+        rx.settle();
         if rx.len() > 0 {
             let n = max.min(rx.len());
-            return Ok(if flags.contains(RecvFlags::PEEK) {
-                rx.queued()[..n].to_vec()
-            } else {
-                rx.take(n)
-            });
+            return Ok(if peek { rx.peek(n) } else { rx.take(n) });
         }
         if let Some(err) = rx.take_error() {
             return Err(err);
@@ -284,9 +379,25 @@ impl Stream {
         if rx.is_eof() || max == 0 {
             return Ok(Vec::new());
         }
-        let mut data = Vec::with_capacity(max.min(MAX_RECV));
-        match os.recv_into(&mut data, deadline, flags).await {
-            Ok(0) if !flags.contains(RecvFlags::PEEK) => rx.set_eof(),
+        let max = quota.recv_budget(max.min(MAX_RECV))?;
+        let allowed = if peek {
+            max
+        } else {
+            quota
+                .allowance(Direction::Recv, max, false, deadline.until())
+                .await
+        };
+        if allowed == 0 {
+            return Err(deadline.missed());
+        }
+        let mut data = Vec::with_capacity(allowed);
+        let result = os.recv_into(&mut data, deadline, flags).await;
+        if !peek {
+            quota.refund(Direction::Recv, allowed - data.len());
+            quota.received(data.len());
+        }
+        match result {
+            Ok(0) if !peek => rx.set_eof(),
             Ok(_) => {}
             Err(Errno::ECONNRESET) => {
                 // Reported once; afterwards the stream reads as ended.
@@ -300,7 +411,10 @@ impl Stream {
 
     /// Reads from the kernel into the queue: at least one byte, end of stream, or an error.
     /// `Ok(false)` when nothing was available (non-blocking); ETIMEDOUT when the deadline
-    /// passed. Both leave the queue as it was.
+    /// passed. Both leave the queue as it was. Takes no more than the receive quota, the
+    /// rate limit and the buffer limits allow: ENOBUFS when the socket's share
+    /// (`max_buffered`) or the guest's total (`max_buffered_total`) is full, the bytes then
+    /// staying in the kernel.
     async fn fill(
         &mut self,
         ctx: &UsocketCtx,
@@ -308,33 +422,33 @@ impl Stream {
         deadline: Deadline,
     ) -> SockResult<bool> {
         let quota = ctx.quota();
-        let want = quota.recv_budget(want)?;
         let (os, rx) = self.connection()?;
-        let result = if quota.recv_is_limited() {
-            // Take exactly the budget from the kernel: a read into all of the queue's spare
-            // room could overshoot it.
-            let mut chunk = Vec::with_capacity(want.max(1));
-            let result = os.recv_into(&mut chunk, deadline, RecvFlags::empty()).await;
-            rx.append(&chunk);
-            result
-        } else {
-            os.recv_into(rx.room(want), deadline, RecvFlags::empty())
-                .await
-        };
-        let got = match result {
-            Ok(0) => {
-                rx.set_eof();
-                0
-            }
-            Ok(n) => n,
+        let room = quota.buffer_room(rx.held());
+        if room == 0 {
+            return Err(Errno::ENOBUFS);
+        }
+        let want = quota.recv_budget(want.min(room))?;
+        let allowed = quota
+            .allowance(Direction::Recv, want, false, deadline.until())
+            .await;
+        if allowed == 0 {
+            return match deadline {
+                Deadline::Now => Ok(false),
+                _ => Err(Errno::ETIMEDOUT),
+            };
+        }
+        let mut chunk = Vec::with_capacity(allowed);
+        let result = os.recv_into(&mut chunk, deadline, RecvFlags::empty()).await;
+        quota.refund(Direction::Recv, allowed - chunk.len());
+        quota.received(chunk.len());
+        rx.append(&chunk);
+        match result {
+            Ok(0) => rx.set_eof(),
+            Ok(_) => {}
             Err(Errno::EAGAIN) if deadline.is_now() => return Ok(false),
-            Err(Errno::ECONNRESET) => {
-                rx.set_error(Errno::ECONNRESET);
-                0
-            }
+            Err(Errno::ECONNRESET) => rx.set_error(Errno::ECONNRESET),
             Err(e) => return Err(e),
-        };
-        quota.received(got).await;
+        }
         Ok(true)
     }
 
@@ -352,10 +466,10 @@ impl Stream {
         n: Option<usize>,
     ) -> SockResult<Option<Vec<u8>>> {
         let deadline = self.timeout.deadline();
-        if !self.has_peer(deadline).await? {
+        if !self.has_peer(ctx, deadline).await? {
             return Ok(None);
         }
-        let limit = ctx.limits().max_buffered;
+        self.connection()?.1.settle();
         loop {
             let (_, rx) = self.connection()?;
             let queued = rx.len();
@@ -367,8 +481,8 @@ impl Stream {
                         None => Ok(Some(rx.take_all())),
                     };
                 }
-                // The bytes stay queued: a smaller read can still take them.
-                _ if queued >= limit => return Err(Errno::ENOBUFS),
+                // Over the buffer limits, fill fails with ENOBUFS: the bytes stay queued, and a
+                // smaller read can still take them.
                 _ => {}
             }
             let want = match n {
@@ -388,33 +502,30 @@ impl Stream {
         limit: Option<usize>,
     ) -> SockResult<Option<Vec<u8>>> {
         let deadline = self.timeout.deadline();
-        if !self.has_peer(deadline).await? {
+        if !self.has_peer(ctx, deadline).await? {
             return Ok(None);
         }
+        self.connection()?.1.settle();
         let limit = limit.unwrap_or(usize::MAX);
-        let max_buffered = ctx.limits().max_buffered;
         // Bytes already searched for a newline, so each byte is scanned once per call.
         let mut scanned = 0;
         loop {
             let (_, rx) = self.connection()?;
-            let queued = rx.queued();
-            let window = &queued[..queued.len().min(limit)];
-            if let Some(i) = window[scanned..].iter().position(|&b| b == b'\n') {
-                return Ok(Some(rx.take(scanned + i + 1)));
+            let window = rx.len().min(limit);
+            if let Some(i) = rx.find(b'\n', scanned, window) {
+                return Ok(Some(rx.take(i + 1)));
             }
-            if window.len() == limit {
+            if window == limit {
                 return Ok(Some(rx.take(limit)));
             }
-            scanned = window.len();
+            scanned = window;
             if rx.is_finished() {
                 return match rx.take_error() {
                     Some(err) => Err(err),
                     None => Ok(Some(rx.take(scanned))),
                 };
             }
-            if scanned >= max_buffered {
-                return Err(Errno::ENOBUFS);
-            }
+            // A line longer than the buffer limits allow: fill fails with ENOBUFS.
             if !self.fill(ctx, READ_CHUNK, deadline).await? {
                 return self.whatever_is_queued();
             }
@@ -433,52 +544,82 @@ impl Stream {
             return Ok(None);
         };
         let (_, rx) = self.connection()?;
-        let extra = rx.take(ahead.min(rx.len()));
+        // Queued bytes become lent ones: the socket's share stays the same, so read-ahead
+        // never holds more than the buffer limits allow, and giving it back fits.
+        let extra = rx.lend(ahead);
         Ok(Some((line, extra)))
     }
 
-    /// Puts read-ahead bytes back at the head of the queue (ENOBUFS over the per-socket limit).
+    /// Puts read-ahead bytes back at the head of the queue, ending the loan. Up to what was
+    /// lent it cannot fail (the loan's room is still reserved); beyond that the extra bytes
+    /// must fit the buffer limits (ENOBUFS).
     pub(super) fn unread(&mut self, ctx: &UsocketCtx, data: &[u8]) -> SockResult<()> {
         let (_, rx) = self.connection()?;
-        if rx.len() + data.len() > ctx.limits().max_buffered {
+        if let Some(extra) = data.len().checked_sub(rx.lent).filter(|&n| n > 0)
+            && ctx.quota().buffer_room(rx.held()) < extra
+        {
             return Err(Errno::ENOBUFS);
         }
         rx.unread(data);
         Ok(())
     }
 
-    /// `send(data)`: what fits, at least one byte unless non-blocking or timed out.
+    /// `send(data)`: what fits, at least one byte unless non-blocking or timed out. Rate
+    /// tokens are taken before the bytes leave: a blocking send waits for them, a timed or
+    /// non-blocking one only until its deadline.
     pub(super) async fn send(&mut self, ctx: &UsocketCtx, data: &[u8]) -> SockResult<usize> {
         let deadline = self.timeout.deadline();
-        self.ensure_peer(deadline).await?;
+        self.ensure_peer(ctx, deadline).await?;
         if data.is_empty() {
             return Ok(0);
         }
         let quota = ctx.quota();
-        let data = &data[..quota.send_budget(data.len())?];
+        let want = quota.send_budget(data.len())?;
+        let allowed = quota
+            .allowance(Direction::Send, want, false, deadline.until())
+            .await;
+        if allowed == 0 {
+            return Err(deadline.missed());
+        }
         let (os, _) = self.connection()?;
-        let n = os.send(data, deadline).await?;
-        quota.sent(n).await;
-        Ok(n)
+        let result = os.send(&data[..allowed], deadline).await;
+        let n = *result.as_ref().unwrap_or(&0);
+        quota.refund(Direction::Send, allowed - n);
+        quota.sent(n);
+        result
     }
 
     /// `write(data)` / `sendall(data)`: all of it (blocking), all or ETIMEDOUT (timed), or
-    /// what fits now (non-blocking, possibly 0, also while the connect is pending).
+    /// what fits now (non-blocking, possibly 0, also while the connect is pending). Goes out
+    /// in the pieces the rate limit allows, each paid before it leaves, within the deadline:
+    /// timed, ETIMEDOUT after sending what the deadline allowed; non-blocking, what the
+    /// bucket holds now.
     pub(super) async fn write(&mut self, ctx: &UsocketCtx, data: &[u8]) -> SockResult<usize> {
         let deadline = self.timeout.deadline();
-        if !self.has_peer(deadline).await? {
+        if !self.has_peer(ctx, deadline).await? {
             return Ok(0);
         }
         let quota = ctx.quota();
         let (os, _) = self.connection()?;
         let mut sent = 0;
         while sent < data.len() {
-            let chunk = &data[sent..sent + quota.send_budget(data.len() - sent)?];
-            match os.send(chunk, deadline).await {
-                Ok(n) => {
-                    sent += n;
-                    quota.sent(n).await;
+            let want = quota.send_budget(data.len() - sent)?;
+            let allowed = quota
+                .allowance(Direction::Send, want, false, deadline.until())
+                .await;
+            if allowed == 0 {
+                match deadline {
+                    Deadline::Now => break,
+                    _ => return Err(Errno::ETIMEDOUT),
                 }
+            }
+            let result = os.send(&data[sent..sent + allowed], deadline).await;
+            let n = *result.as_ref().unwrap_or(&0);
+            quota.refund(Direction::Send, allowed - n);
+            quota.sent(n);
+            sent += n;
+            match result {
+                Ok(_) => {}
                 Err(Errno::EAGAIN) if deadline.is_now() => break,
                 Err(e) => return Err(e),
             }
@@ -487,9 +628,23 @@ impl Stream {
     }
 
     /// `close()`: unread received data turns it into a reset, as a kernel socket's close does.
+    /// By the WIT's protocol the guest library gave back its read-ahead before closing, so a
+    /// loan still outstanding was used (see [`Rx`]).
     pub(super) fn close(&mut self) {
+        if let State::Connected(_, rx) = &mut self.state {
+            rx.settle();
+        }
+        self.shut();
+    }
+
+    /// Closes: a reset if received data is unread, in the host's queue or lent to the guest
+    /// library; a FIN otherwise.
+    fn shut(&mut self) {
+        if let State::Closed = self.state {
+            return;
+        }
         if let State::Connected(os, rx) = &self.state
-            && rx.len() > 0
+            && rx.has_unread()
         {
             os.reset_on_close();
         }
@@ -535,5 +690,14 @@ impl Stream {
         if let Ok(os) = self.os() {
             os.readiness(mask, || self.revents(mask) != 0).await;
         }
+    }
+}
+
+impl Drop for Stream {
+    /// A socket dropped without `close` (the guest dropped it, trapped, exited or ran out of
+    /// time): unread data, including read-ahead the guest library never gave back, resets the
+    /// connection.
+    fn drop(&mut self) {
+        self.shut();
     }
 }

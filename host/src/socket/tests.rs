@@ -427,3 +427,191 @@ async fn socket_options_of_the_contract_and_linger_zero_resets_on_close() {
         .expect_err("a reset, not end of stream");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
 }
+
+// Quotas and buffering (issue 8, items 4, 5 and 8).
+
+fn ctx_with(limits: crate::Limits) -> UsocketCtx {
+    ctx().with_limits(limits)
+}
+
+/// Reads what the peer receives in a thread, with the time each piece arrived (since the
+/// returned instant), until end of stream or 20 s.
+fn timed_reader(
+    peer: std::net::TcpStream,
+) -> (
+    std::time::Instant,
+    std::thread::JoinHandle<Vec<(Duration, usize)>>,
+) {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    let reader = std::thread::spawn(move || {
+        let mut peer = peer;
+        peer.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = peer.read(&mut buf) {
+            seen.push((started.elapsed(), n));
+        }
+        seen
+    });
+    (started, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_bytes_count_once_against_the_receive_quota() {
+    // 156 bytes with a 200-byte quota: a line, then the rest by recv. Each byte counts once
+    // (when it comes in from the kernel), so all of them reach the guest.
+    let ctx = ctx_with(crate::Limits {
+        max_bytes_received: Some(200),
+        ..crate::Limits::default()
+    });
+    let (mut sock, mut peer) = connected(&ctx).await;
+    let mut data = b"line\n".to_vec();
+    data.extend([b'x'; 151]);
+    peer.write_all(&data).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    sock.set_timeout(Some(2.0)).unwrap();
+    assert_eq!(
+        sock.readline(&ctx, None).await,
+        Ok(Some(b"line\n".to_vec()))
+    );
+    let mut got = 0;
+    for _ in 0..10 {
+        if got == 151 {
+            break;
+        }
+        match sock.recv(&ctx, 1000, 0).await {
+            Ok(d) => got += d.len(),
+            Err(e) => panic!("recv after {got} of 151 bytes: {e:?}"),
+        }
+    }
+    assert_eq!(got, 151);
+    assert_eq!(
+        ctx.stats()
+            .bytes_received
+            .load(std::sync::atomic::Ordering::Relaxed),
+        156
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_write_goes_out_no_faster_than_the_bucket_allows() {
+    let ctx = ctx_with(crate::Limits {
+        rate: Some(1000),
+        ..crate::Limits::default()
+    });
+    let (mut sock, peer) = connected(&ctx).await;
+    let (started, reader) = timed_reader(peer);
+    assert_eq!(sock.write(&ctx, &[b'w'; 4000]).await, Ok(4000));
+    let took = started.elapsed();
+    sock.close();
+    let seen = reader.join().unwrap();
+    println!("4000 bytes at 1000 B/s: write took {took:?}; arrivals {seen:?}");
+    // One second of burst, then 1000 B/s: 3 s in all; coarse bounds.
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    let mut total = 0;
+    for (at, n) in seen {
+        total += n;
+        // What the bucket allows by then (1000 of burst + 1000 B/s), with a wide margin.
+        let allowed = 1000.0 + 1000.0 * at.as_secs_f64() + 600.0;
+        assert!(
+            (total as f64) <= allowed,
+            "{total} bytes had arrived after {at:?}"
+        );
+    }
+    assert_eq!(total, 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_timed_and_non_blocking_calls_keep_their_deadlines() {
+    let ctx = ctx_with(crate::Limits {
+        rate: Some(1000),
+        ..crate::Limits::default()
+    });
+    let (mut sock, mut peer) = connected(&ctx).await;
+    // Non-blocking: what the bucket allows now (its one second of burst), at once.
+    sock.set_timeout(Some(0.0)).unwrap();
+    let started = std::time::Instant::now();
+    let n = sock.write(&ctx, &[b'n'; 4000]).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!((1..=1500).contains(&n), "{n}");
+    // The bucket is empty now: nothing fits.
+    assert_eq!(sock.send(&ctx, &[b'n'; 100]).await, Err(Errno::EAGAIN));
+    // Timed: ETIMEDOUT at its deadline, after sending what the deadline allowed.
+    sock.set_timeout(Some(0.3)).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(sock.write(&ctx, &[b't'; 4000]).await, Err(Errno::ETIMEDOUT));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // Receiving: the peer's 4000 bytes come in no faster than the bucket allows either.
+    peer.write_all(&[b'r'; 4000]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sock.set_timeout(Some(0.0)).unwrap();
+    let started = std::time::Instant::now();
+    let got = sock
+        .read(&ctx, Some(4000))
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(got.len() <= 1500, "{}", got.len());
+    sock.set_timeout(Some(0.3)).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(sock.read(&ctx, Some(4000)).await, Err(Errno::ETIMEDOUT));
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_stays_within_max_buffered_and_giving_it_back_cannot_fail() {
+    let ctx = ctx_with(crate::Limits {
+        max_buffered: 1000,
+        ..crate::Limits::default()
+    });
+    let (mut sock, mut peer) = connected(&ctx).await;
+    let mut data = b"a\n".to_vec();
+    data.extend([b'b'; 3000]);
+    peer.write_all(&data).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    sock.set_timeout(Some(2.0)).unwrap();
+    let (line, ahead) = sock
+        .readline_ahead(&ctx, None, 65536)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, b"a\n");
+    assert!(ahead.len() <= 1000, "{} bytes of read-ahead", ahead.len());
+    assert_eq!(sock.unread(&ctx, &ahead), Ok(()));
+    assert_eq!(sock.read(&ctx, Some(10)).await, Ok(Some(vec![b'b'; 10])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_buffers_at_most_max_buffered_total_for_all_sockets_together() {
+    let ctx = ctx_with(crate::Limits {
+        max_buffered_total: 1000,
+        ..crate::Limits::default()
+    });
+    let (mut a, mut peer_a) = connected(&ctx).await;
+    let (mut b, mut peer_b) = connected(&ctx).await;
+    peer_a.write_all(&[b'a'; 800]).unwrap();
+    peer_b.write_all(&[b'b'; 800]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    a.set_timeout(Some(0.2)).unwrap();
+    b.set_timeout(Some(0.2)).unwrap();
+    // a's 800 bytes wait in the host for the rest of the line...
+    assert_eq!(a.readline(&ctx, None).await, Err(Errno::ETIMEDOUT));
+    // ...so b's can take only 200 more: ENOBUFS, with the rest left in the kernel.
+    assert_eq!(b.readline(&ctx, None).await, Err(Errno::ENOBUFS));
+    // Nothing is lost: once a's bytes are taken, b's arrive in full.
+    assert_eq!(a.read(&ctx, Some(800)).await, Ok(Some(vec![b'a'; 800])));
+    assert_eq!(b.read(&ctx, Some(800)).await, Ok(Some(vec![b'b'; 800])));
+}

@@ -9,6 +9,11 @@
 //! `readline-close PORT` (readline, close with read-ahead unread), `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
 //! `echo PORT COUNT` (COUNT 64-byte round trips to an echo server).
 //!
+//! For reset-on-close and receive accounting: `readline-then PORT ACTION`, `read-then PORT N
+//! ACTION`, `lines-then PORT N ACTION` (readline, read(N) or N readlines, then ACTION:
+//! `trap`, `exit`, `spin` or `close`), `readline-recv PORT COUNT` (readline, then COUNT
+//! `recv(1000)`s), `readline-read PORT N` (readline, read(N), close).
+//!
 //! For the escape, rebinding and quota tests: `connect6 HOST PORT` and `sendto6 HOST PORT`
 //! (as `connect`/`sendto`, on AF_INET6 sockets), `rconnect NAME PORT` (getaddrinfo, then
 //! connect to its first answer), `sleep MS`, `resolve-sleep-connect NAME PORT MS`
@@ -28,6 +33,24 @@ fn show<T>(r: usocket::Result<T>, ok: impl FnOnce(T) -> String) {
     match r {
         Ok(v) => println!("{}", ok(v)),
         Err(e) => println!("errno {}", e.errno()),
+    }
+}
+
+/// Ends the guest as `action` says, with `s` still open: `trap`, `exit`, `spin`, `close`.
+fn end_with(action: &str, s: &Socket) {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    match action {
+        "trap" => std::process::abort(),
+        "exit" => std::process::exit(0),
+        "spin" => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "close" => s.close(),
+        other => panic!("unknown action {other}"),
     }
 }
 
@@ -203,6 +226,64 @@ fn main() {
                 show(s.readline(), |l| {
                     format!("ok readline {:?}", l.map(|l| l.len()))
                 });
+                s.close();
+            }
+            "readline-then" => {
+                // readline (the guest library then holds read-ahead), then ACTION: `trap`,
+                // `exit` (std::process::exit: no destructor runs) or `spin` (until the time
+                // limit): the peer must see a reset, the read-ahead being unread data.
+                let (p, action) = (port(arg()), arg());
+                let s = tcp();
+                s.settimeout(Some(5.0)).expect("settimeout");
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.readline(), |l| {
+                    format!("ok readline {:?}", l.map(|l| l.len()))
+                });
+                end_with(&action, &s);
+            }
+            "read-then" => {
+                // read(N) with more received than N (queued in the host), then ACTION as
+                // for `readline-then`.
+                let (p, n, action) = (port(arg()), arg().parse::<usize>().expect("count"), arg());
+                let s = tcp();
+                s.settimeout(Some(5.0)).expect("settimeout");
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.read(n), |d| format!("ok read {:?}", d.map(|d| d.len())));
+                end_with(&action, &s);
+            }
+            "lines-then" => {
+                // N readlines that use up all that was received, then ACTION: nothing is
+                // unread, so the peer must see a clean end of stream.
+                let (p, n, action) = (port(arg()), arg().parse::<usize>().expect("count"), arg());
+                let s = tcp();
+                s.settimeout(Some(5.0)).expect("settimeout");
+                s.connect(("127.0.0.1", p)).expect("connect");
+                for _ in 0..n {
+                    show(s.readline(), |l| {
+                        format!("ok readline {:?}", l.map(|l| l.len()))
+                    });
+                }
+                end_with(&action, &s);
+            }
+            "readline-recv" => {
+                // readline, then COUNT recv(1000)s: one line each.
+                let (p, count) = (port(arg()), arg().parse::<usize>().expect("count"));
+                let s = tcp();
+                s.settimeout(Some(2.0)).expect("settimeout");
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.readline(), |l| format!("ok {:?}", l.map(|l| l.len())));
+                for _ in 0..count {
+                    show(s.recv(1000), |d| format!("ok {}", d.len()));
+                }
+            }
+            "readline-read" => {
+                // readline, then read(N), then close: one line each.
+                let (p, n) = (port(arg()), arg().parse::<usize>().expect("count"));
+                let s = tcp();
+                s.settimeout(Some(2.0)).expect("settimeout");
+                s.connect(("127.0.0.1", p)).expect("connect");
+                show(s.readline(), |l| format!("ok {:?}", l.map(|l| l.len())));
+                show(s.read(n), |d| format!("ok {:?}", d.map(|d| d.len())));
                 s.close();
             }
             "trap" => {
