@@ -1,12 +1,21 @@
 //! `usocket`: run WebAssembly command components with scoped network access.
+//!
+//! The process never outlives its guest by more than a bounded time. The guest's stdout and
+//! stderr are written by tasks of the runtime, so a guest stuck writing to a pipe nobody
+//! reads waits in an async call that its time limit (or a signal) stops. SIGTERM and SIGINT
+//! stop the guest (its `Store` and with it every socket closes) and exit with 128 + the
+//! signal number (143, 130); a SIGINT ignored when usocket started (a background job of a
+//! shell) stays ignored. Whatever happens, usocket ends at most [`GRACE`] after the time
+//! limit or the signal, and never waits for a thread stuck in a blocking write (it exits
+//! without dropping the runtime, after a bounded flush of its own output).
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
+use std::{io, thread};
 
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -19,6 +28,8 @@ use usocket_host::policy_file::{self, PolicyFile};
 use usocket_host::run::{Guest, Runner};
 use usocket_host::{Limits, Policy, Rule, UsocketCtx};
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::cli::{AsyncStdoutStream, StdoutStream};
+use wasmtime_wasi::p2::OutputStream;
 
 /// The demo guest (examples/src/bin/demo.rs), built for wasm32-wasip2 by build.rs.
 const DEMO_GUEST: &[u8] = include_bytes!(env!("USOCKET_DEMO_WASM"));
@@ -169,7 +180,16 @@ enum Failure {
     Usage(String),
     /// Anything else (unreadable or invalid component, the guest trapped): exit 125.
     Host(String),
+    /// SIGTERM or SIGINT (the number): the guest was stopped; exit 128 + the number.
+    Signal(i32),
 }
+
+/// How long usocket may take to end after the guest's time limit or a stop signal, if
+/// stopping the guest cleanly does not finish first.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// How long the last flush of usocket's own stdout and stderr may take.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 impl RunArgs {
     /// The limits the flags set, over the policy file's.
@@ -192,40 +212,222 @@ fn bad_flag(e: LimitError) -> Failure {
     Failure::Usage(e.explain(e.limit().flag(), " "))
 }
 
-fn main() -> ExitCode {
+fn main() {
     let cli = Cli::parse();
+    // Before any other thread starts, so that every thread inherits the signal mask.
+    let stop = match StopSignals::block() {
+        Ok(signals) => signals.wait_in_thread(),
+        Err(e) => end(Err(Failure::Host(format!(
+            "cannot set up signal handling: {e}"
+        )))),
+    };
     init_logging();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            return fail(Failure::Host(format!(
+            end(Err(Failure::Host(format!(
                 "cannot start the async runtime: {e}"
-            )));
+            ))));
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => run(*args).await,
-            Command::Policy {
-                command: PolicyCommand::Check { file },
-            } => check(&file),
-            Command::Demo => demo().await.map_err(Failure::Host),
+        let command = async {
+            match cli.command {
+                Command::Run(args) => run(*args).await,
+                Command::Policy {
+                    command: PolicyCommand::Check { file },
+                } => check(&file),
+                Command::Demo => demo().await.map_err(Failure::Host),
+            }
+        };
+        // A stop signal drops the command's future: the guest's `Store` goes, and with it
+        // every socket it had open.
+        tokio::select! {
+            result = command => result,
+            Ok(signal) = stop => Err(Failure::Signal(signal)),
         }
     });
-    match result {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        Err(failure) => fail(failure),
+    // Never drop the runtime: that would wait for its blocking threads, and one of them may
+    // be stuck writing to a pipe nobody reads.
+    end(result)
+}
+
+/// Ends the process: the guest's exit code, or the failure's (after saying what it was).
+fn end(result: Result<i32, Failure>) -> ! {
+    let (code, message) = match result {
+        Ok(code) => (u8::try_from(code).unwrap_or(1).into(), None),
+        Err(Failure::Usage(message)) => (2, Some(format!("usocket: error: {message}"))),
+        Err(Failure::Host(message)) => (125, Some(format!("usocket: error: {message}"))),
+        Err(Failure::Signal(signal)) => (
+            128 + signal,
+            Some(format!(
+                "usocket: stopped by {}: the guest was stopped and its sockets closed",
+                signal_name(signal)
+            )),
+        ),
+    };
+    exit_now(code, message)
+}
+
+/// Writes `message` (a line) to stderr and flushes stdout, for at most [`FLUSH_LIMIT`]
+/// (either may be a pipe nobody reads), then exits with `code` at once, whatever other
+/// threads are doing.
+fn exit_now(code: i32, message: Option<String>) -> ! {
+    let (done, flushed) = mpsc::channel();
+    let flusher = thread::Builder::new().spawn(move || {
+        if let Some(message) = message {
+            let _ = writeln!(io::stderr(), "{message}");
+        }
+        let _ = io::stdout().flush();
+        let _ = done.send(());
+    });
+    if flusher.is_ok() {
+        let _ = flushed.recv_timeout(FLUSH_LIMIT);
+    }
+    // `exit` flushes stdout again only if no other thread holds it (a stuck writer does).
+    std::process::exit(code)
+}
+
+/// The signals that stop usocket: SIGTERM, and SIGINT unless it was ignored when usocket
+/// started (shells start background jobs with SIGINT ignored, and expect it to stay so).
+/// They are blocked in every thread and taken by one thread with `sigwait`, so no async
+/// runtime (or stuck thread) stands between a signal and the exit.
+struct StopSignals {
+    set: libc::sigset_t,
+}
+
+impl StopSignals {
+    /// Blocks the signals in this thread (and so in every thread it starts from now on).
+    fn block() -> io::Result<StopSignals> {
+        // SAFETY: plain libc calls on a local signal set and the calling thread's mask; the
+        // query of SIGINT's action changes nothing.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGINT, std::ptr::null(), &mut action) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if action.sa_sigaction != libc::SIG_IGN {
+                libc::sigaddset(&mut set, libc::SIGINT);
+            }
+            let e = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if e != 0 {
+                return Err(io::Error::from_raw_os_error(e));
+            }
+            Ok(StopSignals { set })
+        }
+    }
+
+    /// Starts the thread that waits for the signals. The first one is sent to the returned
+    /// receiver and starts a [`GRACE`] period after which the process exits whatever it is
+    /// doing; a second one exits at once.
+    fn wait_in_thread(self) -> tokio::sync::oneshot::Receiver<i32> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = move || {
+            let mut tx = Some(tx);
+            loop {
+                let mut signal = 0;
+                // SAFETY: waits on a signal set blocked in this thread.
+                if unsafe { libc::sigwait(&self.set, &mut signal) } != 0 {
+                    continue;
+                }
+                match tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(signal);
+                        let _ = thread::Builder::new().spawn(move || {
+                            thread::sleep(GRACE);
+                            exit_now(
+                                128 + signal,
+                                Some(format!(
+                                    "usocket: stopped by {}: the guest did not stop within {GRACE:?}",
+                                    signal_name(signal)
+                                )),
+                            )
+                        });
+                    }
+                    None => exit_now(128 + signal, None),
+                }
+            }
+        };
+        if let Err(e) = thread::Builder::new()
+            .name("usocket-signals".into())
+            .spawn(waiter)
+        {
+            end(Err(Failure::Host(format!(
+                "cannot start the signal thread: {e}"
+            ))));
+        }
+        rx
     }
 }
 
-fn fail(failure: Failure) -> ExitCode {
-    let (code, message) = match failure {
-        Failure::Usage(message) => (2, message),
-        Failure::Host(message) => (125, message),
-    };
-    eprintln!("usocket: error: {message}");
-    ExitCode::from(code)
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// The guest's stdout or stderr: written by a task of the runtime (through tokio's blocking
+/// pool), so a guest blocked on a full pipe waits in an async call that its time limit or a
+/// signal can stop, where an inherited stream would block the thread running the guest.
+struct GuestOutput {
+    stream: AsyncStdoutStream,
+    terminal: bool,
+}
+
+impl GuestOutput {
+    /// Must run inside the runtime (the stream's writer is a task).
+    fn stdout() -> GuestOutput {
+        GuestOutput {
+            stream: AsyncStdoutStream::new(64 << 10, wasmtime_wasi::cli::stdout()),
+            terminal: io::stdout().is_terminal(),
+        }
+    }
+
+    fn stderr() -> GuestOutput {
+        GuestOutput {
+            stream: AsyncStdoutStream::new(64 << 10, wasmtime_wasi::cli::stderr()),
+            terminal: io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        self.stream.p2_stream()
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        self.stream.async_stream()
+    }
+}
+
+/// Bounds the guest's whole run from outside the runtime: `limit` plus [`GRACE`] after it
+/// starts, the process exits (code 125) even if stopping the guest is stuck.
+fn watchdog(limit: Duration) {
+    let _ = thread::Builder::new()
+        .name("usocket-watchdog".into())
+        .spawn(move || {
+            thread::sleep(limit.saturating_add(GRACE));
+            exit_now(
+                125,
+                Some(format!(
+                    "usocket: error: the guest ran longer than its time limit of {limit:?} and \
+                     did not stop within {GRACE:?}"
+                )),
+            )
+        });
 }
 
 /// Logs to stderr as USOCKET_LOG says (default: warnings); `USOCKET_LOG=usocket::audit=info`
@@ -393,10 +595,18 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         usocket = usocket.with_audit(Arc::new(audit));
     }
     let guest = Guest {
-        wasi: WasiCtxBuilder::new().inherit_stdio().args(&argv).build(),
+        wasi: WasiCtxBuilder::new()
+            .inherit_stdin()
+            .stdout(GuestOutput::stdout())
+            .stderr(GuestOutput::stderr())
+            .args(&argv)
+            .build(),
         usocket,
         time_limit,
     };
+    if let Some(limit) = time_limit {
+        watchdog(limit);
+    }
     runner.run(&component, guest).await.map_err(|e| {
         let mut message = format!("the guest failed: {e:?}");
         if message.contains("exceeds memory limits") {
