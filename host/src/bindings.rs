@@ -100,7 +100,7 @@ impl wit::Host for UsocketCtxView<'_> {
         }
         let canceller = self.ctx.canceller();
         out(canceller
-            .guard(crate::socket::poll::poll(&entries, timeout_ms))
+            .guard(crate::socket::poll::poll(self.ctx, &entries, timeout_ms))
             .await?)
     }
 

@@ -384,6 +384,17 @@ impl Socket {
         each_kind!(&self.0, s => s.revents(mask))
     }
 
+    /// Before [`Socket::revents`] in `poll`: a listener asked for POLLIN takes its pending
+    /// connections from the kernel and keeps only those the policy admits, so that it is
+    /// readable only when `accept` has a connection to give.
+    pub(crate) fn admit_pending(&self, ctx: &UsocketCtx, mask: u32) {
+        if let Inner::Stream(s) = &self.0
+            && mask & usocket_abi::POLLIN != 0
+        {
+            s.admit_pending(ctx);
+        }
+    }
+
     /// Waits until [`Socket::revents`] may have changed for `mask`. Spurious wake-ups are
     /// possible; a caller re-checks with `revents`.
     pub(crate) async fn readiness(&self, mask: u32) {

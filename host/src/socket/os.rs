@@ -344,6 +344,19 @@ impl Os {
         Ok((conn, peer))
     }
 
+    /// The next pending connection if there is one now (never waits; errors count as none).
+    pub(crate) fn accept_now(&self) -> Option<(socket2::Socket, SocketAddr)> {
+        let (conn, peer) = loop {
+            match self.sock.accept() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other.ok()?,
+            }
+        };
+        let peer = peer.as_socket()?;
+        conn.set_nonblocking(true).ok()?;
+        Some((conn, peer))
+    }
+
     /// Wraps an accepted connection, with the slot it takes.
     pub(crate) fn accepted(conn: socket2::Socket, slot: Slot) -> Os {
         Os::wrap(conn, slot)

@@ -6,21 +6,30 @@ use std::task::Poll;
 use std::time::Duration;
 
 use super::Socket;
+use crate::ctx::UsocketCtx;
 use crate::errno::{Errno, SockResult};
 
 /// The most sockets one `poll` call may wait on.
 pub(crate) const MAX_POLL_ENTRIES: usize = 4096;
 
 /// Waits until one of `entries` (socket, mask) is ready or `timeout_ms` passes (negative: no
-/// limit; 0: no wait), and returns the revents of every entry, in order.
-pub(crate) async fn poll(entries: &[(&Socket, u32)], timeout_ms: i32) -> SockResult<Vec<u32>> {
+/// limit; 0: no wait), and returns the revents of every entry, in order. A listener is
+/// readable only for connections the policy admits (`ctx`'s gate decides them first).
+pub(crate) async fn poll(
+    ctx: &UsocketCtx,
+    entries: &[(&Socket, u32)],
+    timeout_ms: i32,
+) -> SockResult<Vec<u32>> {
     if entries.len() > MAX_POLL_ENTRIES {
         return Err(Errno::EINVAL);
     }
     let revents = |entries: &[(&Socket, u32)]| -> Vec<u32> {
         entries
             .iter()
-            .map(|(sock, mask)| sock.revents(*mask))
+            .map(|(sock, mask)| {
+                sock.admit_pending(ctx, *mask);
+                sock.revents(*mask)
+            })
             .collect()
     };
     let deadline = (timeout_ms >= 0)

@@ -15,7 +15,9 @@
 //! Connected sockets keep a host-side [`RxQueue`], so `read(n)`, `readline()`, `read()` and
 //! `write()` are one host call each and a timed-out read loses nothing.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
 use rustix::net::RecvFlags;
 use usocket_abi::{POLL_CLOSED, POLLIN};
@@ -36,8 +38,9 @@ enum State {
     Fresh(Os),
     /// Has a local address (explicit `bind`).
     Bound(Os),
-    /// Accepting connections; stays here until closed.
-    Listening(Os),
+    /// Accepting connections; stays here until closed. Holds the connections `poll` (or a
+    /// non-blocking `accept`) already took from the kernel and the policy admitted.
+    Listening(Os, Admitted),
     /// A non-blocking (or timed-out) connect is under way.
     Connecting(Os),
     /// Has a peer, and received bytes in the host.
@@ -51,7 +54,7 @@ impl State {
         match self {
             State::Fresh(_) => Phase::Fresh,
             State::Bound(_) => Phase::Bound,
-            State::Listening(_) => Phase::Listening,
+            State::Listening(..) => Phase::Listening,
             State::Connecting(_) => Phase::Connecting,
             State::Connected(..) => Phase::Connected,
             State::Closed => Phase::Closed,
@@ -62,7 +65,7 @@ impl State {
         match self {
             State::Fresh(os)
             | State::Bound(os)
-            | State::Listening(os)
+            | State::Listening(os, _)
             | State::Connecting(os)
             | State::Connected(os, _) => Ok(os),
             State::Closed => Err(Errno::EBADF),
@@ -160,6 +163,33 @@ impl std::ops::DerefMut for Rx {
     }
 }
 
+/// The most connections a listener keeps admitted ahead of `accept`.
+const MAX_ADMITTED: usize = 8;
+
+/// A listener's connections taken from the kernel and admitted by the policy, waiting for
+/// `accept`. Dropped with the listener, they are reset, as a kernel listener's pending
+/// connections are when it closes.
+#[derive(Default)]
+pub(crate) struct Admitted(Mutex<VecDeque<(socket2::Socket, SocketAddr)>>);
+
+impl Admitted {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(socket2::Socket, SocketAddr)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pop(&self) -> Option<(socket2::Socket, SocketAddr)> {
+        self.lock().pop_front()
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        for (conn, _) in self.lock().drain(..) {
+            Os::refuse(conn);
+        }
+    }
+}
+
 pub(crate) struct Stream {
     pub(super) family: Family,
     pub(super) timeout: Timeout,
@@ -190,7 +220,7 @@ impl Stream {
         self.state = match std::mem::replace(&mut self.state, State::Closed) {
             State::Fresh(os)
             | State::Bound(os)
-            | State::Listening(os)
+            | State::Listening(os, _)
             | State::Connecting(os)
             | State::Connected(os, _) => next(os),
             State::Closed => State::Closed,
@@ -226,41 +256,76 @@ impl Stream {
                 SocketAddr::new(self.family.unspecified(), 0),
                 Some(self.family),
             ),
-            State::Bound(os) | State::Listening(os) => (os.local_addr()?, None),
+            State::Bound(os) | State::Listening(os, _) => (os.local_addr()?, None),
             State::Connecting(_) | State::Connected(..) => return Err(Errno::EINVAL),
             State::Closed => return Err(Errno::EBADF),
         };
         let grant = ctx.gate().grant::<uses::Listen>(local, implicit_bind)?;
         self.os()?.listen(&grant, backlog)?;
         if self.phase() != Phase::Listening {
-            self.enter(State::Listening);
+            self.enter(|os| State::Listening(os, Admitted::default()));
         }
         Ok(())
     }
 
     /// The next connection whose peer the policy admits (others are reset unseen), in this
-    /// socket's timeout mode.
+    /// socket's timeout mode: first those already admitted, then the kernel's.
+    ///
+    /// The socket quota: a call that would wait gets ENOMEM at once when it is full; a
+    /// non-blocking one looks first, and says EAGAIN when no admitted connection is waiting
+    /// (ENOMEM when one is; it stays waiting for a later accept).
     pub(super) async fn accept(&mut self, ctx: &UsocketCtx) -> SockResult<(Stream, SocketAddr)> {
-        let os = match &self.state {
-            State::Listening(os) => os,
+        let (os, admitted) = match &self.state {
+            State::Listening(os, admitted) => (os, admitted),
             State::Closed => return Err(Errno::EBADF),
             _ => return Err(Errno::EINVAL),
         };
-        // Quota first: an exhausted guest gets ENOMEM at once, not after waiting.
-        let slot = ctx.quota().take_slot()?;
         let deadline = self.timeout.deadline();
+        let slot = match ctx.quota().take_slot() {
+            Ok(slot) => slot,
+            Err(_) if deadline.is_now() && !self.admit_pending(ctx) => return Err(Errno::EAGAIN),
+            Err(e) => return Err(e),
+        };
+        let connected = |conn, peer| {
+            let conn = Stream {
+                family: self.family,
+                timeout: self.timeout,
+                state: State::Connected(Os::accepted(conn, slot), Rx::new(ctx.quota())),
+            };
+            Ok((conn, peer))
+        };
+        if let Some((conn, peer)) = admitted.pop() {
+            return connected(conn, peer);
+        }
         loop {
             let (conn, peer) = os.accept(deadline).await?;
             if ctx.gate().admits(Use::Accept, peer) {
-                let conn = Stream {
-                    family: self.family,
-                    timeout: self.timeout,
-                    state: State::Connected(Os::accepted(conn, slot), Rx::new(ctx.quota())),
-                };
-                return Ok((conn, peer));
+                return connected(conn, peer);
             }
             Os::refuse(conn);
         }
+    }
+
+    /// For a listener: takes the connections pending in the kernel (without waiting), resets
+    /// those the policy refuses and keeps the admitted ones for `accept`, up to
+    /// [`MAX_ADMITTED`]; so `poll` reports a listener readable only for a connection the guest
+    /// may accept. Whether one is waiting.
+    pub(super) fn admit_pending(&self, ctx: &UsocketCtx) -> bool {
+        let State::Listening(os, admitted) = &self.state else {
+            return false;
+        };
+        let mut waiting = admitted.lock();
+        while waiting.len() < MAX_ADMITTED {
+            let Some((conn, peer)) = os.accept_now() else {
+                break;
+            };
+            if ctx.gate().admits(Use::Accept, peer) {
+                waiting.push_back((conn, peer));
+            } else {
+                Os::refuse(conn);
+            }
+        }
+        !waiting.is_empty()
     }
 
     pub(super) async fn connect(
@@ -273,7 +338,7 @@ impl Stream {
         let addr = addr::parse(self.family, address, port, Purpose::Destination)?;
         let implicit_bind = match self.state {
             State::Connected(..) => return Err(Errno::EISCONN),
-            State::Listening(_) => return Err(Errno::EINVAL),
+            State::Listening(..) => return Err(Errno::EINVAL),
             State::Connecting(_) => {
                 return self.finish_connect(ctx, self.timeout.deadline()).await;
             }
@@ -675,20 +740,36 @@ impl Stream {
         self.os()?.set_option(Kind::Stream, level, option, value)
     }
 
-    /// The kernel's revents, plus POLLIN for what the queue holds.
+    /// The kernel's revents, plus POLLIN for what the queue holds. A listener's POLLIN is
+    /// for admitted connections only (see [`Stream::admit_pending`]), never the kernel's.
     pub(super) fn revents(&self, mask: u32) -> u32 {
         match &self.state {
             State::Closed => POLL_CLOSED,
             State::Connected(os, rx) if mask & POLLIN != 0 && rx.has_news() => {
                 os.revents(mask) | POLLIN
             }
+            State::Listening(os, admitted) => {
+                let kernel = os.revents(mask) & !POLLIN;
+                if mask & POLLIN != 0 && !admitted.lock().is_empty() {
+                    kernel | POLLIN
+                } else {
+                    kernel
+                }
+            }
             state => state.os().map_or(POLL_CLOSED, |os| os.revents(mask)),
         }
     }
 
+    /// Waits until [`Stream::revents`] may have changed for `mask`; a listener wakes for the
+    /// kernel's pending connections too, which `poll` then admits or refuses.
     pub(super) async fn readiness(&self, mask: u32) {
-        if let Ok(os) = self.os() {
-            os.readiness(mask, || self.revents(mask) != 0).await;
+        match &self.state {
+            State::Listening(os, _) => os.readiness(mask, || os.revents(mask) != 0).await,
+            state => {
+                if let Ok(os) = state.os() {
+                    os.readiness(mask, || self.revents(mask) != 0).await;
+                }
+            }
         }
     }
 }

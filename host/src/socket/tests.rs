@@ -615,3 +615,71 @@ async fn the_host_buffers_at_most_max_buffered_total_for_all_sockets_together() 
     assert_eq!(a.read(&ctx, Some(800)).await, Ok(Some(vec![b'a'; 800])));
     assert_eq!(b.read(&ctx, Some(800)).await, Ok(Some(vec![b'b'; 800])));
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_blocking_accept_with_the_socket_quota_full_is_eagain_until_a_connection_waits() {
+    let ctx = ctx_with(crate::Limits {
+        max_sockets: 2,
+        ..crate::Limits::default()
+    });
+    let mut listener = stream(&ctx);
+    listener.bind(&ctx, "127.0.0.1", 0).unwrap();
+    listener.listen(&ctx, 8).unwrap();
+    listener.set_timeout(Some(0.0)).unwrap();
+    let port = listener.local_address().unwrap().port();
+    let other = stream(&ctx);
+    assert_eq!(listener.accept(&ctx).await.err(), Some(Errno::EAGAIN));
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(listener.accept(&ctx).await.err(), Some(Errno::ENOMEM));
+    drop(other);
+    let (conn, _) = listener.accept(&ctx).await.expect("the connection waited");
+    assert_eq!(conn.phase(), Phase::Connected);
+}
+
+/// A client on 127.0.0.2 connected to `port` on 127.0.0.1 (any loopback address is local).
+fn client_from_127_0_0_2(port: u16) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    s.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_polls_readable_only_for_connections_the_policy_admits() {
+    use std::io::Read;
+    let rules = ["bind,listen=127.0.0.1:*", "accept=127.0.0.1:*"];
+    let policy = Policy::from_texts(&rules, &[] as &[&str], cap_std::ambient_authority());
+    let ctx = UsocketCtx::new("test", Arc::new(policy.unwrap()));
+    let mut listener = stream(&ctx);
+    listener.bind(&ctx, "127.0.0.1", 0).unwrap();
+    listener.listen(&ctx, 8).unwrap();
+    listener.set_timeout(Some(0.0)).unwrap();
+    let port = listener.local_address().unwrap().port();
+    // Only a refused peer is pending: not readable, and accept has nothing to give.
+    let mut refused = client_from_127_0_0_2(port);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        poll::poll(&ctx, &[(&listener, POLLIN)], 200).await,
+        Ok(vec![0])
+    );
+    assert_eq!(listener.accept(&ctx).await.err(), Some(Errno::EAGAIN));
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let err = refused
+        .read(&mut [0u8; 4])
+        .expect_err("refused with a reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    // An admitted peer: readable, and accept gives it.
+    let _admitted = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(
+        poll::poll(&ctx, &[(&listener, POLLIN | POLLOUT)], 5000).await,
+        Ok(vec![POLLIN])
+    );
+    let (conn, peer) = listener.accept(&ctx).await.unwrap();
+    assert_eq!(peer.ip().to_string(), "127.0.0.1");
+    assert_eq!(conn.phase(), Phase::Connected);
+    assert_eq!(listener.revents(POLLIN), 0, "nothing more waiting");
+}
