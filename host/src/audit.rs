@@ -74,6 +74,10 @@ pub struct AuditEvent {
     pub verdict: Verdict,
     /// The policy's decision: the rule that decided, or that none did.
     pub decision: Decision,
+    /// How many identical events (same guest, use, target, verdict and decision) before this
+    /// one were not passed on by themselves because they came too fast (more than 10 a
+    /// second): this event stands for `1 + repeated` decisions. 0 for most events.
+    pub repeated: u64,
 }
 
 impl AuditEvent {
@@ -103,17 +107,18 @@ impl AuditEvent {
             verdict = self.verdict.as_str(),
             rule,
             reason = %self.decision,
+            repeated = self.repeated,
         );
     }
 }
 
-/// The JSON form: `{"time","guest","use","target","verdict","rule","reason"}`: `time` in
-/// seconds since the Unix epoch (with milliseconds), `rule` the deciding rule's text or
-/// `"none"`.
+/// The JSON form: `{"time","guest","use","target","verdict","rule","reason","repeated"}`:
+/// `time` in seconds since the Unix epoch (with milliseconds), `rule` the deciding rule's text
+/// or `"none"`, `repeated` as [`AuditEvent::repeated`].
 impl Serialize for AuditEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("AuditEvent", 7)?;
+        let mut s = serializer.serialize_struct("AuditEvent", 8)?;
         let time = self
             .time
             .duration_since(UNIX_EPOCH)
@@ -128,6 +133,7 @@ impl Serialize for AuditEvent {
             .map_or_else(|| "none".to_string(), |r| r.to_string());
         s.serialize_field("rule", &rule)?;
         s.serialize_field("reason", &self.reason())?;
+        s.serialize_field("repeated", &self.repeated)?;
         s.end()
     }
 }

@@ -22,6 +22,9 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     /// Bytes received.
     pub bytes_received: AtomicU64,
+    /// Audit events not passed on one by one because identical ones came too fast, so far
+    /// reported in the `repeated` field of an event passed on (the sum of those fields).
+    pub audit_held: AtomicU64,
     reasons: Mutex<BTreeMap<String, u64>>,
 }
 
