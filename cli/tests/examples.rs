@@ -345,3 +345,149 @@ fn examples_explain_bad_arguments() {
         );
     }
 }
+
+/// The next server line that starts with `prefix` (bounded: each line waits at most
+/// [`WAIT`], and at most 100 lines are looked at).
+fn line_starting(server: &mut Running, prefix: &str) -> String {
+    for _ in 0..100 {
+        let line = server.line();
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+    panic!("no line starting with {prefix:?}");
+}
+
+#[test]
+fn poll_server_at_its_socket_quota_defers_new_clients_and_keeps_serving() {
+    let port = free_tcp_port();
+    let p = port.to_string();
+    let (bind, listen) = (
+        format!("bind=127.0.0.1:{port}"),
+        format!("listen=127.0.0.1:{port}"),
+    );
+    // 4 sockets: the listener and 3 clients.
+    let mut server = Running::start(&[
+        "--max-sockets",
+        "4",
+        "--allow",
+        &bind,
+        "--allow",
+        &listen,
+        "--allow",
+        "accept=127.0.0.1:*",
+        &example("poll_server"),
+        &p,
+    ]);
+    assert_eq!(
+        server.line(),
+        format!("poll_server: listening on 127.0.0.1:{port}")
+    );
+    let mut a = LineClient::connect("A", port);
+    let mut b = LineClient::connect("B", port);
+    let mut c = LineClient::connect("C", port);
+    for (client, line) in [(&mut a, "a1\n"), (&mut b, "b1\n"), (&mut c, "c1\n")] {
+        client.send(line);
+        client.expect(line);
+    }
+    // Clients 4 and 5 get through the kernel's backlog; the guest cannot take them yet.
+    let mut d = LineClient::connect("D", port);
+    d.send("d1\n");
+    let mut e = LineClient::connect("E", port);
+    e.send("e1\n");
+    line_starting(&mut server, "poll_server: socket quota full");
+    // The server goes on serving the clients it has.
+    c.send("c2\n");
+    c.expect("c2\n");
+
+    // Each client that leaves makes room for one that waited.
+    a.close();
+    d.expect("d1\n");
+    b.close();
+    e.expect("e1\n");
+    for (client, line) in [(&mut c, "c3\n"), (&mut d, "d2\n"), (&mut e, "e2\n")] {
+        client.send(line);
+        client.expect(line);
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited: {}",
+        server.stderr_text()
+    );
+    c.close();
+    d.close();
+    e.close();
+    // Still serving after all that.
+    let mut f = LineClient::connect("F", port);
+    f.send("f1\n");
+    f.expect("f1\n");
+    f.close();
+    assert!(server.child.try_wait().unwrap().is_none());
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let stderr = server.stderr_text();
+    assert!(
+        !stderr.contains("poll_server:"),
+        "the guest reported: {stderr}"
+    );
+}
+
+#[test]
+fn echo_server_drops_a_silent_client_and_serves_the_next() {
+    let port = free_tcp_port();
+    let p = port.to_string();
+    let (bind, listen) = (
+        format!("bind=127.0.0.1:{port}"),
+        format!("listen=127.0.0.1:{port}"),
+    );
+    // MAX 3, a timeout of 1 s per call on a client.
+    let mut server = Running::start(&[
+        "--allow",
+        &bind,
+        "--allow",
+        &listen,
+        "--allow",
+        "accept=127.0.0.1:*",
+        &example("echo_server"),
+        &p,
+        "3",
+        "1",
+    ]);
+    assert_eq!(
+        server.line(),
+        format!("echo_server: listening on 127.0.0.1:{port}")
+    );
+    // A silent client, then one that sends half a line and stops: each would keep a
+    // one-at-a-time server to itself.
+    let silent = LineClient::connect("silent", port);
+    line_starting(&mut server, "echo_server: client ");
+    let mut partial = LineClient::connect("partial", port);
+    partial.send("no newline");
+    // Another client is served all the same (its read waits at most WAIT).
+    let mut other = LineClient::connect("other", port);
+    other.send("hello\n");
+    other.expect("hello\n");
+    other.send("again\n");
+    other.expect("again\n");
+    other.close();
+    // The two stalled clients were dropped: their connections are closed.
+    for mut stalled in [silent, partial] {
+        let mut rest = Vec::new();
+        match stalled.reader.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty(), "client {}: {rest:?}", stalled.name),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "client {}",
+                stalled.name
+            ),
+        }
+    }
+    let (code, stderr) = server.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(
+        stderr.matches("no progress for 1 s, dropped").count(),
+        2,
+        "{stderr}"
+    );
+}

@@ -3,6 +3,11 @@
 //! accept, a client's POLLIN means lines to echo (as received), and end of stream, an error or
 //! a hang-up closes that client. Stops after `MAX` clients have come and gone (default: never).
 //!
+//! At its socket quota (`usocket run --max-sockets`; `accept` fails with ENOMEM) the server
+//! keeps serving the clients it has and defers new ones: it stops polling the listener, so
+//! they wait in the kernel's backlog, until a client leaves (or, with no client at all, for a
+//! second), then accepts them.
+//!
 //! Run: `usocket run --allow bind=127.0.0.1:7001 --allow listen=127.0.0.1:7001 --allow accept=127.0.0.1:* target/wasm32-wasip2/release/poll_server.wasm 7001`
 
 use std::io::Write as _;
@@ -55,11 +60,28 @@ fn serve(port: i64, max: u64) -> usocket::Result<()> {
     poller.register(&listener, POLLIN);
     let mut clients: Vec<Client> = Vec::new();
     let mut served = 0u64;
+    // Whether new clients are deferred (the socket quota is full).
+    let mut deferred = false;
+    let mut quota_full_at = usize::MAX;
     while served < max {
-        for (sock, revents) in poller.poll(-1)? {
+        // While deferred, look at the quota again every second (a slot may also free up
+        // outside this guest, in a ceiling shared with others).
+        let ready = poller.poll(if deferred { 1000 } else { -1 })?;
+        if deferred && ready.is_empty() {
+            deferred = resume(&listener, &mut poller);
+        }
+        for (sock, revents) in ready {
             if sock == listener {
-                if revents & POLLIN != 0 {
-                    accept(&listener, &mut poller, &mut clients)?;
+                if revents & POLLIN != 0 && !deferred {
+                    deferred = !accept(&listener, &mut poller, &mut clients)?;
+                    if deferred {
+                        // Said once for each number of clients the quota is full at.
+                        if clients.len() != quota_full_at {
+                            println!("poll_server: socket quota full; new clients wait");
+                            quota_full_at = clients.len();
+                        }
+                        poller.unregister(&listener);
+                    }
                 }
                 continue;
             }
@@ -80,6 +102,10 @@ fn serve(port: i64, max: u64) -> usocket::Result<()> {
                 client.sock.close();
                 println!("poll_server: client {} gone", client.name);
                 served += 1;
+                // A slot is free again: take the clients that waited.
+                if deferred {
+                    deferred = resume(&listener, &mut poller);
+                }
             }
         }
     }
@@ -87,12 +113,19 @@ fn serve(port: i64, max: u64) -> usocket::Result<()> {
     Ok(())
 }
 
-/// Accepts every pending connection and registers each new client for POLLIN.
+/// Polls the listener again; returns the new `deferred` state (false).
+fn resume(listener: &Socket, poller: &mut select::Poll) -> bool {
+    poller.register(listener, POLLIN);
+    false
+}
+
+/// Accepts every pending connection and registers each new client for POLLIN. `Ok(false)`
+/// when the socket quota is full (ENOMEM): the rest stay pending.
 fn accept(
     listener: &Socket,
     poller: &mut select::Poll,
     clients: &mut Vec<Client>,
-) -> usocket::Result<()> {
+) -> usocket::Result<bool> {
     loop {
         match listener.accept() {
             Ok((sock, (peer, peer_port))) => {
@@ -108,8 +141,10 @@ fn accept(
             }
             // No more pending connections, or one that went away before we took it.
             Err(e) if e.errno() == errno::EAGAIN || e.errno() == errno::ECONNABORTED => {
-                return Ok(());
+                return Ok(true);
             }
+            // At the socket quota: defer the rest.
+            Err(e) if e.errno() == errno::ENOMEM => return Ok(false),
             Err(e) => return Err(e),
         }
     }
