@@ -87,6 +87,10 @@ RULE grammar (deny by default; a --deny rule beats every --allow rule):
   PORTS = 8080 | 8000-8010 (inclusive) | *
   NAME  = example.com | *.example.com | *
 Policy files hold the same rules and the limits: see `usocket policy check --help`.
+Exit status: the guest's own; 2 for bad input (rules, flags, policy file); 125 when usocket or
+the guest failed (invalid component, trap, time limit); 143 on SIGTERM and 130 on SIGINT (the
+guest is stopped and its sockets closed). usocket ends at most 3 s after the time limit or the
+signal, whatever the guest is doing; a SIGINT ignored when it started stays ignored.
 Example: usocket run --allow connect=127.0.0.1:8000 http_get.wasm 127.0.0.1 8000";
 
 const FILE_HELP: &str = "\
@@ -135,36 +139,36 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
     /// Stop the guest after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     time_limit: Option<f64>,
     /// Sockets the guest may have open at once, at least 1 [default: 64, or the policy file's].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_sockets: Option<usize>,
     /// Bytes the host queues for one socket before read() fails with ENOBUFS, at least 1
     /// [default: 16 MiB].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_buffered: Option<usize>,
     /// Bytes the guest may send in total [default: no limit].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_bytes_sent: Option<u64>,
     /// Bytes the guest may receive in total [default: no limit].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_bytes_received: Option<u64>,
     /// Bandwidth in bytes per second, each direction, at least 1; faster I/O is delayed
     /// [default: no limit].
-    #[arg(long, value_name = "BYTES_PER_SEC")]
+    #[arg(long, value_name = "BYTES_PER_SEC", allow_negative_numbers = true)]
     rate: Option<u64>,
     /// Longest life of a name -> address pin, whatever the DNS record's TTL: 1 to 604800
     /// (7 days) [default: 60].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pin_ttl: Option<u64>,
     /// Bytes the host queues for all of the guest's sockets together, at least 1
     /// [default: 64 MiB].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_buffered_total: Option<usize>,
     /// Bytes of memory the guest may use (its linear memories and tables together), at least
     /// 65536; a memory.grow past it fails [default: 256 MiB].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_memory: Option<usize>,
     /// The component (.wasm) to run.
     component: PathBuf,
