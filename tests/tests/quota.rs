@@ -331,3 +331,28 @@ async fn a_small_max_buffered_does_not_wedge_a_socket_after_readline() {
     println!("max_buffered 1000, readline then read(10): {out:?}");
     assert_eq!(out, "ok Some(2)\nok Some(10)\n");
 }
+
+/// Issue 8, item 4: rate tokens are paid before bytes leave. At 1000 B/s one 4000-byte write
+/// goes out over about 3 s (one second of burst, then 1000 B/s), not all at once with the
+/// guest sleeping afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_write_leaves_at_the_rate_not_in_one_burst() {
+    usocket_tests::component("probe");
+    let (port, count, done) = sink().await;
+    let limits = Limits {
+        rate: Some(1000),
+        ..Limits::default()
+    };
+    let started = Instant::now();
+    let guest =
+        tokio::spawn(async move { probe(limits, &["blast", &port.to_string(), "4000"]).await });
+    // Half a second in, the bucket has allowed 1500 bytes: far from all 4000.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = count.load(Ordering::SeqCst);
+    let (out, _) = tokio::time::timeout(BOUND, guest).await.unwrap().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(total_of(done).await, 4000);
+    println!("rate 1000 B/s, 4000 bytes: {out:?}, {early} bytes after 0.5 s, {elapsed:?} in all");
+    assert!(early <= 2500, "{early} bytes had left after 0.5 s");
+    assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+}
