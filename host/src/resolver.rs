@@ -11,14 +11,15 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_resolver::config::{ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::ProtoErrorKind;
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::{Name, ResolveError, TokioResolver};
+use hickory_resolver::proto::op::{Query, ResponseCode};
+use hickory_resolver::proto::rr::RecordType;
+use hickory_resolver::{Hosts, Name, ResolveError, TokioResolver};
 
 use crate::addr::Family;
 use crate::errno::{Errno, SockResult};
@@ -38,8 +39,10 @@ pub trait Resolver: Send + Sync + 'static {
 }
 
 /// What [`Resolver::lookup`] returns.
-pub type ResolveFuture =
-    Pin<Box<dyn Future<Output = SockResult<Vec<(IpAddr, Option<Duration>)>>> + Send>>;
+pub type ResolveFuture = Pin<Box<dyn Future<Output = SockResult<Answers>> + Send>>;
+
+/// A lookup's addresses, each with its time to live if known.
+pub type Answers = Vec<(IpAddr, Option<Duration>)>;
 
 /// How long a name lookup may take before it counts as a temporary failure (EAI_AGAIN),
 /// whichever resolver makes it.
@@ -54,12 +57,15 @@ const MAX_ATTEMPTS: usize = 2;
 /// The host's resolver: the name servers of `/etc/resolv.conf` (nothing else from it),
 /// `/etc/hosts` first, `localhost` without a query; names always looked up fully qualified.
 ///
+/// A name `/etc/hosts` lists is answered from it alone (no query, even for a family it has no
+/// address of), as the C library does for a lookup of any family.
+///
 /// It is made at the first lookup, on the runtime that makes it; give each guest its own
 /// (as [`crate::UsocketCtx`] does). Without a usable resolv.conf only `localhost` and
 /// `/etc/hosts` resolve (other names fail with EAI_AGAIN, and a warning says why once).
 #[derive(Default)]
 pub struct SystemResolver {
-    inner: OnceLock<TokioResolver>,
+    inner: OnceLock<(TokioResolver, Arc<Hosts>)>,
 }
 
 impl std::fmt::Debug for SystemResolver {
@@ -76,9 +82,13 @@ impl SystemResolver {
         SystemResolver::default()
     }
 
-    fn resolver(&self) -> TokioResolver {
+    fn resolver(&self) -> (TokioResolver, Arc<Hosts>) {
         self.inner
-            .get_or_init(|| system_resolver(std::path::Path::new("/etc/resolv.conf")))
+            .get_or_init(|| {
+                let hosts = Hosts::from_system().unwrap_or_default();
+                let resolver = system_resolver(std::path::Path::new("/etc/resolv.conf"));
+                (resolver, Arc::new(hosts))
+            })
             .clone()
     }
 }
@@ -89,7 +99,10 @@ impl Resolver for SystemResolver {
             Ok(name) => name,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let resolver = self.resolver();
+        let (resolver, hosts) = self.resolver();
+        if let Some(found) = from_hosts(&hosts, &name, family) {
+            return Box::pin(async move { found });
+        }
         Box::pin(async move { lookup(&resolver, name, family).await })
     }
 }
@@ -99,6 +112,30 @@ fn fully_qualified(name: &str) -> SockResult<Name> {
     let mut name = Name::from_ascii(name).map_err(|_| Errno::EAI_NONAME)?;
     name.set_fqdn(true);
     Ok(name)
+}
+
+/// The answer of the hosts file, if it lists `name` (of any family).
+fn from_hosts(hosts: &Hosts, name: &Name, family: Option<Family>) -> Option<SockResult<Answers>> {
+    let lookup = |rtype| hosts.lookup_static_host(&Query::query(name.clone(), rtype));
+    let (v4, v6) = (lookup(RecordType::A), lookup(RecordType::AAAA));
+    if v4.is_none() && v6.is_none() {
+        return None;
+    }
+    let wanted = match family {
+        Some(Family::V4) => vec![v4],
+        Some(Family::V6) => vec![v6],
+        None => vec![v4, v6],
+    };
+    let mut found = Vec::new();
+    for lookup in wanted.into_iter().flatten() {
+        let ttl = ttl(lookup.valid_until());
+        found.extend(lookup.iter().filter_map(|r| Some((r.ip_addr()?, ttl))));
+    }
+    Some(if found.is_empty() {
+        Err(Errno::EAI_NONAME)
+    } else {
+        Ok(found)
+    })
 }
 
 /// Builds the resolver from the name servers of `resolv_conf` and the system's hosts file.
@@ -140,7 +177,7 @@ async fn lookup(
     resolver: &TokioResolver,
     name: Name,
     family: Option<Family>,
-) -> SockResult<Vec<(IpAddr, Option<Duration>)>> {
+) -> SockResult<Answers> {
     let v4 = async {
         let found = resolver.ipv4_lookup(name.clone()).await.map_err(errno)?;
         let ttl = ttl(found.valid_until());
@@ -259,5 +296,28 @@ mod tests {
         assert_eq!(opts.ndots, 0);
         assert_eq!(opts.timeout, QUERY_TIMEOUT);
         assert_eq!(opts.attempts, MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn a_name_in_the_hosts_file_is_answered_from_it_alone() {
+        let mut hosts = Hosts::default();
+        hosts
+            .read_hosts_conf("127.0.0.5 internal.example.com\n::1 six.example.com\n".as_bytes())
+            .unwrap();
+        let name = |n| fully_qualified(n).unwrap();
+        let v4: IpAddr = "127.0.0.5".parse().unwrap();
+        let found = from_hosts(&hosts, &name("internal.example.com"), None).unwrap();
+        assert_eq!(found.unwrap().iter().map(|f| f.0).collect::<Vec<_>>(), [v4]);
+        let found = from_hosts(&hosts, &name("INTERNAL.example.com."), Some(Family::V4));
+        assert!(found.unwrap().unwrap()[0].1.is_some(), "a TTL");
+        assert_eq!(
+            from_hosts(&hosts, &name("internal.example.com"), Some(Family::V6)),
+            Some(Err(Errno::EAI_NONAME))
+        );
+        assert_eq!(
+            from_hosts(&hosts, &name("six.example.com"), Some(Family::V4)),
+            Some(Err(Errno::EAI_NONAME))
+        );
+        assert!(from_hosts(&hosts, &name("other.example.com"), None).is_none());
     }
 }

@@ -9,9 +9,13 @@
 //!
 //! - `nx.example.com.corp.test`: A 10.99.0.1 (an "internal" address a search list would
 //!   reach); `nx.example.com`: NXDOMAIN;
-//! - `www.example.com`: A 127.0.0.2 (so the test sees the server is used at all);
+//! - `www.example.com`: A 127.0.0.2, TTL 30 s (so the test sees the server is used at all);
+//! - `short.example.com`: A 127.0.0.2, TTL 1 s;
 //! - `hang.example.com`: never answered;
 //! - anything else: NXDOMAIN.
+//!
+//! It also bind-mounts its own `/etc/hosts` (`localhost`, and `internal.example.com` at
+//! 127.0.0.5).
 //!
 //! Where namespaces are unavailable, the tests print why and pass without checking.
 
@@ -30,6 +34,9 @@ const CHILD_ENV: &str = "USOCKET_RESOLVER_NETNS_PARENT";
 
 /// The resolv.conf the tests put in place inside their mount namespace.
 const RESOLV_CONF: &str = "nameserver 127.0.0.1\nsearch corp.test\noptions ndots:5\n";
+
+/// The hosts file the tests put in place inside their mount namespace.
+const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n127.0.0.5 internal.example.com\n";
 
 /// The namespace ids of this process (`net:[..] mnt:[..]`).
 fn namespace_ids() -> String {
@@ -117,17 +124,16 @@ fn setup_namespace() {
         );
     };
     ok(Command::new("ip").args(["link", "set", "lo", "up"]));
-    let conf: PathBuf =
-        std::env::temp_dir().join(format!("usocket-resolver-test-{}.conf", std::process::id()));
-    std::fs::write(&conf, RESOLV_CONF).unwrap();
-    ok(Command::new("mount")
-        .arg("--bind")
-        .arg(&conf)
-        .arg("/etc/resolv.conf"));
-    assert_eq!(
-        std::fs::read_to_string("/etc/resolv.conf").unwrap(),
-        RESOLV_CONF
-    );
+    for (text, target) in [(RESOLV_CONF, "/etc/resolv.conf"), (HOSTS, "/etc/hosts")] {
+        let name = target.trim_start_matches("/etc/");
+        let file: PathBuf = std::env::temp_dir().join(format!(
+            "usocket-resolver-test-{}.{name}",
+            std::process::id()
+        ));
+        std::fs::write(&file, text).unwrap();
+        ok(Command::new("mount").arg("--bind").arg(&file).arg(target));
+        assert_eq!(std::fs::read_to_string(target).unwrap(), text);
+    }
 }
 
 /// The test's DNS server on 127.0.0.1:53 (UDP): what it answers is in the module doc. It
@@ -210,11 +216,12 @@ fn parse_query(msg: &[u8]) -> Option<(String, u16, usize)> {
 /// The reply to a query whose header and question are `question`, or `None` for no reply.
 fn answer(question: &[u8], name: &str, qtype: u16) -> Option<Vec<u8>> {
     const A: u16 = 1;
-    let (rcode, address) = match name {
+    let (rcode, address, ttl) = match name {
         "hang.example.com" => return None,
-        "nx.example.com.corp.test" => (0, [10, 99, 0, 1]),
-        "www.example.com" => (0, [127, 0, 0, 2]),
-        _ => (3, [0; 4]),
+        "nx.example.com.corp.test" => (0, [10, 99, 0, 1], 30),
+        "www.example.com" => (0, [127, 0, 0, 2], 30),
+        "short.example.com" => (0, [127, 0, 0, 2], 1),
+        _ => (3, [0; 4], 0),
     };
     let with_answer = rcode == 0 && qtype == A;
     let mut reply = question.to_vec();
@@ -223,8 +230,8 @@ fn answer(question: &[u8], name: &str, qtype: u16) -> Option<Vec<u8>> {
     reply[3] = 0x80 | rcode;
     reply[6..12].copy_from_slice(&[0, u8::from(with_answer), 0, 0, 0, 0]);
     if with_answer {
-        // A pointer to the question's name, type A, class IN, TTL 30 s, 4 bytes.
-        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+        // A pointer to the question's name, type A, class IN, the TTL, 4 bytes.
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, ttl, 0, 4]);
         reply.extend_from_slice(&address);
     }
     Some(reply)
@@ -351,5 +358,50 @@ fn a_hanging_lookup_ends_with_its_guest() {
     assert!(
         all_gone < Duration::from_secs(4),
         "a lookup kept the host busy {all_gone:?} after a guest limited to 1 s"
+    );
+}
+
+#[test]
+fn hosts_file_names_resolve_without_a_query_and_pins_follow_the_record_ttl() {
+    if !in_private_namespaces(
+        "hosts_file_names_resolve_without_a_query_and_pins_follow_the_record_ttl",
+    ) {
+        return;
+    }
+    let server = DnsServer::start();
+    let rt = runtime();
+    let (port, hits) = rt.block_on(counting_listener("127.0.0.2:0"));
+    let p = port.to_string();
+    let grant = format!("connect=*.example.com:{port}");
+    let ctx = UsocketCtx::new("probe", policy(&[&grant], &[]));
+    let out = probe(
+        &rt,
+        ctx,
+        &[
+            "resolve",
+            "internal.example.com",
+            // Pinned for the record's 1 s, not for pin_ttl (60 s): connecting to the
+            // address it returned works at once and is refused 1.5 s later.
+            "resolve-sleep-connect",
+            "short.example.com",
+            &p,
+            "0",
+            "resolve-sleep-connect",
+            "short.example.com",
+            &p,
+            "1500",
+        ],
+    );
+    let queries = server.queries();
+    println!("guest printed {out:?}; the DNS server was asked for {queries:?}");
+    assert_eq!(out, "ok 127.0.0.5\nok\nerrno 13\n");
+    assert!(
+        queries.iter().all(|q| q == "short.example.com"),
+        "{queries:?}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "one connection to 127.0.0.2"
     );
 }
