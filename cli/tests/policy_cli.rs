@@ -405,7 +405,7 @@ fn dry_run_lets_the_guest_through_and_audits_would_deny() {
         assert_eq!(
             keys,
             [
-                "guest", "reason", "rule", "target", "time", "use", "verdict"
+                "guest", "reason", "repeated", "rule", "target", "time", "use", "verdict"
             ],
             "{line}"
         );
@@ -531,4 +531,259 @@ fn the_local_server_example_serves_loopback_clients() {
     drop((conn, reader));
     let out = finish(child, &args);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+}
+
+/// `usocket policy check FILE` on a temporary file holding `contents`.
+fn check_file(name: &str, contents: &str) -> (TempFile, Output) {
+    let file = TempFile::new(name, contents);
+    let out = usocket(&["policy", "check", file.path()]);
+    (file, out)
+}
+
+fn assert_usage_error(out: &Output, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains(needle),
+        "no {needle:?} in: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_class_written_in_capitals_is_the_class() {
+    // `--deny connect=Loopback:*` used to be a rule for the host name `loopback`, which
+    // denied nothing: the guest reached the server.
+    let (port, accepted) = http_server();
+    let grant = format!("connect=127.0.0.1:{port}");
+    assert_refused(
+        &http_get(&["--allow", &grant, "--deny", "connect=Loopback:*"], port),
+        "[Errno 13] EACCES",
+    );
+    assert!(
+        accepted.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a denied connect reached the server"
+    );
+    let (_file, out) = check_file(
+        "capitals.toml",
+        "allow = [\"connect=*:443\"]\ndeny = [\"connect=Loopback:*\", \"connect=METADATA:*\"]\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("  connect=loopback:*  connecting to loopback addresses on any port"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  connect=metadata:*  "), "{stdout}");
+}
+
+#[test]
+fn rules_that_would_mean_something_else_are_refused_by_flags_and_files() {
+    let wasm = example("http_get");
+    for (flag, rule, needle) in [
+        (
+            "--deny",
+            "connect=link_local:*",
+            "did you mean `link-local`?",
+        ),
+        (
+            "--deny",
+            "connect=linklocal:*",
+            "did you mean `link-local`?",
+        ),
+        ("--deny", "connect=metadata.:*", "did you mean `metadata`?"),
+        ("--deny", "connect= loopback:*", "a space at character 9"),
+        ("--deny", "connect=\tloopback:*", "a tab at character 9"),
+        (
+            "--allow",
+            "bind, listen=127.0.0.1:80",
+            "a space at character 6",
+        ),
+        ("--allow", "resolve=example.com..", "not a host name"),
+        ("--allow", "connect=[2002:7f00:1::]/48:*", "is 6to4"),
+    ] {
+        let out = usocket(&["run", flag, rule, &wasm]);
+        assert_usage_error(&out, needle);
+    }
+    for (entry, needle) in [
+        ("connect=link_local:*", "did you mean `link-local`?"),
+        ("connect=Metadata.:*", "did you mean `metadata`?"),
+        ("connect= loopback:*", "a space at character 9"),
+        (
+            "connect=localhost:*",
+            "a deny rule cannot name hosts by name",
+        ),
+    ] {
+        let contents = format!("allow = [\"connect=*:443\"]\ndeny = [\n  \"{entry}\",\n]\n");
+        let (file, out) = check_file("strict.toml", &contents);
+        assert_usage_error(&out, &format!("{}:3:3: bad rule", file.path()));
+        assert_usage_error(&out, needle);
+        assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+        let out = usocket(&["run", "--policy", file.path(), &wasm]);
+        assert_usage_error(&out, needle);
+    }
+}
+
+#[test]
+fn a_deny_rule_by_name_never_lets_its_address_through_as_a_literal() {
+    // `--deny connect=localhost:*` used to deny the name's pins only: 127.0.0.1 as a literal
+    // went through. The flag is now refused (exit 2) or, at worst, stands for every address.
+    let (port, accepted) = http_server();
+    let grant = format!("connect=127.0.0.1:{port}");
+    let out = http_get(&["--allow", &grant, "--deny", "connect=localhost:*"], port);
+    match out.status.code() {
+        Some(2) => assert_usage_error(&out, "cannot name hosts by name"),
+        _ => assert_refused(&out, "[Errno 13] EACCES"),
+    }
+    assert!(
+        accepted.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a connect denied by name reached the server as a literal"
+    );
+}
+
+#[test]
+fn policy_check_prints_rules_that_parse_back_to_the_same_rules() {
+    let (_first, out) = check_file(
+        "printed.toml",
+        "allow = [\n  \"bind,listen=127.0.0.1:8000\",\n  \"connect=*.Example.COM.:443\",\n  \
+         \"connect=[::ffff:10.0.0.0]/104:1-100\",\n  \"accept=Private:*\",\n  \
+         \"resolve=LocalHost\",\n  \"send=[fd00::/8]:53\",\n  \"recv=ANY:0-65535\",\n]\n\
+         deny = [\"connect=[64:ff9b::a9fe:a9fe]:*\", \"connect=[::ffff:127.0.0.1]:*\", \
+         \"resolve=*.internal.example.com\"]\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rules = |stdout: &str, heading: &str| -> Vec<String> {
+        stdout
+            .split(heading)
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    let allowed = rules(&stdout, "\nAllowed:\n");
+    let denied = rules(&stdout, "\nDenied, whatever the allow rules say:\n");
+    assert_eq!(
+        allowed,
+        [
+            "bind=127.0.0.1:8000",
+            "listen=127.0.0.1:8000",
+            "connect=*.example.com:443",
+            "connect=10.0.0.0/8:1-100",
+            "accept=private:*",
+            "resolve=localhost",
+            "send=[fd00::]/8:53",
+            "recv=*:*",
+        ]
+    );
+    assert_eq!(
+        denied,
+        [
+            "connect=169.254.169.254:*",
+            "connect=127.0.0.1:*",
+            "resolve=*.internal.example.com",
+        ]
+    );
+    // The printed rules, as a file of their own, are the same policy, printed the same.
+    let quoted = |rules: &[String]| {
+        rules
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (_second, again) = check_file(
+        "reprinted.toml",
+        &format!(
+            "allow = [{}]\ndeny = [{}]\n",
+            quoted(&allowed),
+            quoted(&denied)
+        ),
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let again = text(&again.stdout);
+    let body = |s: &str| s.split_once('\n').unwrap().1.to_string();
+    assert_eq!(body(&again), body(&stdout));
+}
+
+#[test]
+fn absurd_pin_lifetimes_are_refused_by_check_and_run_alike() {
+    let wasm = example("http_get");
+    // i64::MAX and u64::MAX seconds used to overflow the clock at the first granted lookup.
+    for ttl in ["9223372036854775807", "18446744073709551615", "604801"] {
+        let out = usocket(&["run", "--pin-ttl", ttl, &wasm]);
+        assert_usage_error(&out, &format!("`--pin-ttl {ttl}` is longer than"));
+        assert_usage_error(&out, "give --pin-ttl a value of at most 604800");
+    }
+    for ttl in ["18446744073709551616", "-1", "1.5", "60s", ""] {
+        let out = usocket(&["run", &format!("--pin-ttl={ttl}"), &wasm]);
+        assert_usage_error(&out, "for '--pin-ttl <SECONDS>'");
+    }
+    for (value, needle) in [
+        (
+            "9223372036854775807",
+            "`pin_ttl_secs = 9223372036854775807` is longer than",
+        ),
+        ("604801", "`pin_ttl_secs = 604801` is longer than"),
+        ("0", "`pin_ttl_secs = 0` would expire every name pin"),
+        ("-1", "`pin_ttl_secs` takes a whole number from 1 to 604800"),
+        (
+            "1.5",
+            "`pin_ttl_secs` takes a whole number from 1 to 604800",
+        ),
+        (
+            "\"60\"",
+            "`pin_ttl_secs` takes a whole number from 1 to 604800",
+        ),
+        (
+            "99999999999999999999",
+            "`pin_ttl_secs` takes a whole number from 1 to 604800",
+        ),
+    ] {
+        let contents =
+            format!("allow = [\"connect=127.0.0.1:80\"]\n[limits]\npin_ttl_secs = {value}\n");
+        let (file, out) = check_file("pin.toml", &contents);
+        assert_usage_error(&out, &format!("{}:3:16: ", file.path()));
+        assert_usage_error(&out, needle);
+        assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+        // `policy check` refuses what `run` would choke on, and `run` refuses it the same way.
+        let out = usocket(&["run", "--policy", file.path(), &wasm]);
+        assert_usage_error(&out, &format!("{}:3:16: ", file.path()));
+        assert_usage_error(&out, needle);
+    }
+}
+
+#[test]
+fn numbers_in_policy_files_are_whole_numbers_in_range() {
+    for key in [
+        "max_sockets",
+        "max_buffered",
+        "max_bytes_sent",
+        "max_bytes_received",
+        "rate",
+        "max_buffered_total",
+        "max_memory",
+    ] {
+        for value in [
+            "-5",
+            "2.5",
+            "1e6",
+            "\"1024\"",
+            "99999999999999999999",
+            "nan",
+        ] {
+            let (file, out) = check_file("numbers.toml", &format!("[limits]\n{key} = {value}\n"));
+            assert_usage_error(&out, &format!("{}:2:{}: ", file.path(), key.len() + 4));
+            assert_usage_error(&out, &format!("fix: `{key}` takes a whole number from "));
+        }
+    }
 }

@@ -1,6 +1,10 @@
-//! Socket addresses as the guest passes them: a numeric literal and a port, validated strictly.
+//! Socket addresses as the guest passes them: a numeric literal and a port, validated strictly;
+//! the IPv4 addresses IPv6 addresses carry ([`embedded`], [`spellings`], [`embedded_net`]);
+//! host-name syntax ([`is_host_name`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use usocket_abi::{AF_INET, AF_INET6};
 
@@ -92,41 +96,120 @@ pub fn parse(family: Family, address: &str, port: i32, purpose: Purpose) -> Sock
     Ok(SocketAddr::new(ip, port))
 }
 
+/// How an IPv6 address carries an IPv4 address (see [`embedded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Embedding {
+    /// IPv4-mapped `::ffff:a.b.c.d` (RFC 4291): the IPv4 address itself.
+    Mapped,
+    /// IPv4-translated `::ffff:0:a.b.c.d` (RFC 2765).
+    Translated,
+    /// IPv4-compatible `::a.b.c.d` (deprecated, but routable on some stacks); `::` and `::1`
+    /// are not.
+    Compatible,
+    /// NAT64 with the well-known prefix, `64:ff9b::a.b.c.d` (RFC 6052).
+    Nat64,
+    /// Local-use NAT64, `64:ff9b:1::/48` (RFC 8215), with the IPv4 address in the low 32 bits.
+    LocalNat64,
+    /// 6to4, `2002:aabb:ccdd::/48` (RFC 3056): the IPv6 network behind the router a.b.c.d,
+    /// not a.b.c.d itself.
+    SixToFour,
+}
+
+impl Embedding {
+    /// Whether an address of this form names the IPv4 host itself (every form but 6to4):
+    /// the policy treats such an *alias* as the IPv4 address in allow and deny rules alike.
+    pub fn is_alias(self) -> bool {
+        self != Embedding::SixToFour
+    }
+
+    /// The IPv6 range of this form and where its IPv4 address sits in it (the bit offset of
+    /// its first bit).
+    fn range(self) -> (Ipv6Net, u8) {
+        let net = |segments: [u16; 8], prefix| {
+            let [a, b, c, d, e, f, g, h] = segments;
+            Ipv6Net::new(Ipv6Addr::new(a, b, c, d, e, f, g, h), prefix).expect("a valid prefix")
+        };
+        match self {
+            Embedding::Mapped => (net([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), 96),
+            Embedding::Translated => (net([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), 96),
+            Embedding::Compatible => (net([0; 8], 96), 96),
+            Embedding::Nat64 => (net([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), 96),
+            Embedding::LocalNat64 => (net([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), 96),
+            Embedding::SixToFour => (net([0x2002, 0, 0, 0, 0, 0, 0, 0], 16), 16),
+        }
+    }
+
+    const ALL: [Embedding; 6] = [
+        Embedding::Mapped,
+        Embedding::Translated,
+        Embedding::Compatible,
+        Embedding::Nat64,
+        Embedding::LocalNat64,
+        Embedding::SixToFour,
+    ];
+}
+
+/// The 32 bits of `v6` from bit `offset` on.
+fn v4_at(v6: Ipv6Addr, offset: u8) -> Ipv4Addr {
+    Ipv4Addr::from((u128::from(v6) >> (96 - u32::from(offset))) as u32)
+}
+
+/// The IPv4 address an IPv6 address carries, and how (see [`Embedding`]); `None` for an IPv6
+/// address that carries none. NAT64 prefixes an operator chose cannot be recognised: deny
+/// those by CIDR.
+pub fn embedded(v6: Ipv6Addr) -> Option<(Ipv4Addr, Embedding)> {
+    Embedding::ALL.into_iter().find_map(|form| {
+        let (range, offset) = form.range();
+        let v4 = v4_at(v6, offset);
+        let not_compatible = form == Embedding::Compatible && matches!(u32::from(v4), 0 | 1);
+        (range.contains(&v6) && !not_compatible).then_some((v4, form))
+    })
+}
+
+/// The IPv4 address `ip` is an alias of: the one an IPv4-mapped, -translated, -compatible or
+/// NAT64 address carries (not a 6to4 address, which names a network behind its IPv4
+/// address). Allow rules match a request's address and this one.
+pub fn alias_of(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V6(v6) => embedded(v6).and_then(|(v4, form)| form.is_alias().then_some(v4)),
+        IpAddr::V4(_) => None,
+    }
+}
+
 /// The IPv4 addresses an address stands for: itself, and the IPv4 address an IPv6 address
-/// carries (IPv4-mapped, IPv4-translated ::ffff:0:0/96, IPv4-compatible, NAT64 64:ff9b::/96
-/// and 64:ff9b:1::/48, 6to4 2002::/16). Deny rules match against all of them. NAT64 prefixes
-/// an operator chose cannot be recognised: deny those by CIDR.
+/// carries ([`embedded`]: IPv4-mapped, IPv4-translated ::ffff:0:0/96, IPv4-compatible, NAT64
+/// 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16). Deny rules match against all of them.
+/// NAT64 prefixes an operator chose cannot be recognised: deny those by CIDR.
 pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
     let mut out = vec![ip];
     if let IpAddr::V6(v6) = ip {
-        let s = v6.segments();
-        let low32 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-        let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
-            Some(v4)
-        } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
-            // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
-            Some(low32)
-        } else if s[..3] == [0x64, 0xff9b, 1] {
-            // Local-use NAT64 64:ff9b:1::/48 (RFC 8215), with the usual /96 layout.
-            Some(low32)
-        } else if s[..6] == [0; 6] && !matches!(u32::from(low32), 0 | 1) {
-            // IPv4-compatible ::a.b.c.d (deprecated, but routable on some stacks).
-            Some(low32)
-        } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-            Some(low32)
-        } else if s[0] == 0x2002 {
-            Some(Ipv4Addr::new(
-                (s[1] >> 8) as u8,
-                s[1] as u8,
-                (s[2] >> 8) as u8,
-                s[2] as u8,
-            ))
-        } else {
-            None
-        };
-        out.extend(embedded.map(IpAddr::V4));
+        out.extend(embedded(v6).map(|(v4, _)| IpAddr::V4(v4)));
     }
     out
+}
+
+/// The IPv4 network an IPv6 network stands for, when every address in it carries an IPv4
+/// address in the same form: the smallest network holding all the IPv4 addresses they carry
+/// (`[::ffff:10.0.0.0]/104` is 10.0.0.0/8, `[64:ff9b::]/96` and `[::ffff:0:0]/96` are
+/// 0.0.0.0/0, `[2002:a9fe:a9fe::]/48` is 169.254.169.254/32). `None` when some address in
+/// it carries none (`[::]/96` holds `::` and `::1`; `[::]/0` holds all of IPv6).
+pub fn embedded_net(net: Ipv6Net) -> Option<(Ipv4Net, Embedding)> {
+    let net = net.trunc();
+    Embedding::ALL.into_iter().find_map(|form| {
+        let (range, offset) = form.range();
+        if net.prefix_len() < range.prefix_len() || !range.contains(&net.network()) {
+            return None;
+        }
+        if form == Embedding::Compatible && matches!(u32::from(v4_at(net.network(), 96)), 0 | 1) {
+            return None;
+        }
+        // The bits of the prefix that fall inside the IPv4 address.
+        let bits = net.prefix_len().saturating_sub(offset).min(32);
+        let v4 = Ipv4Net::new(v4_at(net.network(), offset), bits)
+            .ok()?
+            .trunc();
+        Some((v4, form))
+    })
 }
 
 /// Whether `name` is a syntactically valid DNS host name (one final dot allowed): labels of

@@ -46,9 +46,49 @@
 //!   lookup of the name returned it, within the record's lifetime (capped by
 //!   `Limits::pin_ttl`). An answer that later points elsewhere (DNS rebinding) is connectable
 //!   only if it too came from a granted name, and the deny rules still apply to it.
-//! - Deny rules see through IPv6 spellings of IPv4 addresses: IPv4-mapped (`::ffff:a.b.c.d`),
-//!   IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) addresses
-//!   are also matched as the IPv4 address they carry.
+//!
+//! The grammar is strict, so that no rule silently means something else:
+//!
+//! - **No whitespace** anywhere in a rule (`connect= loopback:*`, `bind, listen=...` are
+//!   refused, saying where the space is).
+//! - **Keywords**: classes and `any` are matched case-insensitively (`Loopback` is the class
+//!   `loopback`); uses are lower case (`Connect` is refused with a "did you mean"). A host or
+//!   name spelt like a class keyword up to case, `-`/`_` and final dots (`link_local`,
+//!   `linklocal`, `metadata.`) is refused with "did you mean `link-local`?", never read as a
+//!   host name; so is a `resolve` name spelt like a class (`resolve=any` suggests
+//!   `resolve=*`).
+//! - **Names** must be valid DNS names ([`crate::addr::is_host_name`], the host's one name
+//!   check), with at most one final dot, and are kept in lower case without it.
+//! - **Deny rules do not take host names.** `deny connect=localhost:*` is refused
+//!   ([`parse_deny_rules`], policy files): a name stands for the addresses a lookup
+//!   returned, and a guest can use the same address as a literal or reach it through another
+//!   name, so the rule would deny less than it says. Deny by address or class
+//!   (`connect=127.0.0.1:*`, `connect=loopback:*`), and refuse the lookup itself with
+//!   `resolve=localhost`. Where such a rule is taken without that check
+//!   ([`PolicyBuilder::deny`], [`Policy::from_texts`]), it fails closed: it refuses its use
+//!   on its ports for every address, since a name may stand for any address.
+//! - **Printing parses back**: a rule prints (`Display`, and so `usocket policy check`) in
+//!   its canonical form, which parses to the same rule.
+//!
+//! # IPv6 spellings of IPv4 addresses
+//!
+//! An IPv6 *alias* of an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-translated
+//! `::ffff:0:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96` and
+//! `64:ff9b:1::/48`; see [`crate::addr::Embedding`]) is that IPv4 address to the policy, on
+//! both sides:
+//!
+//! - **In rules**, a literal or network made only of aliases is parsed as, kept as and
+//!   printed as the IPv4 address or network they carry: `[::ffff:127.0.0.1]` is `127.0.0.1`,
+//!   `[64:ff9b::a9fe:a9fe]` is `169.254.169.254`, `[::ffff:10.0.0.0]/104` is `10.0.0.0/8`, and
+//!   a whole alias range (`[::ffff:0:0]/96`, `[64:ff9b::]/96`) is `0.0.0.0/0`. Networks that
+//!   merely contain aliases (`[::]/0`) stay IPv6 networks.
+//! - **In requests**, deny rules match the address and every IPv4 address it carries
+//!   ([`spellings`]), allow rules the address and the IPv4 address it is an alias of
+//!   ([`crate::addr::alias_of`]). So a deny rule for `127.0.0.1` refuses `::ffff:127.0.0.1`
+//!   and `64:ff9b::7f00:1`, and one written `[::ffff:127.0.0.1]` refuses `127.0.0.1`.
+//! - **6to4** (`2002:aabb:ccdd::/48`) is the IPv6 network behind the IPv4 address a.b.c.d,
+//!   not a.b.c.d: deny rules for a.b.c.d refuse it too, allow rules for a.b.c.d do not grant
+//!   it, and a rule written in 6to4 is refused (write the IPv4 address).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -291,6 +331,8 @@ pub struct Request<'a> {
 }
 
 impl Rule {
+    /// Whether this allow rule grants `req`, for the request's address or the IPv4 address it
+    /// is an alias of, `ip`.
     fn matches(&self, req: &Request<'_>, ip: IpAddr) -> bool {
         match self {
             Rule::Addr { use_, hosts, ports } => {
@@ -299,6 +341,61 @@ impl Rule {
                     && hosts.contains(ip, req.pinned_names)
             }
             Rule::Resolve(_) => false,
+        }
+    }
+
+    /// Whether this deny rule refuses `req`, whose address stands for `spellings`. A rule
+    /// that names hosts by name (which the parsers refuse in deny lists, but
+    /// [`PolicyBuilder::deny`] takes) refuses its use on its ports for every address: a name
+    /// may stand for any address.
+    fn denies(&self, req: &Request<'_>, spellings: &[IpAddr]) -> bool {
+        match self {
+            Rule::Addr {
+                use_,
+                hosts: Hosts::Name(_),
+                ports,
+            } => *use_ == req.use_ && ports.contains(req.addr.port()),
+            _ => spellings.iter().any(|ip| self.matches(req, *ip)),
+        }
+    }
+
+    /// Whether this is an address rule that names hosts by name (`connect=localhost:*`).
+    pub fn names_hosts(&self) -> bool {
+        matches!(
+            self,
+            Rule::Addr {
+                hosts: Hosts::Name(_),
+                ..
+            }
+        )
+    }
+
+    /// The rule in the form the parsers give and the policy keeps: names in lower case
+    /// without a final dot, `Hosts::Name(Names::Any)` as `Hosts::Any`, and a network of IPv6
+    /// aliases of IPv4 addresses as the IPv4 network (see the module docs). Printing a
+    /// canonical rule and parsing the text gives the rule back.
+    pub fn canonical(&self) -> Rule {
+        let names = |names: &Names| match names {
+            Names::Any => Names::Any,
+            Names::Exact(n) => Names::Exact(crate::addr::normalize_name(n)),
+            Names::Below(n) => Names::Below(crate::addr::normalize_name(n)),
+        };
+        match self {
+            Rule::Resolve(n) => Rule::Resolve(names(n)),
+            Rule::Addr { use_, hosts, ports } => Rule::Addr {
+                use_: *use_,
+                hosts: match hosts {
+                    Hosts::Name(Names::Any) => Hosts::Any,
+                    Hosts::Name(n) => Hosts::Name(names(n)),
+                    Hosts::Net(IpNet::V6(v6)) => match crate::addr::embedded_net(*v6) {
+                        Some((v4, form)) if form.is_alias() => Hosts::Net(IpNet::V4(v4)),
+                        _ => Hosts::Net(IpNet::V6(v6.trunc())),
+                    },
+                    Hosts::Net(IpNet::V4(v4)) => Hosts::Net(IpNet::V4(v4.trunc())),
+                    other => other.clone(),
+                },
+                ports: *ports,
+            },
         }
     }
 
@@ -319,15 +416,15 @@ impl Rule {
     }
 
     /// Whether this deny rule refuses `use_` of every address `name` could resolve to.
-    fn denies_every_use_of(&self, use_: Use, name: &str) -> bool {
+    fn denies_every_use_of(&self, use_: Use, _name: &str) -> bool {
         match self {
             Rule::Addr {
                 use_: u,
                 hosts,
                 ports,
             } if *u == use_ && *ports == Ports::ANY => match hosts {
-                Hosts::Any => true,
-                Hosts::Name(names) => names.matches(name),
+                // A name in a deny rule stands for every address (see `denies`).
+                Hosts::Any | Hosts::Name(_) => true,
                 Hosts::Net(_) | Hosts::Class(_) => false,
             },
             _ => false,
@@ -376,29 +473,83 @@ pub struct RuleError {
 }
 
 /// Parses one rule text, which may name several uses (`bind,listen=127.0.0.1:8000`).
+///
+/// The grammar is strict (see the module docs): no whitespace anywhere, classes in any case
+/// (`Loopback` is `loopback`), no host name spelt like a class (`link_local`, `metadata.`),
+/// names that are valid DNS names, and IPv6 aliases of IPv4 addresses read as the IPv4
+/// address. Deny lists take [`parse_deny_rules`], which also refuses host names.
 pub fn parse_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
     let fail = |problem: String| RuleError {
         rule: text.to_string(),
         problem,
     };
+    if let Some((at, c)) = text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_whitespace() || c.is_control())
+    {
+        let what = match c {
+            ' ' => "a space".to_string(),
+            '\t' => "a tab".to_string(),
+            '\n' | '\r' => "a line break".to_string(),
+            c => format!("the character U+{:04X}", u32::from(c)),
+        };
+        return Err(fail(format!(
+            "{what} at character {}: a rule has no whitespace anywhere; write it as one word, \
+             e.g. bind,listen=127.0.0.1:8000",
+            at + 1
+        )));
+    }
     let (uses, value) = text.split_once('=').ok_or_else(|| {
         fail("expected USE=VALUE, e.g. connect=127.0.0.1:8080, bind,listen=0.0.0.0:8000-8010 or resolve=*.example.com".into())
     })?;
     let mut rules = Vec::new();
-    for word in uses.split(',').map(str::trim) {
+    for word in uses.split(',') {
         let use_ = Use::from_keyword(word).ok_or_else(|| {
             let all: Vec<&str> = Use::ALL.iter().map(|u| u.keyword()).collect();
+            let hint = Use::from_keyword(&word.to_ascii_lowercase())
+                .map(|u| format!(" (did you mean `{}`?)", u.keyword()))
+                .unwrap_or_default();
             fail(format!(
-                "unknown use `{word}`: expected one of {}",
+                "unknown use `{word}`{hint}: expected one of {}",
                 all.join(", ")
             ))
         })?;
         rules.push(match use_ {
-            Use::Resolve => Rule::Resolve(parse_names(value).map_err(fail)?),
+            Use::Resolve => Rule::Resolve(parse_names(value, Place::Resolve).map_err(fail)?),
             _ => {
                 let (hosts, ports) = parse_host_ports(value).map_err(fail)?;
                 Rule::Addr { use_, hosts, ports }
             }
+        });
+    }
+    Ok(rules)
+}
+
+/// Parses one rule text of a deny list: as [`parse_rules`], but a rule that names hosts by
+/// name (`connect=localhost:*`, `connect=*.example.com:443`) is refused. A name stands for the
+/// addresses some lookup returned, and a guest can use the same address as a literal (or
+/// through another name), so such a rule would deny less than it says. Deny by address or
+/// class, and refuse the lookup itself with `resolve=NAME`.
+pub fn parse_deny_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
+    let rules = parse_rules(text)?;
+    if let Some(Rule::Addr {
+        use_,
+        hosts: Hosts::Name(names),
+        ..
+    }) = rules.iter().find(|r| r.names_hosts())
+    {
+        return Err(RuleError {
+            rule: text.to_string(),
+            problem: format!(
+                "a deny rule cannot name hosts by name (`{}`): a guest could reach the same \
+                 address as a literal or through another name. Deny by address or class \
+                 instead (e.g. {u}=127.0.0.1:*, {u}=loopback:*, {u}=10.0.0.0/8:*), and refuse \
+                 the lookup itself with resolve={}",
+                Hosts::Name(names.clone()),
+                Hosts::Name(names.clone()),
+                u = use_.keyword(),
+            ),
         });
     }
     Ok(rules)
@@ -428,12 +579,31 @@ fn parse_host_ports(value: &str) -> Result<(Hosts, Ports), String> {
     Ok((parse_hosts(host)?, parse_ports(ports)?))
 }
 
+/// The keywords a host may be spelt as, with what they stand for.
+fn host_keywords() -> impl Iterator<Item = (&'static str, Hosts)> {
+    Class::ALL
+        .into_iter()
+        .map(|c| (c.keyword(), Hosts::Class(c)))
+        .chain([("any", Hosts::Any)])
+}
+
+/// A text squashed as a misspelt keyword would be: lower case, without `-`, `_` or final
+/// dots (`Link_Local.` -> `linklocal`).
+fn squash(text: &str) -> String {
+    text.trim_end_matches('.')
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
 fn parse_hosts(host: &str) -> Result<Hosts, String> {
-    if host == "*" || host == "any" {
+    if host == "*" {
         return Ok(Hosts::Any);
     }
-    if let Some(class) = Class::ALL.into_iter().find(|c| c.keyword() == host) {
-        return Ok(Hosts::Class(class));
+    // Keywords in any case: `Loopback` is the class, never a host name.
+    if let Some((_, hosts)) = host_keywords().find(|(k, _)| k.eq_ignore_ascii_case(host)) {
+        return Ok(hosts);
     }
     // IPv6 goes in brackets so that its colons are not read as the port separator:
     // `[::1]`, `[fd00::/8]` or `[fd00::]/8`.
@@ -460,29 +630,50 @@ fn parse_hosts(host: &str) -> Result<Hosts, String> {
         if net.trunc() != net {
             return Err(format!(
                 "`{text}` has host bits set below its prefix; did you mean {}?",
-                net.trunc()
+                Hosts::Net(net.trunc())
             ));
         }
-        return Ok(Hosts::Net(net));
+        return canonical_net(net, &text).map(Hosts::Net);
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(Hosts::Net(IpNet::from(ip)));
+        return canonical_net(IpNet::from(ip), &text).map(Hosts::Net);
     }
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') || host.starts_with('[') {
         return Err(format!(
             "`{text}` is not an IP literal (write all four parts: 127.0.0.1) or a CIDR network"
         ));
     }
-    match parse_names(&text)? {
+    match parse_names(&text, Place::Host)? {
         Names::Any => Ok(Hosts::Any),
         names => Ok(Hosts::Name(names)),
     }
 }
 
+/// A rule's network as the policy keeps it: one made of IPv6 aliases of IPv4 addresses is
+/// the IPv4 network (`[::ffff:127.0.0.1]` is `127.0.0.1`); a 6to4 one is refused.
+fn canonical_net(net: IpNet, text: &str) -> Result<IpNet, String> {
+    let IpNet::V6(v6) = net else { return Ok(net) };
+    match crate::addr::embedded_net(v6) {
+        None => Ok(net),
+        Some((v4, form)) if form.is_alias() => Ok(IpNet::V4(v4)),
+        Some((v4, _)) => {
+            let v4 = Hosts::Net(IpNet::V4(v4));
+            Err(format!(
+                "`{text}` is 6to4, the IPv6 network behind the IPv4 address {v4}: write {v4} \
+                 instead (a deny rule for {v4} also refuses its 6to4 network; 6to4 itself \
+                 cannot be granted)"
+            ))
+        }
+    }
+}
+
 fn parse_ports(ports: &str) -> Result<Ports, String> {
     let port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
+        p.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse::<u16>().ok())
+            .flatten()
+            .ok_or_else(|| format!("`{p}` is not a port number (0-65535)"))
     };
     match ports {
         "*" => Ok(Ports::ANY),
@@ -499,26 +690,49 @@ fn parse_ports(ports: &str) -> Result<Ports, String> {
     }
 }
 
-fn parse_names(value: &str) -> Result<Names, String> {
-    let value = value.trim().to_ascii_lowercase();
+/// Where a name is written: the HOST of an address rule, or the NAME of a `resolve` rule.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Host,
+    Resolve,
+}
+
+fn parse_names(value: &str, place: Place) -> Result<Names, String> {
     if value == "*" {
         return Ok(Names::Any);
     }
+    // A name spelt like a keyword is a mistake for the keyword, never a name.
+    if let Some((keyword, _)) = host_keywords().find(|(k, _)| squash(k) == squash(value)) {
+        return Err(match place {
+            Place::Resolve if keyword == "any" => {
+                format!("`{value}` is not a host name: did you mean `resolve=*` (any name)?")
+            }
+            Place::Resolve => format!(
+                "`{value}` is spelt like the address class `{keyword}`, and resolve rules take \
+                 host names, not classes: to refer to the class, write e.g. \
+                 connect={keyword}:*"
+            ),
+            Place::Host => format!(
+                "`{value}` is not a class or a host name: did you mean `{keyword}`? (a host \
+                 name spelt like a class is refused)"
+            ),
+        });
+    }
     let (below, name) = match value.strip_prefix("*.") {
         Some(rest) => (true, rest),
-        None => (false, value.as_str()),
+        None => (false, value),
     };
     // One final dot is the DNS root: `example.com.` is `example.com`.
-    let name = name.strip_suffix('.').unwrap_or(name);
     if !crate::addr::is_host_name(name) {
         return Err(format!(
             "`{value}` is not a host name: expected an exact name (api.example.com), *.suffix or *"
         ));
     }
+    let name = crate::addr::normalize_name(name);
     Ok(if below {
-        Names::Below(name.to_string())
+        Names::Below(name)
     } else {
-        Names::Exact(name.to_string())
+        Names::Exact(name)
     })
 }
 
@@ -651,6 +865,12 @@ impl Policy {
     ///
     /// The allow rules widen the guest's access from the ambient authority of the host
     /// process, as [`PolicyBuilder::allow`] does.
+    ///
+    /// # Deny rules by name
+    ///
+    /// The deny texts are taken as [`PolicyBuilder::deny`] takes rules: one that names hosts
+    /// by name (`connect=localhost:*`) refuses its use on its ports for every address. Check
+    /// them with [`parse_deny_rules`] first to refuse such rules with a message instead.
     pub fn from_texts(
         allow: &[impl AsRef<str>],
         deny: &[impl AsRef<str>],
@@ -673,17 +893,17 @@ impl Policy {
     /// Decides a use of an address.
     pub fn check(&self, req: &Request<'_>) -> Decision {
         let spellings = spellings(req.addr.ip());
-        if let Some(rule) = self
-            .deny
-            .iter()
-            .find(|r| spellings.iter().any(|ip| r.matches(req, *ip)))
-        {
+        if let Some(rule) = self.deny.iter().find(|r| r.denies(req, &spellings)) {
             return Decision::DeniedBy(rule.clone());
         }
         if req.use_ == Use::AutoBind {
             return Decision::Implied;
         }
-        match self.allow.iter().find(|r| r.matches(req, req.addr.ip())) {
+        let ip = req.addr.ip();
+        let alias = crate::addr::alias_of(ip).map(IpAddr::V4);
+        let as_given_or_alias =
+            |r: &&Rule| r.matches(req, ip) || alias.is_some_and(|alias| r.matches(req, alias));
+        match self.allow.iter().find(as_given_or_alias) {
             Some(rule) => Decision::Allowed(rule.clone()),
             None => Decision::NotGranted,
         }
@@ -852,14 +1072,21 @@ impl PolicyBuilder {
     /// This widens the guest's access to the host's network from the ambient authority of the
     /// host process, so it takes cap-std's [`AmbientAuthority`] token
     /// (`cap_std::ambient_authority()`) to make that visible at the call site.
+    ///
+    /// The policy keeps the rule's [`Rule::canonical`] form.
     pub fn allow(mut self, rule: Rule, _ambient: AmbientAuthority) -> Self {
-        self.policy.allow.push(rule);
+        self.policy.allow.push(rule.canonical());
         self
     }
 
     /// Refuses what `rule` covers, whatever the allow rules say. Narrowing needs no authority.
+    ///
+    /// The policy keeps the rule's [`Rule::canonical`] form. A rule that names hosts by name
+    /// ([`Rule::names_hosts`]) is one [`parse_deny_rules`] refuses; given here anyway, it
+    /// refuses its use on its ports for every address (and every lookup for that use, if it
+    /// covers every port), since a name may stand for any address.
     pub fn deny(mut self, rule: Rule) -> Self {
-        self.policy.deny.push(rule);
+        self.policy.deny.push(rule.canonical());
         self
     }
 
@@ -947,8 +1174,10 @@ mod tests {
             ("connect=1.2.3.4:70000", "not a port"),
             ("connect=1.2.3.4:90-80", "empty"),
             ("connect=1.2.3.4:", "missing ports"),
-            ("connect=bad name:80", "not a host name"),
-            ("resolve=bad name", "not a host name"),
+            ("connect=bad name:80", "a space at character 12"),
+            ("connect=bad!name:80", "not a host name"),
+            ("resolve=bad name", "a space at character 12"),
+            ("resolve=bad!name", "not a host name"),
             ("resolve=*.", "not a host name"),
             ("bind,listen=127.0.0.1:80", "names several uses"),
         ] {
@@ -1173,23 +1402,53 @@ mod tests {
                 "{spelled}"
             );
         }
-        // A name grant whose use of a name is refused on every port does not grant its lookup.
-        let p = policy(
-            &["connect=*.example.com:443"],
-            &["connect=bad.example.com:*"],
+        // A name grant whose use is refused on every port and address does not grant its
+        // lookup; one refused on some ports does.
+        let p = policy(&["connect=*.example.com:443"], &["connect=*:*"]);
+        assert!(matches!(
+            p.check_name("good.example.com"),
+            Decision::DeniedBy(_)
+        ));
+        let p = policy(&["connect=*.example.com:443"], &["connect=*:443"]);
+        assert!(
+            p.check_name("bad.example.com").is_allowed(),
+            "a port-specific deny still needs the lookup"
         );
+        // Names are denied by resolve rules (deny lists refuse host names in address rules).
+        let p = policy(&["connect=*.example.com:443"], &["resolve=bad.example.com"]);
         assert!(matches!(
             p.check_name("bad.example.com"),
             Decision::DeniedBy(_)
         ));
         assert!(p.check_name("good.example.com").is_allowed());
-        let p = policy(
-            &["connect=*.example.com:443"],
-            &["connect=bad.example.com:443"],
-        );
+    }
+
+    #[test]
+    fn a_name_deny_rule_given_to_the_builder_stands_for_every_address() {
+        let p = Policy::builder()
+            .allow(rule("connect=*.example.com:443"), ambient_authority())
+            .allow(rule("connect=*:*"), ambient_authority())
+            .allow(rule("send=*:*"), ambient_authority())
+            .deny(rule("connect=bad.example.com:443"))
+            .build();
+        let literal = sa("93.184.216.34:443");
+        assert!(matches!(
+            p.check_addr(Use::Connect, literal),
+            Decision::DeniedBy(_)
+        ));
         assert!(
-            p.check_name("bad.example.com").is_allowed(),
-            "a port-specific deny still needs the lookup"
+            p.check_addr(Use::Connect, sa("93.184.216.34:80"))
+                .is_allowed()
         );
+        assert!(p.check_addr(Use::Send, literal).is_allowed());
+        // On every port, it refuses every lookup made for that use.
+        let p = Policy::builder()
+            .allow(rule("connect=*.example.com:443"), ambient_authority())
+            .deny(rule("connect=bad.example.com:*"))
+            .build();
+        assert!(matches!(
+            p.check_name("good.example.com"),
+            Decision::DeniedBy(_)
+        ));
     }
 }

@@ -17,8 +17,11 @@
 //! ```
 //!
 //! `allow` and `deny` hold rule texts, exactly as `--allow` and `--deny` take them (one text
-//! may name several uses: `bind,listen=127.0.0.1:8000`). Keys not listed here are errors, so a
-//! misspelt key cannot silently leave a guest with more access than intended. The limits
+//! may name several uses: `bind,listen=127.0.0.1:8000`), except that a `deny` rule may not name
+//! hosts by name ([`crate::policy::parse_deny_rules`] says why and what to write instead).
+//! Limits are whole numbers (no quotes, sign, decimal point or exponent). Keys not listed
+//! here are errors, so a misspelt key cannot silently leave a guest with more access than
+//! intended. The limits
 //! follow the rules of [`Limits::validate`] (the `usocket run` flags follow the same ones,
 //! through [`LimitOverrides`]). Every error names the file, the line and the column, and says
 //! how to fix it. [`PolicyFile::explain`] puts a valid file in plain words.
@@ -34,7 +37,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::limits::{Limit, LimitOverrides, Limits};
-use crate::policy::{Policy, Rule, parse_rules};
+use crate::policy::{Policy, Rule, parse_deny_rules, parse_rules};
 
 /// A parsed policy file: the policy and the guest limits it sets (defaults for keys it omits).
 #[derive(Debug)]
@@ -359,7 +362,12 @@ pub fn parse(
     let mut policy = Policy::builder().dry_run(raw.dry_run);
     for (list, is_allow) in [(&raw.allow, true), (&raw.deny, false)] {
         for entry in list {
-            let rules = parse_rules(entry.get_ref()).map_err(|e| {
+            let parse = if is_allow {
+                parse_rules
+            } else {
+                parse_deny_rules
+            };
+            let rules = parse(entry.get_ref()).map_err(|e| {
                 let key = if is_allow { "allow" } else { "deny" };
                 PolicyFileError::at(origin, text, Some(entry.span()), e.to_string()).with_fix(
                     format!(
@@ -402,6 +410,15 @@ pub fn parse(
     })
 }
 
+/// The limit whose `key = value` line holds byte `at` of `text`, if it is one.
+fn key_at(text: &str, at: usize) -> Option<Limit> {
+    let at = floor_char_boundary(text, at.min(text.len()));
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[line_start..at].split_once('=')?;
+    let key = key.trim();
+    Limit::ALL.into_iter().find(|l| l.file_key() == key)
+}
+
 /// A TOML syntax or type error, placed by toml's span, with a fix for the common cases.
 fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> PolicyFileError {
     let message = e.message().trim_end().to_string();
@@ -410,9 +427,27 @@ fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> PolicyFileError 
     } else if message.contains("duplicate key") {
         "give each key once: remove one of the two".to_string()
     } else if message.contains("invalid type") || message.contains("invalid value") {
-        "allow and deny are lists of rule strings (allow = [\"connect=127.0.0.1:8080\"]), \
-         dry_run is true or false, and limits are whole numbers of at least 0"
-            .to_string()
+        match e.span().and_then(|span| key_at(text, span.start)) {
+            Some(limit) => {
+                let min = u64::from(limit.check(0).is_err());
+                let max = match limit {
+                    Limit::PinTtl => crate::limits::MAX_PIN_TTL.as_secs(),
+                    _ => u64::MAX,
+                };
+                format!(
+                    "`{}` takes a whole number from {min} to {max}, written without quotes, \
+                     sign, decimal point or exponent (e.g. {} = {}), or leave the key out for \
+                     the default",
+                    limit.file_key(),
+                    limit.file_key(),
+                    min.max(300).min(max),
+                )
+            }
+            None => "allow and deny are lists of rule strings (allow = \
+                     [\"connect=127.0.0.1:8080\"]), dry_run is true or false, and limits are \
+                     whole numbers of at least 0"
+                .to_string(),
+        }
     } else {
         "fix the TOML syntax here (strings in double quotes, lists in [ ], one key = value a line)"
             .to_string()
@@ -631,6 +666,73 @@ pin_ttl_secs = 300
         );
         let file = parse_ok("[limits]\npin_ttl_secs = 604800\n");
         assert_eq!(file.limits.pin_ttl, crate::limits::MAX_PIN_TTL);
+    }
+
+    #[test]
+    fn every_number_that_is_no_whole_number_in_range_is_placed_with_a_fix() {
+        let keys = Limit::ALL.map(Limit::file_key);
+        for key in keys {
+            for value in [
+                "-1",
+                "-9223372036854775808",
+                "1.5",
+                "1e3",
+                "inf",
+                "nan",
+                "\"16\"",
+                "18446744073709551616",
+                "99999999999999999999",
+                "true",
+                "[1]",
+            ] {
+                let text = format!("dry_run = false\n[limits]\n{key} = {value}\n");
+                let e = parse_err(&text);
+                assert_eq!(
+                    (e.line(), e.column()),
+                    (Some(3), Some(key.len() + 4)),
+                    "{key} = {value}: {e}"
+                );
+                let shown = e.to_string();
+                assert!(
+                    shown.contains(&format!("fix: `{key}` takes a whole number from ")),
+                    "{key} = {value}: {shown}"
+                );
+                assert!(
+                    shown.contains("without quotes, sign, decimal point"),
+                    "{shown}"
+                );
+            }
+        }
+        // The largest number TOML holds is refused where it cannot work, as `run` would.
+        let e = parse_err("[limits]\npin_ttl_secs = 9223372036854775807\n");
+        assert_eq!(e.line(), Some(2), "{e}");
+        let e = parse_err("[limits]\npin_ttl_secs = 1.5\n");
+        assert!(e.to_string().contains("from 1 to 604800"), "{e}");
+        let e = parse_err("[limits]\nmax_bytes_sent = -1\n");
+        assert!(e.to_string().contains("from 0 to"), "{e}");
+    }
+
+    #[test]
+    fn deny_lists_refuse_host_names_and_rules_are_strict() {
+        let e = parse_err("deny = [\"connect=localhost:*\"]\n");
+        assert_eq!((e.line(), e.column()), (Some(1), Some(9)), "{e}");
+        assert!(e.message().contains("cannot name hosts by name"), "{e}");
+        assert!(e.message().contains("resolve=localhost"), "{e}");
+        assert!(e.to_string().contains("correct this `deny` entry"), "{e}");
+        let e = parse_err("allow = [\"connect=*:*\"]\ndeny = [\"connect=link_local:*\"]\n");
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(e.message().contains("did you mean `link-local`?"), "{e}");
+        let e = parse_err("deny = [\"connect= loopback:*\"]\n");
+        assert!(e.message().contains("a space at character 9"), "{e}");
+        let file = parse_ok(
+            "allow = [\"connect=localhost:80\"]\ndeny = [\"connect=Loopback:*\", \
+             \"connect=[::ffff:169.254.169.254]:*\"]\n",
+        );
+        assert_eq!(texts(file.policy.allowed()), ["connect=localhost:80"]);
+        assert_eq!(
+            texts(file.policy.denied()),
+            ["connect=loopback:*", "connect=169.254.169.254:*"]
+        );
     }
 
     #[test]
