@@ -163,8 +163,12 @@ impl std::ops::DerefMut for Rx {
     }
 }
 
-/// The most connections a listener keeps admitted ahead of `accept`.
-const MAX_ADMITTED: usize = 8;
+/// The most connections a listener keeps admitted ahead of `accept`: one is enough to say
+/// "readable", and each holds a descriptor outside the socket quota until accepted.
+const MAX_ADMITTED: usize = 1;
+/// The most pending connections one look at a listener takes from the kernel (a flood of
+/// refused peers is worked through over several looks, never in one unbounded loop).
+const MAX_LOOK: usize = 64;
 
 /// A listener's connections taken from the kernel and admitted by the policy, waiting for
 /// `accept`. Dropped with the listener, they are reset, as a kernel listener's pending
@@ -315,7 +319,10 @@ impl Stream {
             return false;
         };
         let mut waiting = admitted.lock();
-        while waiting.len() < MAX_ADMITTED {
+        for _ in 0..MAX_LOOK {
+            if waiting.len() >= MAX_ADMITTED {
+                break;
+            }
             let Some((conn, peer)) = os.accept_now() else {
                 break;
             };
