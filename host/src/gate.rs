@@ -266,7 +266,7 @@ impl Gate {
             // A lifetime too long to represent is as good as forever (`Duration::MAX`).
             let until = now.checked_add(ttl).unwrap_or(far_future(now));
             set.pin(&name, until, now);
-            self.pinned_names = self.pinned_names - before + set.len();
+            self.pinned_names = self.pinned_names.saturating_sub(before) + set.len();
         }
         Ok(answers.into_iter().map(|(ip, _)| ip).collect())
     }
