@@ -12,7 +12,8 @@
 //! For reset-on-close and receive accounting: `readline-then PORT ACTION`, `read-then PORT N
 //! ACTION`, `lines-then PORT N ACTION` (readline, read(N) or N readlines, then ACTION:
 //! `trap`, `exit`, `spin` or `close`), `readline-recv PORT COUNT` (readline, then COUNT
-//! `recv(1000)`s), `readline-read PORT N` (readline, read(N), close).
+//! `recv(1000)`s), `readline-read PORT N` (readline, read(N), close), `poll-accept PORT MS`
+//! (a non-blocking listener: after MS ms, poll(300) and accept, then poll(5000) and accept).
 //!
 //! For the escape, rebinding and quota tests: `connect6 HOST PORT` and `sendto6 HOST PORT`
 //! (as `connect`/`sendto`, on AF_INET6 sockets), `rconnect NAME PORT` (getaddrinfo, then
@@ -285,6 +286,27 @@ fn main() {
                 show(s.readline(), |l| format!("ok {:?}", l.map(|l| l.len())));
                 show(s.read(n), |d| format!("ok {:?}", d.map(|d| d.len())));
                 s.close();
+            }
+            "poll-accept" => {
+                // A non-blocking listener on 127.0.0.1:PORT: after MS ms, poll(300) and
+                // accept; then poll(5000) and accept again. One line each.
+                let (p, ms) = (port(arg()), arg().parse::<u64>().expect("milliseconds"));
+                let l = tcp();
+                l.bind(("127.0.0.1", p)).expect("bind");
+                l.listen(None).expect("listen");
+                l.setblocking(false).expect("setblocking");
+                std::thread::sleep(Duration::from_millis(ms));
+                for wait in [300, 5000] {
+                    let mut poller = usocket::select::poll();
+                    poller.register(&l, usocket::select::POLLIN);
+                    show(poller.poll(wait), |r| {
+                        format!(
+                            "ok poll {:?}",
+                            r.iter().map(|(_, ev)| *ev).collect::<Vec<_>>()
+                        )
+                    });
+                    show(l.accept(), |(_, (host, _))| format!("ok accept {host}"));
+                }
             }
             "trap" => {
                 let p = port(arg());
