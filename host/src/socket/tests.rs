@@ -540,8 +540,12 @@ async fn rate_limited_timed_and_non_blocking_calls_keep_their_deadlines() {
         started.elapsed()
     );
     assert!((1..=1500).contains(&n), "{n}");
-    // The bucket is empty now: nothing fits.
-    assert_eq!(sock.send(&ctx, &[b'n'; 100]).await, Err(Errno::EAGAIN));
+    // The bucket is empty now: nothing fits (or the few bytes it refilled since).
+    match sock.send(&ctx, &[b'n'; 100]).await {
+        Err(Errno::EAGAIN) => {}
+        Ok(n) => assert!(n <= 50, "{n} bytes from an empty bucket"),
+        Err(e) => panic!("{e:?}"),
+    }
     // Timed: ETIMEDOUT at its deadline, after sending what the deadline allowed.
     sock.set_timeout(Some(0.3)).unwrap();
     let started = std::time::Instant::now();
