@@ -7,6 +7,10 @@
 //! or when `Policy::check` answers `DeniedBy` a rule of that use. Anything else is an escape.
 //! The control matrix runs the same cases without the deny rule: then only the parser's
 //! EINVAL refuses anything, so the deny rules are what refuse the rest.
+//!
+//! Issue 8 (item 3) adds the rule side: deny rules written in each IPv6 alias of an IPv4
+//! member (`[::ffff:a.b.c.d]`, NAT64, ...) refuse every spelling of it, and class keywords in
+//! any case are the class.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -331,5 +335,106 @@ fn other_ipv6_embeddings_of_ipv4() {
             matches!(outcome, Outcome::Decided(Decision::DeniedBy(_))),
             "{literal}: {outcome:?}"
         );
+    }
+}
+
+/// The ways a deny rule may spell an IPv4 member (issue 8, item 3): the plain literal, each
+/// IPv6 alias of it (which the rule parser reads as the IPv4 address), and none for IPv6.
+fn rule_spellings(member: &str) -> Vec<String> {
+    let ip: IpAddr = member.parse().unwrap();
+    let IpAddr::V4(v4) = ip else {
+        return vec![format!("[{member}]")];
+    };
+    let mut out = vec![
+        member.to_string(),
+        format!("[::ffff:{v4}]"),
+        format!("[::ffff:0:{v4}]"),
+        format!("[64:ff9b::{v4}]"),
+        format!("[64:ff9b:1:2:3:4:{v4}]"),
+    ];
+    if u32::from(v4) > 1 {
+        out.push(format!("[::{v4}]"));
+    }
+    out
+}
+
+#[test]
+fn deny_rules_in_every_spelling_refuse_every_spelling_of_the_address() {
+    // Before issue 8, a deny rule written `[::ffff:127.0.0.1]` or `[64:ff9b::a9fe:a9fe]` did
+    // not refuse the plain IPv4 address: canonicalisation applied to requests only.
+    let (mut cases, mut escapes) = (0, Vec::new());
+    for class in CLASSES {
+        for member in class.members {
+            for written in rule_spellings(member) {
+                for use_ in USES {
+                    let p = policy(ALLOW_ALL, &[format!("{}={written}:*", use_.keyword())]);
+                    for (spelling, literal) in spelled(member) {
+                        // `::0.0.0.0` is `::`, the IPv6 wildcard, not a spelling of 0.0.0.0.
+                        let ip: IpAddr = literal.parse().unwrap();
+                        let member_ip: IpAddr = member.parse().unwrap();
+                        if !spellings(ip).contains(&member_ip) {
+                            continue;
+                        }
+                        for pinned in [false, true] {
+                            cases += 1;
+                            let outcome = decide(&p, use_, &literal, 80, pinned);
+                            let ok = match &outcome {
+                                Outcome::Parse(Errno::EINVAL) => parser_refuses(use_, &literal, 80),
+                                Outcome::Decided(Decision::DeniedBy(_)) => true,
+                                _ => false,
+                            };
+                            if !ok {
+                                escapes.push(format!(
+                                    "deny {}={written}: {member} as {spelling} `{literal}`, \
+                                     pinned {pinned}: {outcome:?}",
+                                    use_.keyword()
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "spelled deny rules: {cases} cases, {} escapes",
+        escapes.len()
+    );
+    assert!(cases > 2000, "{cases}");
+    assert_eq!(escapes.len(), 0, "escapes: {escapes:#?}");
+}
+
+#[test]
+fn class_rules_in_any_case_refuse_the_class() {
+    // Before issue 8, `Loopback` was a rule for the host name `loopback`: it denied nothing.
+    for class in CLASSES.iter().filter(|c| c.name != "unspecified") {
+        let upper = class.name.to_ascii_uppercase();
+        let mixed: String = class
+            .name
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        for written in [upper, mixed] {
+            for use_ in USES {
+                let p = policy(ALLOW_ALL, &[format!("{}={written}:*", use_.keyword())]);
+                for member in class.members {
+                    for (_, literal) in spelled(member) {
+                        let outcome = decide(&p, use_, &literal, 80, false);
+                        assert!(
+                            matches!(outcome, Outcome::Decided(Decision::DeniedBy(_))),
+                            "deny {}={written}: {literal}: {outcome:?}",
+                            use_.keyword()
+                        );
+                    }
+                }
+            }
+        }
     }
 }

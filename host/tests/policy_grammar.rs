@@ -565,7 +565,8 @@ mod properties {
             }
             let result = parse_rules(&text);
             if space.is_some() {
-                prop_assert!(result.is_err(), "{:?} accepted", text);
+                let err = result.expect_err("whitespace was accepted").to_string();
+                prop_assert!(err.contains("a rule has no whitespace anywhere"), "{:?}: {}", text, err);
                 return Ok(());
             }
             if is_keyword && (lookalike == 1 || lookalike == 2) {
@@ -575,6 +576,11 @@ mod properties {
             }
             match result {
                 Ok(rules) => {
+                    // The parser gives canonical rules only (lower-case names, IPv4 aliases as
+                    // IPv4), the form the policy keeps and matches with.
+                    for r in &rules {
+                        prop_assert_eq!(&r.canonical(), r);
+                    }
                     let printed: Vec<String> = rules.iter().map(ToString::to_string).collect();
                     let back: Vec<Rule> = printed
                         .iter()
