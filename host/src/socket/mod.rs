@@ -5,9 +5,10 @@
 //! - [`os`]: the OS socket, its tokio registration, waiting under a deadline, the syscalls
 //!   (those a policy guards take a grant from the gate);
 //! - [`rx_queue`]: a stream's receive queue, a pure buffer;
-//! - [`stream`] and [`datagram`]: the two state machines and their calls;
+//! - [`stream`] and [`datagram`]: the two state machines and their calls, each counting what
+//!   it takes from the kernel against the guest's quotas (bytes, rate, host buffers) once;
 //! - this file: creating sockets and dispatching each call to its kind, with what the two
-//!   share (argument checks, receive quota accounting);
+//!   share (argument checks);
 //! - [`poll`] and [`getaddrinfo`]: the calls that are not methods of one socket.
 
 mod datagram;
