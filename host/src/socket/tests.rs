@@ -687,3 +687,39 @@ async fn a_listener_polls_readable_only_for_connections_the_policy_admits() {
     assert_eq!(conn.phase(), Phase::Connected);
     assert_eq!(listener.revents(POLLIN), 0, "nothing more waiting");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_datagram_waits_for_its_tokens_before_it_leaves() {
+    let ctx = ctx_with(crate::Limits {
+        rate: Some(1000),
+        ..crate::Limits::default()
+    });
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = i32::from(peer.local_addr().unwrap().port());
+    let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
+    udp.set_timeout(Some(0.0)).unwrap();
+    // A full bucket lets a datagram larger than it go (whole), into debt...
+    assert_eq!(
+        udp.send_to(&ctx, &[b'd'; 1500], "127.0.0.1", port).await,
+        Ok(1500)
+    );
+    // ...and the next one waits for the debt to be paid: non-blocking, EAGAIN at once.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        udp.send_to(&ctx, &[b'd'; 100], "127.0.0.1", port).await,
+        Err(Errno::EAGAIN)
+    );
+    assert!(started.elapsed() < Duration::from_millis(300));
+    // Timed: ETIMEDOUT at its deadline, with nothing sent.
+    udp.set_timeout(Some(0.2)).unwrap();
+    assert_eq!(
+        udp.send_to(&ctx, &[b'd'; 100], "127.0.0.1", port).await,
+        Err(Errno::ETIMEDOUT)
+    );
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(peer.recv(&mut buf).unwrap(), 1500);
+    peer.set_nonblocking(true).unwrap();
+    assert!(peer.recv(&mut buf).is_err(), "only the first datagram left");
+}
