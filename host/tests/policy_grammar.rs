@@ -598,6 +598,26 @@ mod properties {
             }
         }
 
+        /// Any text at all: the parser never panics, and what it accepts has no whitespace,
+        /// is canonical and prints back to itself.
+        #[test]
+        fn any_text_parses_without_panic_and_what_parses_prints_back(
+            text in prop_oneof![
+                "[a-zA-Z0-9=:,./*_\\[\\] \t-]{0,40}",
+                "(connect|send|bind|resolve|Connect)=[a-fA-F0-9:.\\[\\]/*_-]{0,30}:[0-9*-]{0,8}",
+                any::<String>(),
+            ],
+        ) {
+            if let Ok(rules) = parse_rules(&text) {
+                prop_assert!(!text.chars().any(char::is_whitespace), "{:?}", text);
+                for r in rules {
+                    prop_assert_eq!(&r.canonical(), &r);
+                    prop_assert_eq!(r.to_string().parse::<Rule>().ok(), Some(r.clone()), "{:?}", text);
+                }
+            }
+            let _ = parse_deny_rules(&text);
+        }
+
         /// Any IPv4 address, in each of its IPv6 spellings, is refused by a deny rule for the
         /// address, and a deny rule written in any alias spelling refuses the plain address and
         /// every spelling; allow rules grant aliases both ways, never 6to4.
