@@ -1,0 +1,296 @@
+//! The fuzz harness of the host interface (issue 8): the `fuzz_calls` guest makes random
+//! `usocket` calls with random, often hostile, arguments over loopback sockets of its own, and
+//! this driver runs it under a loopback-only policy. See docs/fuzzing.md.
+//!
+//! Each run must end with the guest exiting 0 (a trap or a host error fails the test; a host
+//! panic fails it too), exactly the calls asked for, no `finding` line (an errno outside the
+//! contract's table, an escape from the policy, a result of the wrong shape, a call that
+//! waited seconds), and every socket of the guest freed afterwards. `gap` lines (an errno of
+//! the contract's table that the contract names only for other calls) are printed, and fail
+//! the run only with `USOCKET_FUZZ_STRICT=1`.
+//!
+//! CI runs `ci_seeds`: 4 seeds x 2,000 calls. The long run is `#[ignore]`d:
+//!
+//! ```text
+//! USOCKET_FUZZ_CALLS=1000000 cargo test --release -p usocket-tests --test fuzz -- --ignored --nocapture long_run
+//! ```
+//!
+//! The other `#[ignore]`d tests: `replay` (one seed, every call traced) and the minimised
+//! reproducers of the host bugs the harness found, which fail until they are fixed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use usocket_host::{Policy, SocketCeiling, UsocketCtx};
+use usocket_tests::{policy, run_with};
+
+/// Every use on both loopback addresses, and lookups of `localhost` only.
+fn fuzz_policy() -> Arc<Policy> {
+    policy(
+        &[
+            "connect,send,bind,listen,accept,recv=127.0.0.1:*",
+            "connect,send,bind,listen,accept,recv=[::1]:*",
+            "resolve=localhost",
+        ],
+        &[],
+    )
+}
+
+/// What one guest run reported.
+#[derive(Debug)]
+struct Report {
+    seed: u64,
+    calls: u64,
+    /// `{errno: count}` as the guest printed it.
+    errors: String,
+    findings: Vec<String>,
+    /// `gap CALL errno N count C` lines, and the `gap step K: ...` line of the first of each.
+    gaps: Vec<String>,
+    took: Duration,
+}
+
+/// Runs `fuzz_calls SEED COUNT` with default limits and its own socket ceiling; fails the test
+/// if the guest traps, exits non-zero, makes another number of calls, or leaves a socket open.
+async fn fuzz(seed: u64, count: u64, time_limit: Duration) -> Report {
+    let ceiling = SocketCeiling::new(1000);
+    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy()).with_ceiling(ceiling.clone());
+    let started = Instant::now();
+    let args = [seed.to_string(), count.to_string()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_with("fuzz_calls", &args, ctx, time_limit)
+        .await
+        .unwrap_or_else(|e| panic!("fuzz_calls {seed} {count}: trap or host error: {e:?}"));
+    let took = started.elapsed();
+    let stdout = out.stdout_text();
+    assert_eq!(
+        out.code,
+        0,
+        "fuzz_calls {seed} {count} exited {}: {}\n{stdout}",
+        out.code,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let (calls, errors) = last
+        .strip_prefix("calls ")
+        .and_then(|rest| rest.split_once(" errors "))
+        .unwrap_or_else(|| panic!("seed {seed}: no summary line in:\n{stdout}"));
+    let calls: u64 = calls.parse().expect("call count");
+    assert_eq!(calls, count, "seed {seed}: calls made\n{stdout}");
+    assert_eq!(
+        ceiling.open(),
+        0,
+        "seed {seed}: sockets still open after the guest ended"
+    );
+    let pick = |prefix: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    Report {
+        seed,
+        calls,
+        errors: errors.to_string(),
+        findings: pick("finding "),
+        gaps: pick("gap "),
+        took,
+    }
+}
+
+/// Whether `finding` (of a run whose earlier findings are `before`) is one of a host bug
+/// already reported, with an `#[ignore]`d reproducer below: the escape through IPv6
+/// spellings of 127.0.0.1 (`ipv6_spellings_of_a_granted_ipv4_address_do_not_leave`), and a
+/// local address off loopback that follows it. CI prints such findings and goes on, so that
+/// it fails on new ones only; the long run fails on every finding.
+fn known(finding: &str, before: &[String]) -> bool {
+    let escape = |f: &str| f.contains("(\"::127.0.0.1\"") || f.contains("\"::7f00:1\"");
+    escape(finding)
+        || (finding.contains("getsockname returned the address")
+            && before.iter().any(|f| escape(f)))
+}
+
+#[test]
+fn known_findings_are_only_those_of_the_reported_bug() {
+    let escape = "finding step 190: connect((\"::127.0.0.1\", 57965)) not refused: ok".to_string();
+    let local = "finding step 200: getsockname returned the address (\"fd00::2\", 41386)";
+    assert!(known(&escape, &[]));
+    assert!(known(
+        "finding step 9: getpeername returned the address (\"::7f00:1\", 1)",
+        &[]
+    ));
+    assert!(known(local, std::slice::from_ref(&escape)));
+    assert!(!known(local, &[]));
+    assert!(!known(
+        "finding step 3: connect((\"10.0.0.1\", 80)) not refused: ok",
+        &[escape]
+    ));
+}
+
+/// Runs `seeds` in parallel, `count` calls each; prints each report and checks them all
+/// (findings of known bugs fail the run only if `strict`).
+async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration, strict: bool) {
+    let started = Instant::now();
+    let runs: Vec<_> = seeds
+        .map(|seed| tokio::spawn(fuzz(seed, count, time_limit)))
+        .collect();
+    let mut reports = Vec::new();
+    for run in runs {
+        reports.push(run.await.expect("a fuzz run panicked"));
+    }
+    let total: u64 = reports.iter().map(|r| r.calls).sum();
+    for r in &reports {
+        println!(
+            "seed {}: {} calls in {:.1} s, errors {}",
+            r.seed,
+            r.calls,
+            r.took.as_secs_f64(),
+            r.errors
+        );
+        for line in r.findings.iter().chain(&r.gaps) {
+            println!("  seed {}: {line}", r.seed);
+        }
+    }
+    println!(
+        "total: {total} calls in {:.1} s over {} seeds",
+        started.elapsed().as_secs_f64(),
+        reports.len()
+    );
+    let findings: Vec<_> = reports
+        .iter()
+        .flat_map(|r| {
+            r.findings
+                .iter()
+                .enumerate()
+                .filter(move |(i, f)| strict || !known(f, &r.findings[..*i]))
+                .map(move |(_, f)| format!("seed {}: {f}", r.seed))
+        })
+        .collect();
+    assert!(findings.is_empty(), "findings:\n{}", findings.join("\n"));
+    if std::env::var_os("USOCKET_FUZZ_STRICT").is_some_and(|v| v == "1") {
+        let gaps: Vec<_> = reports.iter().flat_map(|r| r.gaps.iter()).collect();
+        assert!(gaps.is_empty(), "gaps: {gaps:#?}");
+    }
+}
+
+/// CI: 4 seeds x 2,000 calls, in parallel. Findings of a known host bug (see [`known`]) are
+/// printed without failing: the seeds meet them only now and then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_seeds() {
+    campaign(1..5, 2_000, Duration::from_secs(120), false).await;
+}
+
+/// The long run: `USOCKET_FUZZ_CALLS` calls in all (default 1,000,000), split over
+/// `USOCKET_FUZZ_SEEDS` seeds run in parallel (default 16), from `USOCKET_FUZZ_FIRST_SEED`
+/// (default 1000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: about a million calls; see docs/fuzzing.md"]
+async fn long_run() {
+    let var = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+            })
+            .unwrap_or(default)
+    };
+    let calls = var("USOCKET_FUZZ_CALLS", 1_000_000);
+    let seeds = var("USOCKET_FUZZ_SEEDS", 16).max(1);
+    let first = var("USOCKET_FUZZ_FIRST_SEED", 1000);
+    let per_seed = calls.div_ceil(seeds);
+    campaign(
+        first..first + seeds,
+        per_seed,
+        Duration::from_secs(3 * 3600),
+        true,
+    )
+    .await;
+}
+
+/// Finding of the fuzz harness (2026-11-30): `close` of a TCP socket with SO_LINGER on and a
+/// linger time of N seconds, while its send buffer holds data the peer has not read, blocks
+/// for N seconds in the host: the kernel's `close` lingers even on a non-blocking socket, and
+/// the host closes the descriptor on the thread running the guest. N may be up to i32::MAX
+/// (the host accepts any non-negative seconds), and a guest time limit does not end it (the
+/// CLI with `--time-limit 2` was still running 20 s later). Fails until the host stops
+/// lingering in `close` (e.g. clamps the linger time, or closes such sockets off the runtime
+/// threads). Bounded: the guest asks for 3 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host bug found by the fuzz harness: close lingers (docs/fuzzing.md)"]
+async fn close_with_linger_does_not_wait() {
+    let ctx = UsocketCtx::new("linger", fuzz_policy());
+    let out = run_with(
+        "fuzz_calls",
+        &["repro", "linger-close", "3"],
+        ctx,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the reproducer runs");
+    let stdout = out.stdout_text();
+    assert_eq!(out.code, 0, "{stdout}");
+    let ms: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("close took "))
+        .and_then(|l| l.strip_suffix(" ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no close time in:\n{stdout}"));
+    assert!(ms < 1000, "close waited {ms} ms:\n{stdout}");
+}
+
+/// Replays one seed with every call traced, for minimising a finding:
+/// `USOCKET_FUZZ_SEED=1015 USOCKET_FUZZ_CALLS=12761 cargo test --release -p usocket-tests
+/// --test fuzz -- --ignored --nocapture replay > trace.txt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a tool: prints the trace of USOCKET_FUZZ_SEED"]
+async fn replay() {
+    let seed = std::env::var("USOCKET_FUZZ_SEED").unwrap_or_else(|_| "1".into());
+    let calls = std::env::var("USOCKET_FUZZ_CALLS").unwrap_or_else(|_| "2000".into());
+    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy());
+    let out = run_with(
+        "fuzz_calls",
+        &[&seed, &calls, "2000", "trace"],
+        ctx,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fuzz_calls {seed} {calls}: trap or host error: {e:?}"));
+    print!("{}", out.stdout_text());
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.code, 0);
+}
+
+/// Finding of the fuzz harness (2026-11-30), in the uncommitted host tree of that day (the
+/// policy's allow rules matching "the IPv4 address an address is an alias of"): under
+/// `connect,send=127.0.0.1:*`, a connect to `[::127.0.0.1]` (IPv4-compatible) on an AF_INET6
+/// socket was granted, and the kernel, for which that is an ordinary IPv6 address (the socket
+/// is IPV6_V6ONLY), sent the SYN off the machine: the connect timed out instead of EACCES and
+/// the socket's local address was the machine's global `fd00::2`. The same holds for UDP
+/// datagrams and the other IPv6 spellings. Each must be EACCES (nothing leaves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "policy escape found by the fuzz harness (docs/fuzzing.md)"]
+async fn ipv6_spellings_of_a_granted_ipv4_address_do_not_leave() {
+    let ctx = UsocketCtx::new(
+        "alias",
+        policy(&["connect,send=127.0.0.1:*", "connect,send=[::1]:*"], &[]),
+    );
+    let out = run_with(
+        "fuzz_calls",
+        &["repro", "alias-connect", "9"],
+        ctx,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the reproducer runs");
+    let stdout = out.stdout_text();
+    assert_eq!(out.code, 0, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    for line in lines {
+        assert!(
+            line.contains(" errno 13 "),
+            "granted, not EACCES: {line}\n{stdout}"
+        );
+    }
+}
