@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use usocket_host::{Policy, SocketCeiling, UsocketCtx};
+use usocket_host::{Limits, Policy, SocketCeiling, UsocketCtx};
 use usocket_tests::{policy, run_with};
 
 /// Every use on both loopback addresses, and lookups of `localhost` only.
@@ -36,10 +36,38 @@ fn fuzz_policy() -> Arc<Policy> {
     )
 }
 
+/// Tight limits for half of the seeds: few sockets, a small per-socket and per-guest buffer
+/// (below `readline`'s 64 KiB read-ahead), byte quotas a run exhausts, and a rate, so that the
+/// ENOMEM and ENOBUFS paths and the rate limiter (which must never make a timed or
+/// non-blocking call wait past its deadline) are fuzzed too.
+fn tight_limits() -> Limits {
+    let limits = Limits {
+        max_sockets: 24,
+        max_buffered: 4096,
+        max_bytes_sent: Some(8 << 20),
+        max_bytes_received: Some(8 << 20),
+        rate: Some(512 << 10),
+        max_buffered_total: 64 << 10,
+        ..Limits::default()
+    };
+    limits.validate().expect("valid limits");
+    limits
+}
+
+/// The limits seed `seed` runs with: default for even seeds, [`tight_limits`] for odd ones.
+fn limits_for(seed: u64) -> (Limits, &'static str) {
+    if seed % 2 == 0 {
+        (Limits::default(), "default limits")
+    } else {
+        (tight_limits(), "tight limits")
+    }
+}
+
 /// What one guest run reported.
 #[derive(Debug)]
 struct Report {
     seed: u64,
+    limits: &'static str,
     calls: u64,
     /// `{errno: count}` as the guest printed it.
     errors: String,
@@ -49,11 +77,15 @@ struct Report {
     took: Duration,
 }
 
-/// Runs `fuzz_calls SEED COUNT` with default limits and its own socket ceiling; fails the test
-/// if the guest traps, exits non-zero, makes another number of calls, or leaves a socket open.
+/// Runs `fuzz_calls SEED COUNT` with the seed's limits ([`limits_for`]) and a socket ceiling of
+/// its own; fails the test if the guest traps, exits non-zero, makes another number of calls,
+/// or leaves a socket open.
 async fn fuzz(seed: u64, count: u64, time_limit: Duration) -> Report {
     let ceiling = SocketCeiling::new(1000);
-    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy()).with_ceiling(ceiling.clone());
+    let (limits, label) = limits_for(seed);
+    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy())
+        .with_limits(limits)
+        .with_ceiling(ceiling.clone());
     let started = Instant::now();
     let args = [seed.to_string(), count.to_string()];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -90,6 +122,7 @@ async fn fuzz(seed: u64, count: u64, time_limit: Duration) -> Report {
     };
     Report {
         seed,
+        limits: label,
         calls,
         errors: errors.to_string(),
         findings: pick("finding "),
@@ -141,8 +174,9 @@ async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration,
     let total: u64 = reports.iter().map(|r| r.calls).sum();
     for r in &reports {
         println!(
-            "seed {}: {} calls in {:.1} s, errors {}",
+            "seed {} ({}): {} calls in {:.1} s, errors {}",
             r.seed,
+            r.limits,
             r.calls,
             r.took.as_secs_f64(),
             r.errors
@@ -173,8 +207,9 @@ async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration,
     }
 }
 
-/// CI: 4 seeds x 2,000 calls, in parallel. Findings of a known host bug (see [`known`]) are
-/// printed without failing: the seeds meet them only now and then.
+/// CI: 4 seeds x 2,000 calls, in parallel (two with default limits, two with tight ones).
+/// Findings of a known host bug (see [`known`]) are printed without failing: the seeds meet
+/// them only now and then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_seeds() {
     campaign(1..5, 2_000, Duration::from_secs(120), false).await;
@@ -182,7 +217,7 @@ async fn ci_seeds() {
 
 /// The long run: `USOCKET_FUZZ_CALLS` calls in all (default 1,000,000), split over
 /// `USOCKET_FUZZ_SEEDS` seeds run in parallel (default 16), from `USOCKET_FUZZ_FIRST_SEED`
-/// (default 1000).
+/// (default 1000); odd seeds run with tight limits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: about a million calls; see docs/fuzzing.md"]
 async fn long_run() {
