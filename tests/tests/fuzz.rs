@@ -56,7 +56,7 @@ fn tight_limits() -> Limits {
 
 /// The limits seed `seed` runs with: default for even seeds, [`tight_limits`] for odd ones.
 fn limits_for(seed: u64) -> (Limits, &'static str) {
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         (Limits::default(), "default limits")
     } else {
         (tight_limits(), "tight limits")
