@@ -2,6 +2,12 @@
 //! `--max-buffered-total`, the `max_memory` and `max_buffered_total` keys, checked by the same
 //! rules, explained by `policy check`, and `max_memory` reaching the guest's store.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
 mod common;
 use common::{example, text, usocket};
 
@@ -109,4 +115,54 @@ fn policy_check_explains_the_memory_limits() {
     let stdout = text(&usocket(&["policy", "check", file.path()]).stdout);
     assert!(stdout.contains("268435456 (256 MiB)"), "{stdout}");
     assert!(stdout.contains("67108864 (64 MiB)"), "{stdout}");
+}
+
+/// A loopback HTTP server that answers one request with `size` bytes of body.
+fn http_server(size: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let _ = conn.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
+        let _ = conn.write_all(&vec![b'x'; size]);
+    });
+    port.to_string()
+}
+
+#[test]
+fn max_memory_stops_a_guest_that_would_hold_more() {
+    // http_get holds the whole reply (12 MiB, below the 16 MiB a socket may queue) in its
+    // memory before printing it: with 8 MiB of memory its allocation fails and it traps.
+    const BODY: usize = 12 << 20;
+    for (max_memory, fits) in [("8388608", false), ("67108864", true)] {
+        let port = http_server(BODY);
+        let grant = format!("connect=127.0.0.1:{port}");
+        // `output` reads stdout while usocket runs; `--time-limit` bounds the run (usocket
+        // ends at most a few seconds after it).
+        let out = Command::new(env!("CARGO_BIN_EXE_usocket"))
+            .args(["run", "--time-limit", "30", "--max-memory", max_memory])
+            .args(["--allow", &grant, &example("http_get"), "127.0.0.1", &port])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        if fits {
+            assert_eq!(out.status.code(), Some(0), "{err}");
+            assert!(out.stdout.len() > BODY, "{} bytes", out.stdout.len());
+        } else {
+            assert_eq!(out.status.code(), Some(125), "{err}");
+            assert!(
+                err.contains("unreachable"),
+                "not a failed allocation: {err}"
+            );
+            assert!(out.stdout.is_empty(), "{} bytes printed", out.stdout.len());
+        }
+    }
 }
