@@ -69,10 +69,17 @@ impl UsocketView for GuestState {
 pub struct Guest {
     /// WASI for the guest. Do not grant wasi:sockets here (`inherit_network`,
     /// `socket_addr_check`): `usocket` is meant to be the guest's only way out.
+    ///
+    /// Prefer async output streams (`wasmtime_wasi::cli::AsyncStdoutStream` over
+    /// `tokio::io::stdout()`, or a `MemoryOutputPipe`) to `inherit_stdout`/`inherit_stdio`:
+    /// an inherited stream writes synchronously, so a guest writing to a pipe nobody reads
+    /// blocks the thread that runs it, where neither [`Guest::time_limit`] nor dropping the
+    /// future can stop it. (The `usocket` CLI uses async streams.)
     pub wasi: WasiCtx,
     /// The guest's policy and quotas.
     pub usocket: UsocketCtx,
-    /// Stop the guest with an error once it has run this long.
+    /// Stop the guest with an error once it has run this long (at its next await point: a
+    /// host call that waits, or an epoch tick of running wasm code).
     pub time_limit: Option<Duration>,
 }
 
