@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use usocket_host::audit::{AuditEvent, AuditHook, Verdict};
 use usocket_host::limits::{LimitError, LimitOverrides};
-use usocket_host::policy::{RuleError, parse_rules};
+use usocket_host::policy::{RuleError, parse_deny_rules, parse_rules};
 use usocket_host::policy_file::{self, PolicyFile};
 use usocket_host::run::{Guest, Runner};
 use usocket_host::{Limits, Policy, Rule, UsocketCtx};
@@ -119,6 +119,11 @@ fn rules(text: &str) -> Result<Rules, RuleError> {
     parse_rules(text).map(Rules)
 }
 
+/// A `--deny` text: as [`rules`], but host names are refused (deny by address or class).
+fn deny_rules(text: &str) -> Result<Rules, RuleError> {
+    parse_deny_rules(text).map(Rules)
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Take rules and limits from this TOML policy file (see `usocket policy check --help`);
@@ -129,7 +134,7 @@ struct RunArgs {
     #[arg(long = "allow", value_name = "RULE", value_parser = rules)]
     allow: Vec<Rules>,
     /// Refuse a use of the network even if an --allow rule grants it (repeatable).
-    #[arg(long = "deny", value_name = "RULE", value_parser = rules)]
+    #[arg(long = "deny", value_name = "RULE", value_parser = deny_rules)]
     deny: Vec<Rules>,
     /// Evaluate the policy without enforcing it: every use goes ahead, and each one the rules
     /// would refuse is reported on stderr and in the audit log as `would-deny`.

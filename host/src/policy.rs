@@ -868,9 +868,8 @@ impl Policy {
     ///
     /// # Deny rules by name
     ///
-    /// The deny texts are taken as [`PolicyBuilder::deny`] takes rules: one that names hosts
-    /// by name (`connect=localhost:*`) refuses its use on its ports for every address. Check
-    /// them with [`parse_deny_rules`] first to refuse such rules with a message instead.
+    /// The deny texts are parsed with [`parse_deny_rules`]: one that names hosts by name
+    /// (`connect=localhost:*`) is an error saying to deny by address or class.
     pub fn from_texts(
         allow: &[impl AsRef<str>],
         deny: &[impl AsRef<str>],
@@ -883,7 +882,7 @@ impl Policy {
             }
         }
         for text in deny {
-            for rule in parse_rules(text.as_ref())? {
+            for rule in parse_deny_rules(text.as_ref())? {
                 builder = builder.deny(rule);
             }
         }

@@ -468,11 +468,11 @@ async fn a_name_denied_for_connect_is_not_looked_up() {
     let p = port.to_string();
     let grant = format!("connect=*.example.test:{port}");
     let resolver = ScriptedResolver::new(&["127.0.0.2"], None);
-    let rules = policy(&[&grant], &["connect=bad.example.test:*"]);
+    let rules = policy(&[&grant], &["resolve=bad.example.test"]);
     let ctx = ctx(rules, &resolver, Limits::default());
     let out = probe_with(ctx, &["rconnect", "bad.example.test", &p]).await;
     println!(
-        "deny connect=bad.example.test: {out:?}, {} lookups",
+        "deny resolve=bad.example.test: {out:?}, {} lookups",
         resolver.lookups()
     );
     assert_eq!(out, "errno 13\n");
