@@ -89,6 +89,8 @@ struct Entry {
     /// Shared by all handles of one socket: a connect may be under way (a later `connect`
     /// reports its outcome, whatever address it names).
     pending: Rc<Cell<bool>>,
+    /// Shared by all handles of one socket: `listen` succeeded on it (accept prefers these).
+    listening: Rc<Cell<bool>>,
 }
 
 #[derive(Default)]
@@ -418,6 +420,20 @@ impl Fuzz {
         }
     }
 
+    /// The address of one of the pool's listeners, if any (so that `accept` has work).
+    fn listener_addr(&mut self) -> Option<(String, i64)> {
+        let listeners: Vec<usize> = (0..self.pool.len())
+            .filter(|&j| self.pool[j].listening.get())
+            .collect();
+        if listeners.is_empty() {
+            return None;
+        }
+        let j = listeners[self.rng.below(listeners.len())];
+        self.aux += 1;
+        let (addr, port) = self.pool[j].sock.getsockname().ok()?;
+        Some((addr, i64::from(port)))
+    }
+
     fn known_addr(&mut self) -> (String, i64) {
         if self.known.is_empty() {
             return (self.loopback().to_string(), 0);
@@ -570,8 +586,16 @@ impl Fuzz {
             sock,
             safe: Rc::new(Cell::new(safe)),
             pending: Rc::new(Cell::new(false)),
+            listening: Rc::new(Cell::new(false)),
         };
         self.add_entry(entry);
+    }
+
+    fn add_listener(&mut self, l: Socket) {
+        self.add(l, true);
+        if let Some(e) = self.pool.last() {
+            e.listening.set(true);
+        }
     }
 
     fn add_entry(&mut self, entry: Entry) {
@@ -647,7 +671,7 @@ impl Fuzz {
         self.learn(addr.clone());
         self.aux += 3;
         let Ok(c) = usocket::socket(af, SOCK_STREAM, 0) else {
-            self.add(l, true);
+            self.add_listener(l);
             return;
         };
         let _ = c.settimeout(Some(SAFE_TIMEOUT));
@@ -659,7 +683,7 @@ impl Fuzz {
             }
         }
         self.add(c, true);
-        self.add(l, true);
+        self.add_listener(l);
     }
 
     /// Aux: a UDP socket bound to loopback, so that datagrams have somewhere to go.
@@ -823,6 +847,9 @@ impl Fuzz {
         let r = self.pool[i].sock.listen(backlog);
         let took = t.elapsed();
         self.book("listen", Self::res(&r), took, &format!("{backlog:?}"));
+        if r.is_ok() {
+            self.pool[i].listening.set(true);
+        }
         if r.is_ok()
             && let Ok(a) = self.pool[i].sock.getsockname()
         {
@@ -832,7 +859,15 @@ impl Fuzz {
     }
 
     fn do_accept(&mut self) {
-        let Some(i) = self.any() else { return };
+        let Some(mut i) = self.any() else { return };
+        // Mostly a listener, when there is one: connections wait in their backlogs.
+        let listeners: Vec<usize> = (0..self.pool.len())
+            .filter(|&j| self.pool[j].listening.get())
+            .collect();
+        if !listeners.is_empty() && self.rng.chance(3, 4) {
+            i = listeners[self.rng.below(listeners.len())];
+            self.cur = Some(self.pool[i].id);
+        }
         if !self.make_safe(i) {
             return;
         }
@@ -853,7 +888,10 @@ impl Fuzz {
         if !self.make_safe(i) {
             return;
         }
-        let addr = self.peer_addr();
+        let addr = match self.listener_addr() {
+            Some(addr) if self.rng.chance(2, 5) => addr,
+            _ => self.peer_addr(),
+        };
         let t = Instant::now();
         let r = self.pool[i].sock.connect((addr.0.as_str(), addr.1));
         let took = t.elapsed();
@@ -1245,11 +1283,13 @@ impl Fuzz {
         if let Ok(f) = r {
             let e = &self.pool[i];
             let (safe, pending, id) = (e.safe.clone(), e.pending.clone(), e.id);
+            let listening = e.listening.clone();
             self.add_entry(Entry {
                 sock: f,
                 id,
                 safe,
                 pending,
+                listening,
             });
         }
     }
