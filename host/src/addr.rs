@@ -166,16 +166,6 @@ pub fn embedded(v6: Ipv6Addr) -> Option<(Ipv4Addr, Embedding)> {
     })
 }
 
-/// The IPv4 address `ip` is an alias of: the one an IPv4-mapped, -translated, -compatible or
-/// NAT64 address carries (not a 6to4 address, which names a network behind its IPv4
-/// address). Allow rules match a request's address and this one.
-pub fn alias_of(ip: IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V6(v6) => embedded(v6).and_then(|(v4, form)| form.is_alias().then_some(v4)),
-        IpAddr::V4(_) => None,
-    }
-}
-
 /// The IPv4 addresses an address stands for: itself, and the IPv4 address an IPv6 address
 /// carries ([`embedded`]: IPv4-mapped, IPv4-translated ::ffff:0:0/96, IPv4-compatible, NAT64
 /// 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16). Deny rules match against all of them.

@@ -83,9 +83,13 @@
 //!   a whole alias range (`[::ffff:0:0]/96`, `[64:ff9b::]/96`) is `0.0.0.0/0`. Networks that
 //!   merely contain aliases (`[::]/0`) stay IPv6 networks.
 //! - **In requests**, deny rules match the address and every IPv4 address it carries
-//!   ([`spellings`]), allow rules the address and the IPv4 address it is an alias of
-//!   ([`crate::addr::alias_of`]). So a deny rule for `127.0.0.1` refuses `::ffff:127.0.0.1`
-//!   and `64:ff9b::7f00:1`, and one written `[::ffff:127.0.0.1]` refuses `127.0.0.1`.
+//!   ([`spellings`]); allow rules match the address exactly as given. So a deny rule for
+//!   `127.0.0.1` refuses `::ffff:127.0.0.1` and `64:ff9b::7f00:1`, and one written
+//!   `[::ffff:127.0.0.1]` refuses `127.0.0.1`; but an allow rule for `127.0.0.1` grants
+//!   `127.0.0.1` only: to the kernel an IPv6 destination that embeds an IPv4 address is an
+//!   IPv6 address (our IPv6 sockets are IPV6_V6ONLY), routed as such, possibly off the
+//!   machine (`::127.0.0.1` and `64:ff9b::7f00:1` are, `::ffff:127.0.0.1` is refused by the
+//!   kernel), so an IPv4 grant never covers it.
 //! - **6to4** (`2002:aabb:ccdd::/48`) is the IPv6 network behind the IPv4 address a.b.c.d,
 //!   not a.b.c.d: deny rules for a.b.c.d refuse it too, allow rules for a.b.c.d do not grant
 //!   it, and a rule written in 6to4 is refused (write the IPv4 address).
@@ -898,11 +902,10 @@ impl Policy {
         if req.use_ == Use::AutoBind {
             return Decision::Implied;
         }
+        // Exactly as given: an IPv6 spelling of a granted IPv4 address is another destination
+        // to the kernel (the fuzz harness saw `::127.0.0.1` leave the machine).
         let ip = req.addr.ip();
-        let alias = crate::addr::alias_of(ip).map(IpAddr::V4);
-        let as_given_or_alias =
-            |r: &&Rule| r.matches(req, ip) || alias.is_some_and(|alias| r.matches(req, alias));
-        match self.allow.iter().find(as_given_or_alias) {
+        match self.allow.iter().find(|r| r.matches(req, ip)) {
             Some(rule) => Decision::Allowed(rule.clone()),
             None => Decision::NotGranted,
         }

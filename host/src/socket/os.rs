@@ -130,15 +130,23 @@ impl OptValue<'_> {
         }
     }
 
-    /// The value as a `struct linger {int onoff; int seconds;}` (8 bytes, little-endian):
-    /// `None` for off, else the linger time. EINVAL for any other shape or negative seconds.
+    /// The value as a `struct linger {int onoff; int seconds;}` (8 bytes, little-endian), as
+    /// the host applies it: on with 0 seconds is `Some(0)` (close resets the connection);
+    /// off, or on with a positive time, is `None` (close returns at once and the kernel
+    /// delivers what is still queued in the background). A positive linger is not applied
+    /// because Linux's `close` would then block the thread running the guest for up to that
+    /// many seconds (found by the fuzz harness). EINVAL for any other shape or negative
+    /// seconds.
     fn linger(self) -> SockResult<Option<Duration>> {
         let OptValue::Bytes(&[a, b, c, d, e, f, g, h]) = self else {
             return Err(Errno::EINVAL);
         };
         let onoff = i32::from_le_bytes([a, b, c, d]);
-        let seconds = u64::try_from(i32::from_le_bytes([e, f, g, h])).map_err(|_| Errno::EINVAL)?;
-        Ok((onoff != 0).then(|| Duration::from_secs(seconds)))
+        let seconds = i32::from_le_bytes([e, f, g, h]);
+        if seconds < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Ok((onoff != 0 && seconds == 0).then_some(Duration::ZERO))
     }
 }
 

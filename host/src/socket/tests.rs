@@ -723,3 +723,41 @@ async fn a_rate_limited_datagram_waits_for_its_tokens_before_it_leaves() {
     peer.set_nonblocking(true).unwrap();
     assert!(peer.recv(&mut buf).is_err(), "only the first datagram left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_positive_linger_never_makes_close_wait_and_the_data_still_arrives() {
+    use std::io::Read;
+    use usocket_abi::{SO_LINGER, SO_SNDBUF, SOL_SOCKET};
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    socket2::SockRef::from(&peer)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    sock.set_option(SOL_SOCKET, SO_SNDBUF, OptValue::Int(4096))
+        .unwrap();
+    // struct linger { onoff = 1, seconds = 30 }, then more queued than the peer has read.
+    let thirty = [1, 0, 0, 0, 30, 0, 0, 0];
+    sock.set_option(SOL_SOCKET, SO_LINGER, OptValue::Bytes(&thirty))
+        .unwrap();
+    sock.set_timeout(Some(0.0)).unwrap();
+    let data = vec![7u8; 8 << 20];
+    let sent = sock.write(&ctx, &data).await.unwrap();
+    assert!(
+        sent < data.len(),
+        "the peer's window is full: data waits in the send queue"
+    );
+    assert!(sent > 0);
+    let started = std::time::Instant::now();
+    sock.close();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "close waited {:?}",
+        started.elapsed()
+    );
+    // The kernel still delivers what was queued, then a clean end of stream.
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), sent);
+}
