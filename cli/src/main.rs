@@ -86,6 +86,11 @@ RULE grammar (deny by default; a --deny rule beats every --allow rule):
         | a name: api.example.com, *.example.com (pinned to the addresses it resolved to)
   PORTS = 8080 | 8000-8010 (inclusive) | *
   NAME  = example.com | *.example.com | *
+Rules have no spaces. Classes match in any case; a name spelt like a class (link_local,
+metadata.) is refused. IPv6 spellings of IPv4 addresses ([::ffff:127.0.0.1], NAT64) are the
+IPv4 address in rules; an --allow rule grants an address only as written, a --deny rule refuses
+it in every spelling. --deny rules take addresses and classes, not host names; deny a lookup
+with --deny resolve=NAME.
 Policy files hold the same rules and the limits: see `usocket policy check --help`.
 Exit status: the guest's own; 2 for bad input (rules, flags, policy file); 125 when usocket or
 the guest failed (invalid component, trap, time limit); 143 on SIGTERM and 130 on SIGINT (the
@@ -478,8 +483,12 @@ impl AuditSink {
 impl AuditHook for AuditSink {
     fn record(&self, event: &AuditEvent) {
         if self.dry_run && event.verdict == Verdict::WouldDeny {
+            let more = match event.repeated {
+                0 => String::new(),
+                n => format!(" (and {n} more like it)"),
+            };
             eprintln!(
-                "usocket: dry run: would deny {} {} ({}); going ahead",
+                "usocket: dry run: would deny {} {} ({}){more}; going ahead",
                 event.use_.keyword(),
                 event.target,
                 event.reason()
