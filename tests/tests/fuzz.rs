@@ -15,8 +15,8 @@
 //! USOCKET_FUZZ_CALLS=1000000 cargo test --release -p usocket-tests --test fuzz -- --ignored --nocapture long_run
 //! ```
 //!
-//! The other `#[ignore]`d tests: `replay` (one seed, every call traced) and the minimised
-//! reproducers of the host bugs the harness found, which fail until they are fixed.
+//! `replay` (`#[ignore]`d) prints one seed's run with every call traced. The last two tests
+//! are the minimised reproducers of the host bugs the harness found, kept as regression tests.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,38 +131,8 @@ async fn fuzz(seed: u64, count: u64, time_limit: Duration) -> Report {
     }
 }
 
-/// Whether `finding` (of a run whose earlier findings are `before`) is one of a host bug
-/// already reported, with an `#[ignore]`d reproducer below: the escape through IPv6
-/// spellings of 127.0.0.1 (`ipv6_spellings_of_a_granted_ipv4_address_do_not_leave`), and a
-/// local address off loopback that follows it. CI prints such findings and goes on, so that
-/// it fails on new ones only; the long run fails on every finding.
-fn known(finding: &str, before: &[String]) -> bool {
-    let escape = |f: &str| f.contains("(\"::127.0.0.1\"") || f.contains("\"::7f00:1\"");
-    escape(finding)
-        || (finding.contains("getsockname returned the address")
-            && before.iter().any(|f| escape(f)))
-}
-
-#[test]
-fn known_findings_are_only_those_of_the_reported_bug() {
-    let escape = "finding step 190: connect((\"::127.0.0.1\", 57965)) not refused: ok".to_string();
-    let local = "finding step 200: getsockname returned the address (\"fd00::2\", 41386)";
-    assert!(known(&escape, &[]));
-    assert!(known(
-        "finding step 9: getpeername returned the address (\"::7f00:1\", 1)",
-        &[]
-    ));
-    assert!(known(local, std::slice::from_ref(&escape)));
-    assert!(!known(local, &[]));
-    assert!(!known(
-        "finding step 3: connect((\"10.0.0.1\", 80)) not refused: ok",
-        &[escape]
-    ));
-}
-
-/// Runs `seeds` in parallel, `count` calls each; prints each report and checks them all
-/// (findings of known bugs fail the run only if `strict`).
-async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration, strict: bool) {
+/// Runs `seeds` in parallel, `count` calls each; prints each report and checks them all.
+async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration) {
     let started = Instant::now();
     let runs: Vec<_> = seeds
         .map(|seed| tokio::spawn(fuzz(seed, count, time_limit)))
@@ -195,9 +165,7 @@ async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration,
         .flat_map(|r| {
             r.findings
                 .iter()
-                .enumerate()
-                .filter(move |(i, f)| strict || !known(f, &r.findings[..*i]))
-                .map(move |(_, f)| format!("seed {}: {f}", r.seed))
+                .map(move |f| format!("seed {}: {f}", r.seed))
         })
         .collect();
     assert!(findings.is_empty(), "findings:\n{}", findings.join("\n"));
@@ -208,11 +176,9 @@ async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration,
 }
 
 /// CI: 4 seeds x 2,000 calls, in parallel (two with default limits, two with tight ones).
-/// Findings of a known host bug (see [`known`]) are printed without failing: the seeds meet
-/// them only now and then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_seeds() {
-    campaign(1..5, 2_000, Duration::from_secs(120), false).await;
+    campaign(1..5, 2_000, Duration::from_secs(120)).await;
 }
 
 /// The long run: `USOCKET_FUZZ_CALLS` calls in all (default 1,000,000), split over
@@ -238,21 +204,16 @@ async fn long_run() {
         first..first + seeds,
         per_seed,
         Duration::from_secs(3 * 3600),
-        true,
     )
     .await;
 }
 
-/// Finding of the fuzz harness (2026-11-30): `close` of a TCP socket with SO_LINGER on and a
-/// linger time of N seconds, while its send buffer holds data the peer has not read, blocks
-/// for N seconds in the host: the kernel's `close` lingers even on a non-blocking socket, and
-/// the host closes the descriptor on the thread running the guest. N may be up to i32::MAX
-/// (the host accepts any non-negative seconds), and a guest time limit does not end it (the
-/// CLI with `--time-limit 2` was still running 20 s later). Fails until the host stops
-/// lingering in `close` (e.g. clamps the linger time, or closes such sockets off the runtime
-/// threads). Bounded: the guest asks for 3 seconds.
+/// Found by the fuzz harness (2026-11-30; fixed in 571b724): `close` of a TCP socket with
+/// SO_LINGER on and a linger time of N seconds, while its send buffer held data the peer had
+/// not read, blocked for N seconds in the host (the kernel's `close` lingers even on a
+/// non-blocking socket, and the host closed the descriptor on the thread running the guest),
+/// for any N up to i32::MAX, past the guest's time limit. The guest asks for 3 seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "host bug found by the fuzz harness: close lingers (docs/fuzzing.md)"]
 async fn close_with_linger_does_not_wait() {
     let ctx = UsocketCtx::new("linger", fuzz_policy());
     let out = run_with(
@@ -296,15 +257,14 @@ async fn replay() {
     assert_eq!(out.code, 0);
 }
 
-/// Finding of the fuzz harness (2026-11-30), in the uncommitted host tree of that day (the
-/// policy's allow rules matching "the IPv4 address an address is an alias of"): under
-/// `connect,send=127.0.0.1:*`, a connect to `[::127.0.0.1]` (IPv4-compatible) on an AF_INET6
-/// socket was granted, and the kernel, for which that is an ordinary IPv6 address (the socket
-/// is IPV6_V6ONLY), sent the SYN off the machine: the connect timed out instead of EACCES and
-/// the socket's local address was the machine's global `fd00::2`. The same holds for UDP
-/// datagrams and the other IPv6 spellings. Each must be EACCES (nothing leaves).
+/// Found by the fuzz harness (2026-11-30; fixed in 571b724): with allow rules matching the
+/// IPv4 address an IPv6 address is an alias of, `connect,send=127.0.0.1:*` granted a connect
+/// to `[::127.0.0.1]` (IPv4-compatible) on an AF_INET6 socket, and the kernel, for which that
+/// is an ordinary IPv6 address (the socket is IPV6_V6ONLY), sent the SYN off the machine (the
+/// connect timed out; the socket's local address was the machine's global `fd00::2`); UDP
+/// datagrams and the IPv4-translated and NAT64 spellings too. Each must be EACCES, and so must
+/// 6to4 (`2002:7f00:1::`), which allow rules never granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "policy escape found by the fuzz harness (docs/fuzzing.md)"]
 async fn ipv6_spellings_of_a_granted_ipv4_address_do_not_leave() {
     let ctx = UsocketCtx::new(
         "alias",
@@ -321,7 +281,7 @@ async fn ipv6_spellings_of_a_granted_ipv4_address_do_not_leave() {
     let stdout = out.stdout_text();
     assert_eq!(out.code, 0, "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{stdout}");
+    assert_eq!(lines.len(), 8, "{stdout}");
     for line in lines {
         assert!(
             line.contains(" errno 13 "),

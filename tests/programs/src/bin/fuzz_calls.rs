@@ -675,7 +675,8 @@ impl Fuzz {
             return;
         };
         let _ = c.settimeout(Some(SAFE_TIMEOUT));
-        if c.connect(&addr).is_ok() {
+        let connected = c.connect(&addr);
+        if connected.is_ok() {
             self.aux += 1;
             if let Ok((s, peer)) = l.accept() {
                 self.learn(peer);
@@ -683,6 +684,10 @@ impl Fuzz {
             }
         }
         self.add(c, true);
+        // A connect that timed out is still under way.
+        if let (Err(e), Some(entry)) = (connected, self.pool.last()) {
+            entry.pending.set(matches!(e.errno(), 110 | 114 | 115));
+        }
         self.add_listener(l);
     }
 
@@ -1641,7 +1646,12 @@ fn repro(args: &[String]) {
 /// `SPELLING tcp RESULT local ADDR` and `SPELLING udp RESULT local ADDR`.
 fn repro_alias(args: &[String]) {
     let port: i64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(9);
-    for spelling in ["::127.0.0.1", "::ffff:0:127.0.0.1", "64:ff9b::127.0.0.1"] {
+    for spelling in [
+        "::127.0.0.1",
+        "::ffff:0:127.0.0.1",
+        "64:ff9b::127.0.0.1",
+        "2002:7f00:1::",
+    ] {
         for ty in [SOCK_STREAM, SOCK_DGRAM] {
             let s = usocket::socket(AF_INET6, ty, 0).expect("socket");
             s.settimeout(Some(0.2)).expect("settimeout");
