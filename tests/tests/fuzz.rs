@@ -235,7 +235,7 @@ async fn close_with_linger_does_not_wait() {
     assert!(ms < 1000, "close waited {ms} ms:\n{stdout}");
 }
 
-/// Replays one seed with every call traced, for minimising a finding:
+/// Replays one seed (with its limits) with every call traced, for minimising a finding:
 /// `USOCKET_FUZZ_SEED=1015 USOCKET_FUZZ_CALLS=12761 cargo test --release -p usocket-tests
 /// --test fuzz -- --ignored --nocapture replay > trace.txt`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +243,8 @@ async fn close_with_linger_does_not_wait() {
 async fn replay() {
     let seed = std::env::var("USOCKET_FUZZ_SEED").unwrap_or_else(|_| "1".into());
     let calls = std::env::var("USOCKET_FUZZ_CALLS").unwrap_or_else(|_| "2000".into());
-    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy());
+    let limits = limits_for(seed.parse().expect("USOCKET_FUZZ_SEED")).0;
+    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy()).with_limits(limits);
     let out = run_with(
         "fuzz_calls",
         &[&seed, &calls, "2000", "trace"],
