@@ -180,4 +180,20 @@ pub fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// A field of this process's /proc/self/status that is given in kB (`VmHWM`, `VmRSS`,
+/// `VmPeak`, ...), in bytes.
+pub fn proc_status(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    let kib: u64 = line
+        .trim()
+        .strip_suffix("kB")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field}: {line:?}"));
+    kib * 1024
+}
+
 pub mod multitest;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use usocket_tests::{Options, run};
+use usocket_tests::{Options, proc_status as status, run};
 
 const MIB: u64 = 1 << 20;
 /// The most the resident peak may grow during the run that asks for 4 GiB.
@@ -27,21 +27,6 @@ const MAX_VIRTUAL_GROWTH: u64 = 1024 * MIB;
 /// What `probe huge` prints against [`peer`], at any size of at least 10.
 const HUGE_OUT: &str =
     "ok recv 10\nerrno 110\nerrno 110\nok recvfrom 5\nok read Some(5)\nok readline Some(5)\n";
-
-/// A field of /proc/self/status given in kB, in bytes.
-fn status(field: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    let kib: u64 = line
-        .trim()
-        .strip_suffix("kB")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field}: {line:?}"));
-    kib * 1024
-}
 
 /// Resets `VmHWM` to the current resident size.
 fn reset_resident_peak() {

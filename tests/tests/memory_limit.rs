@@ -10,24 +10,9 @@
 use std::time::Duration;
 
 use usocket_host::Limits;
-use usocket_tests::{Options, run};
+use usocket_tests::{Options, proc_status as status, run};
 
 const MIB: u64 = 1 << 20;
-
-/// A field of /proc/self/status given in kB, in bytes.
-fn status(field: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    let kib: u64 = line
-        .trim()
-        .strip_suffix("kB")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field}: {line:?}"));
-    kib * 1024
-}
 
 /// How much the resident peak grew while `f` ran.
 async fn resident_growth<T>(f: impl Future<Output = T>) -> (T, u64) {
