@@ -96,9 +96,14 @@ impl RxQueue {
         Vec::from(std::mem::take(&mut self.buf))
     }
 
-    /// Appends bytes to the queue.
-    pub(crate) fn append(&mut self, data: &[u8]) {
-        self.buf.extend(data);
+    /// Appends received bytes to the queue. An empty queue adopts the buffer as it is (no
+    /// copy), so a read that takes everything hands the same allocation to the guest.
+    pub(crate) fn append(&mut self, data: Vec<u8>) {
+        if self.buf.is_empty() {
+            self.buf = VecDeque::from(data);
+        } else {
+            self.buf.extend(data);
+        }
     }
 
     /// Puts `data` back in front of the queue.
@@ -126,8 +131,21 @@ mod tests {
 
     fn queue(bytes: &[u8]) -> RxQueue {
         let mut q = RxQueue::default();
-        q.append(bytes);
+        q.append(bytes.to_vec());
         q
+    }
+
+    #[test]
+    fn a_chunk_received_into_an_empty_queue_reaches_the_guest_without_a_copy() {
+        let chunk = b"one whole chunk".to_vec();
+        let ptr = chunk.as_ptr();
+        let mut q = RxQueue::default();
+        q.append(chunk);
+        let out = q.take_all();
+        assert_eq!(
+            (out.as_slice(), out.as_ptr()),
+            (&b"one whole chunk"[..], ptr)
+        );
     }
 
     #[test]
@@ -161,9 +179,9 @@ mod tests {
     #[test]
     fn find_looks_across_the_wrap_of_the_ring() {
         let mut q = RxQueue::default();
-        q.append(&[b'a'; 8]);
+        q.append(vec![b'a'; 8]);
         q.take(6);
-        q.append(b"bc\nd");
+        q.append(b"bc\nd".to_vec());
         q.unread(b"z");
         let all = q.peek(100);
         assert_eq!(all, b"zaabc\nd");

@@ -137,7 +137,7 @@ impl Rx {
         out
     }
 
-    fn append(&mut self, data: &[u8]) {
+    fn append(&mut self, data: Vec<u8>) {
         self.queue.append(data);
         self.sync();
     }
@@ -513,7 +513,7 @@ impl Stream {
         let result = os.recv_into(&mut chunk, deadline, RecvFlags::empty()).await;
         quota.refund(Direction::Recv, allowed - chunk.len());
         quota.received(chunk.len());
-        rx.append(&chunk);
+        rx.append(chunk);
         match result {
             Ok(0) => rx.set_eof(),
             Ok(_) => {}
