@@ -27,9 +27,9 @@ use usocket_host::policy::{RuleError, parse_deny_rules, parse_rules};
 use usocket_host::policy_file::{self, PolicyFile};
 use usocket_host::run::{Guest, Runner};
 use usocket_host::{Limits, Policy, Rule, UsocketCtx};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::p2::OutputStream;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// The demo guest (examples/src/bin/demo.rs), built for wasm32-wasip2 by build.rs.
 const DEMO_GUEST: &[u8] = include_bytes!(env!("USOCKET_DEMO_WASM"));
@@ -54,6 +54,15 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Compile a component ahead of time, so that `usocket run --allow-precompiled` starts it
+    /// without compiling (the file is tied to this usocket build and this CPU).
+    Compile {
+        /// The component (.wasm) to compile.
+        component: PathBuf,
+        /// Where to write the compiled component [default: COMPONENT with extension .cwasm].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Run the built-in demo: a loopback server, one granted connection and one refused.
     Demo,
@@ -129,6 +138,75 @@ fn deny_rules(text: &str) -> Result<Rules, RuleError> {
     parse_deny_rules(text).map(Rules)
 }
 
+/// A host directory handed to the guest (`--dir`, `--dir-rw`).
+#[derive(Clone, Debug)]
+struct Preopen {
+    host: PathBuf,
+    guest: String,
+    writable: bool,
+}
+
+fn read_only_dir(text: &str) -> Result<Preopen, String> {
+    preopen(text, false)
+}
+
+fn read_write_dir(text: &str) -> Result<Preopen, String> {
+    preopen(text, true)
+}
+
+/// `HOST[::GUEST]`, as wasmtime's `--dir`: HOST must be an existing directory.
+fn preopen(text: &str, writable: bool) -> Result<Preopen, String> {
+    let (host, guest) = text.split_once("::").unwrap_or((text, text));
+    if host.is_empty() || guest.is_empty() {
+        return Err("give HOST or HOST::GUEST, e.g. --dir ./scripts::/app".into());
+    }
+    if guest.contains('\0') || host.contains('\0') {
+        return Err("a path cannot contain a NUL character".into());
+    }
+    let host = PathBuf::from(host);
+    match std::fs::metadata(&host) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("`{}` is not a directory", host.display())),
+        Err(e) => return Err(format!("cannot open `{}`: {e}", host.display())),
+    }
+    Ok(Preopen {
+        host,
+        guest: guest.to_string(),
+        writable,
+    })
+}
+
+/// An environment variable for the guest (`--env`).
+#[derive(Clone, Debug)]
+struct EnvVar {
+    name: String,
+    value: String,
+}
+
+/// `NAME=VALUE`, or `NAME` for usocket's own value of NAME.
+fn env_var(text: &str) -> Result<EnvVar, String> {
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (text, None),
+    };
+    if name.is_empty() || name.contains('\0') {
+        return Err("give NAME=VALUE (or NAME to pass on usocket's own value)".into());
+    }
+    if value.is_some_and(|v| v.contains('\0')) {
+        return Err("a value cannot contain a NUL character".into());
+    }
+    let value = match value {
+        Some(value) => value.to_string(),
+        None => std::env::var(name).map_err(|_| {
+            format!("`{name}` is not set for usocket (or not UTF-8): give --env {name}=VALUE")
+        })?,
+    };
+    Ok(EnvVar {
+        name: name.to_string(),
+        value,
+    })
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Take rules and limits from this TOML policy file (see `usocket policy check --help`);
@@ -180,7 +258,22 @@ struct RunArgs {
     /// 65536; a memory.grow past it fails [default: 256 MiB].
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_memory: Option<usize>,
-    /// The component (.wasm) to run.
+    /// Give the guest a host directory, read-only, at GUEST (default: the same path)
+    /// (repeatable).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = read_only_dir)]
+    dirs: Vec<Preopen>,
+    /// As --dir, but the guest may also create, change and delete files there.
+    #[arg(long = "dir-rw", value_name = "HOST[::GUEST]", value_parser = read_write_dir)]
+    dirs_rw: Vec<Preopen>,
+    /// Set an environment variable of the guest; NAME alone passes on usocket's own value
+    /// (repeatable). The guest sees no other variables.
+    #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = env_var)]
+    env: Vec<EnvVar>,
+    /// Accept a component precompiled by `usocket compile`. Precompiled code runs as native
+    /// code unchecked: pass this only for files you compiled yourself.
+    #[arg(long)]
+    allow_precompiled: bool,
+    /// The component (.wasm, or .cwasm from `usocket compile` with --allow-precompiled).
     component: PathBuf,
     /// Arguments passed to the guest.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -252,6 +345,7 @@ fn main() {
                 Command::Policy {
                     command: PolicyCommand::Check { file },
                 } => check(&file),
+                Command::Compile { component, output } => compile(&component, output.as_deref()),
                 Command::Demo => demo().await.map_err(Failure::Host),
             }
         };
@@ -582,20 +676,9 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     let limits = flag_limits.apply(file_limits).map_err(bad_flag)?;
     let audit = AuditSink::new(args.audit.as_deref(), dry_run)?;
 
-    let bytes = std::fs::read(&args.component).map_err(|e| {
-        Failure::Host(format!(
-            "cannot read component `{}`: {e}",
-            args.component.display()
-        ))
-    })?;
     let runner =
         Runner::new(true).map_err(|e| Failure::Host(format!("cannot set up wasmtime: {e:#}")))?;
-    let component = runner.compile(&bytes).map_err(|e| {
-        Failure::Host(format!(
-            "`{}` is not a wasm32-wasip2 command component ({e:#}); build guests with `cargo build --target wasm32-wasip2`",
-            args.component.display()
-        ))
-    })?;
+    let component = load_component(&runner, &args.component, args.allow_precompiled)?;
     let name = args
         .component
         .file_name()
@@ -612,13 +695,32 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     if let Some(audit) = audit {
         usocket = usocket.with_audit(Arc::new(audit));
     }
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdin()
+        .stdout(GuestOutput::stdout())
+        .stderr(GuestOutput::stderr())
+        .args(&argv);
+    for var in &args.env {
+        wasi.env(&var.name, &var.value);
+    }
+    let mut guest_paths = std::collections::HashSet::new();
+    for dir in args.dirs.iter().chain(&args.dirs_rw) {
+        if !guest_paths.insert(dir.guest.as_str()) {
+            return Err(Failure::Usage(format!(
+                "two directories are given at the guest path `{}`: give each its own (HOST::GUEST)",
+                dir.guest
+            )));
+        }
+        let perms = if dir.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| Failure::Usage(format!("cannot open `{}`: {e:#}", dir.host.display())))?;
+    }
     let guest = Guest {
-        wasi: WasiCtxBuilder::new()
-            .inherit_stdin()
-            .stdout(GuestOutput::stdout())
-            .stderr(GuestOutput::stderr())
-            .args(&argv)
-            .build(),
+        wasi: wasi.build(),
         usocket,
         time_limit,
     };
@@ -636,6 +738,73 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         Failure::Host(message)
     })
+}
+
+/// Reads and compiles the component at `path`, or loads it precompiled if allowed.
+fn load_component(
+    runner: &Runner,
+    path: &Path,
+    allow_precompiled: bool,
+) -> Result<wasmtime::component::Component, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Host(format!("cannot read component `{}`: {e}", path.display())))?;
+    if Runner::is_precompiled(&bytes) {
+        if !allow_precompiled {
+            return Err(Failure::Usage(format!(
+                "`{}` is a precompiled component: it runs as native code unchecked, so pass \
+                 --allow-precompiled if you compiled it yourself (`usocket compile`)",
+                path.display()
+            )));
+        }
+        drop(bytes);
+        // SAFETY: the user vouched for the file with --allow-precompiled.
+        return unsafe { runner.load_precompiled(path) }.map_err(|e| {
+            Failure::Host(format!(
+                "cannot load precompiled `{}` ({e:#}); compile it again with this usocket: \
+                 `usocket compile COMPONENT.wasm`",
+                path.display()
+            ))
+        });
+    }
+    runner.compile(&bytes).map_err(|e| not_a_component(path, e))
+}
+
+fn not_a_component(path: &Path, e: wasmtime::Error) -> Failure {
+    Failure::Host(format!(
+        "`{}` is not a wasm32-wasip2 command component ({e:#}); build guests with `cargo build --target wasm32-wasip2`",
+        path.display()
+    ))
+}
+
+/// `usocket compile COMPONENT [-o OUTPUT]`: the component compiled for `run --allow-precompiled`.
+fn compile(component: &Path, output: Option<&Path>) -> Result<i32, Failure> {
+    let bytes = std::fs::read(component).map_err(|e| {
+        Failure::Host(format!(
+            "cannot read component `{}`: {e}",
+            component.display()
+        ))
+    })?;
+    if Runner::is_precompiled(&bytes) {
+        return Err(Failure::Usage(format!(
+            "`{}` is already precompiled: give the .wasm component",
+            component.display()
+        )));
+    }
+    let runner =
+        Runner::new(false).map_err(|e| Failure::Host(format!("cannot set up wasmtime: {e:#}")))?;
+    let compiled = runner
+        .precompile(&bytes)
+        .map_err(|e| not_a_component(component, e))?;
+    let output = output.map_or_else(|| component.with_extension("cwasm"), Path::to_path_buf);
+    if output == component {
+        return Err(Failure::Usage(format!(
+            "the output would overwrite the component `{}`: give another -o FILE",
+            component.display()
+        )));
+    }
+    std::fs::write(&output, compiled)
+        .map_err(|e| Failure::Host(format!("cannot write `{}`: {e}", output.display())))?;
+    Ok(0)
 }
 
 /// `usocket policy check FILE`: the file's rules in plain words, its limits, and the defaults.

@@ -112,6 +112,7 @@ mod bindings;
 mod addr;
 pub mod errno;
 mod error;
+pub mod process;
 pub mod select;
 mod socket;
 mod stream;

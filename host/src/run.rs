@@ -101,6 +101,7 @@ impl Runner {
         }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
+        // wasi:cli 0.2.12's `exit-with-code` (linked by default) carries a guest's exit(n).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::add_to_linker_async(&mut linker)?;
 
@@ -139,6 +140,37 @@ impl Runner {
     /// Compiles a component from its bytes.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
         Component::new(&self.engine, bytes)
+    }
+
+    /// Compiles a component ahead of time: the bytes [`Runner::load_precompiled`] loads
+    /// without compiling (for this wasmtime version, configuration and CPU).
+    pub fn precompile(&self, bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        self.engine.precompile_component(bytes)
+    }
+
+    /// Whether `bytes` start like a precompiled component (see [`Runner::precompile`]).
+    pub fn is_precompiled(bytes: &[u8]) -> bool {
+        matches!(
+            Engine::detect_precompiled(bytes),
+            Some(wasmtime::Precompiled::Component)
+        )
+    }
+
+    /// Loads a component precompiled by [`Runner::precompile`], memory-mapping the file.
+    ///
+    /// # Safety
+    ///
+    /// A precompiled component is native code that runs unchecked: wasmtime verifies only that
+    /// it was made for this engine's version and settings, not that it came from valid
+    /// WebAssembly. Load only files you compiled yourself (or trust as much as this process's
+    /// own binary), and that nobody can change while they are mapped.
+    #[allow(
+        unsafe_code,
+        reason = "deserializing is unsafe; the caller vouches for the file"
+    )]
+    pub unsafe fn load_precompiled(&self, path: &std::path::Path) -> wasmtime::Result<Component> {
+        // SAFETY: the caller vouches for the file (see above).
+        unsafe { Component::deserialize_file(&self.engine, path) }
     }
 
     /// Runs `component`'s `wasi:cli/run` to completion and returns its exit code (0 for a

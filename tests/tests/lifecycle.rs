@@ -320,3 +320,15 @@ async fn a_guest_that_read_everything_ends_with_a_clean_end_of_stream() {
         assert_eq!(seen.expect(action), 0, "{action}: a clean end of stream");
     }
 }
+
+/// Issue 9: a guest's `exit(n)` reaches the host as n (wasi:cli 0.2.12 `exit-with-code`),
+/// not just 0 or 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_exit_code_reaches_the_host() {
+    for code in [0, 1, 3, 42, 255] {
+        let out = run("probe", &["exit", &code.to_string()], Options::default())
+            .await
+            .expect("probe runs");
+        assert_eq!(out.code, code, "exit({code})");
+    }
+}

@@ -17,7 +17,7 @@
 //!
 //! For the escape, rebinding and quota tests: `connect6 HOST PORT` and `sendto6 HOST PORT`
 //! (as `connect`/`sendto`, on AF_INET6 sockets), `rconnect NAME PORT` (getaddrinfo, then
-//! connect to its first answer), `sleep MS`, `resolve-sleep-connect NAME PORT MS`
+//! connect to its first answer), `sleep MS`, `exit CODE`, `resolve-sleep-connect NAME PORT MS`
 //! (getaddrinfo, sleep, then connect to the literal address it returned), `send-seq PORT SIZE
 //! COUNT`, `write-seq PORT SIZE COUNT` (connect to 127.0.0.1:PORT, then COUNT `send`s or
 //! `write`s of SIZE bytes, one line each), `sendto-seq PORT SIZE COUNT` (COUNT datagrams of
@@ -355,6 +355,10 @@ fn main() {
                     }),
                     |()| "ok".into(),
                 );
+            }
+            "exit" => {
+                let code: u8 = arg().parse().expect("exit code");
+                usocket::process::exit(code);
             }
             "sleep" => {
                 let ms: u64 = arg().parse().expect("milliseconds");
