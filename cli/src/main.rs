@@ -766,6 +766,13 @@ fn load_component(
             ))
         });
     }
+    if bytes.starts_with(b"\x7fELF") {
+        return Err(Failure::Host(format!(
+            "`{}` is a native file, not a component this usocket can load; if it came from \
+             `usocket compile`, it is damaged or from another version: compile it again",
+            path.display()
+        )));
+    }
     runner.compile(&bytes).map_err(|e| not_a_component(path, e))
 }
 
