@@ -64,3 +64,5 @@ pub fn free_tcp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+pub mod python;
