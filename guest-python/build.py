@@ -500,12 +500,25 @@ def build(args):
             with open(os.path.join(gen, name), "w") as f:
                 f.write(text)
 
+        # componentize-py writes __pycache__ next to the modules it imports: it gets copies,
+        # so that nothing is written into the source tree.
+        lib = os.path.join(build_dir, "lib")
+        if os.path.isdir(lib):
+            shutil.rmtree(lib)
+        os.makedirs(lib)
+        for source in lib_files:
+            shutil.copy2(source, lib)
+        if program is not None:
+            directory = os.path.dirname(program)
+            for source in local:
+                target = os.path.join(gen, os.path.relpath(source, directory))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(source, target)
+
         command = [exe, "-d", wit, "-w", WORLD]
         if not args.no_exit_code:
             command += ["--features", EXIT_FEATURE]
-        command += ["componentize", "-p", gen, "-p", LIB]
-        if program is not None:
-            command += ["-p", os.path.dirname(program)]
+        command += ["componentize", "-p", gen, "-p", lib]
         partial = output + ".partial-%d" % os.getpid()
         command += ["usocket_main", "-o", partial]
         os.makedirs(os.path.dirname(output), exist_ok=True)

@@ -32,6 +32,7 @@ async def echo(reader, writer):
 async def main():
     server = await asyncio.start_server(echo, "127.0.0.1", PORT, backlog=16)
     print("READY")
+    sys.stdout.flush()  # the peer waits for this line
     try:
         await asyncio.wait_for(stop.wait(), 120)
         print("STOP received")
