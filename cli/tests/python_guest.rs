@@ -139,3 +139,34 @@ fn bad_arguments_raise_oserror_not_a_trap() {
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// The socket options MicroPython's own tests use: SO_LINGER on with 0 s makes `close` reset
+/// the connection; SO_RCVBUF and SO_SNDBUF are accepted (the host clamps them).
+#[test]
+fn so_linger_zero_resets_and_buffer_sizes_are_accepted() {
+    let code = "\
+import struct, usocket as socket, uselect as select, uerrno as errno
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(socket.getaddrinfo('127.0.0.1', 0)[0][-1])
+l.listen()
+port = l.getsockname()[1]
+c = socket.socket()
+c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2**40)
+c.connect(('127.0.0.1', port))
+s, _ = l.accept()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+s.close()
+p = select.poll(); p.register(c, select.POLLIN); p.poll(2000)
+try:
+    print(c.recv(10))
+except OSError as e:
+    print('reset', e.errno == errno.ECONNRESET)
+print(c.recv(10))
+";
+    let out = run_code("linger", code, CONFORMANCE_GRANTS);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "reset True\nb''\n");
+}
