@@ -24,8 +24,6 @@ each other.
 Options:
   -o, --output FILE     the component to write (required)
   --module NAME         also build in module NAME (importable at run time); repeatable
-  --no-exit-code        do not use wasi:cli/exit-with-code (for hosts without it): a
-                        non-zero exit status is then always 1
   --force               rebuild even if the output is up to date
   -q, --quiet           print nothing but errors
 """
@@ -45,8 +43,6 @@ COMPONENTIZE_PY = "componentize-py"
 COMPONENTIZE_PY_VERSION = "0.25.1"
 WASMTIME_WASI = "wasmtime-wasi"
 WORLD = "python-command"
-# The WIT feature that gives wasi:cli/exit its `exit-with-code(u8)` (@unstable in WASI 0.2).
-EXIT_FEATURE = "cli-exit-with-code"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -164,8 +160,14 @@ def ensure_componentize_py(args):
     exe = venv_bin(venv, COMPONENTIZE_PY)
     if installed_version(venv) == COMPONENTIZE_PY_VERSION:
         return exe
-    os.makedirs(os.path.dirname(os.path.abspath(venv)), exist_ok=True)
-    with locked(os.path.abspath(venv) + ".lock"):
+    lock = locked(os.path.abspath(venv) + ".lock")
+    try:
+        lock.__enter__()
+    except OSError as e:
+        raise BuildError(
+            "cannot use %s for the venv (%s); set USOCKET_PYTHON_VENV to a writable path" % (venv, e)
+        )
+    with lock:
         if installed_version(venv) == COMPONENTIZE_PY_VERSION:
             return exe
         python = venv_bin(venv, "python")
@@ -235,14 +237,16 @@ class locked:
         self.path = path
 
     def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        if getattr(self, "fd", None) is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+        self.fd = None
 
 
 # ---- WIT -------------------------------------------------------------------------------------
@@ -474,7 +478,6 @@ def build(args):
         "modules": base,
         "program-modules": names,
         "program-optional": optional,
-        "exit-with-code": not args.no_exit_code,
         "lib": lib_files,
         "local": local,
         "venv": os.path.abspath(venv_dir()),
@@ -484,7 +487,7 @@ def build(args):
 
     with locked(os.path.join(build_dir, "lock")):
         if not args.force and up_to_date(output, manifest_path, key):
-            log(args, "%s is up to date" % os.path.relpath(output))
+            log(args, "%s is up to date" % args.output)
             return
         started = time.monotonic()
         exe = ensure_componentize_py(args)
@@ -515,14 +518,13 @@ def build(args):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 shutil.copy2(source, target)
 
-        command = [exe, "-d", wit, "-w", WORLD]
-        if not args.no_exit_code:
-            command += ["--features", EXIT_FEATURE]
-        command += ["componentize", "-p", gen, "-p", lib]
+        # No --features: `wasi:cli/exit.exit-with-code` is `@since(version = 0.2.12)` (stable)
+        # in the WASI WIT of wasmtime-wasi 48, and the run export uses it for exit codes.
+        command = [exe, "-d", wit, "-w", WORLD, "componentize", "-p", gen, "-p", lib]
         partial = output + ".partial-%d" % os.getpid()
         command += ["usocket_main", "-o", partial]
         os.makedirs(os.path.dirname(output), exist_ok=True)
-        log(args, "building %s (%s)" % (os.path.relpath(output), args.mode))
+        log(args, "building %s (%s)" % (args.output, args.mode))
         env = dict(os.environ)
         env.pop("VIRTUAL_ENV", None)
         env.pop("PYTHONPATH", None)
@@ -559,7 +561,7 @@ def build(args):
             args,
             "built %s: %.1f MB in %.0f s"
             % (
-                os.path.relpath(output),
+                args.output,
                 os.path.getsize(output) / 1e6,
                 time.monotonic() - started,
             ),
@@ -586,11 +588,6 @@ def parse_args(argv):
         metavar="NAME",
         help="also build in module NAME (importable at run time); repeatable",
     )
-    common.add_argument(
-        "--no-exit-code",
-        action="store_true",
-        help="do not use wasi:cli/exit-with-code (a non-zero exit status is then always 1)",
-    )
     common.add_argument("--force", action="store_true", help="rebuild even if up to date")
     common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub.add_parser(
@@ -610,6 +607,9 @@ def main(argv):
     try:
         build(args)
     except BuildError as e:
+        print("build.py: error: %s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:
         print("build.py: error: %s" % e, file=sys.stderr)
         return 1
     return 0
