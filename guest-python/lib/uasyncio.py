@@ -16,9 +16,10 @@ Design
 
 - The loop owns a **run queue** (tasks ready to run, in order), a **timer heap** (parked tasks
   with a deadline, soonest first) and **one poll object**. Each task waiting on a socket is
-  listed under that socket with the event it waits for; the socket is registered in the poll
-  object with the union of its waiters' events (registrations are brought up to date just before
-  each poll, so a task that waits again at once costs no host call).
+  listed under that socket with the event it waits for; before each poll the socket is
+  registered in the poll object for its waiters' events. It stays registered when they wake,
+  until an event nobody waits for fires, so a task that reads, works and waits again costs no
+  register call.
 - One round of the loop: poll with a timeout of 0 if tasks are ready, else until the nearest
   timer (or forever if only sockets can wake anything); wake the tasks whose sockets are ready
   and whose timers expired; then run each task that was ready at the start of the step once.
@@ -93,7 +94,8 @@ class IncompleteReadError(EOFError):
     """`Stream.readexactly` met the end of the stream; `partial` holds what was read."""
 
     def __init__(self, partial, expected):
-        EOFError.__init__(self, "%d bytes read on a total of %d expected bytes" % (len(partial), expected))
+        msg = "%d bytes read on a total of %d expected bytes" % (len(partial), expected)
+        EOFError.__init__(self, msg)
         self.partial = partial
         self.expected = expected
 
@@ -203,7 +205,7 @@ class Task:
 class _IOEntry:
     """The tasks waiting on one socket, and the events the poll object has for it now."""
 
-    __slots__ = ("sock", "readers", "writers", "mask", "dirty")
+    __slots__ = ("sock", "readers", "writers", "mask", "dirty", "idle")
 
     def __init__(self, sock):
         self.sock = sock
@@ -211,6 +213,7 @@ class _IOEntry:
         self.writers = []
         self.mask = 0  # registered in the poll object with this mask (0: not registered)
         self.dirty = False  # waiters changed since the registration was last brought up to date
+        self.idle = False  # the last poll reported an event nobody waited for
 
     def wanted(self):
         return (_POLLIN if self.readers else 0) | (_POLLOUT if self.writers else 0)
@@ -227,7 +230,7 @@ class Loop:
         self._timers = []  # heap of (deadline_ms, seq, task, park_id)
         self._seq = 0
         self._stale = 0  # timer entries whose task was woken otherwise
-        self._poll = uselect.poll()
+        self._poll = None  # the uselect.poll object, made when first needed
         self._io = {}  # id(sock) -> _IOEntry
         self._dirty = []  # _IOEntry whose registration may be out of date
         self._io_waiting = 0  # tasks waiting on sockets
@@ -236,13 +239,17 @@ class Loop:
         self._running = False
         self._stopping = False
         self._handler = None
-        self._ticks = utime.ticks_ms()
-        self._ms = 0  # milliseconds since the loop was made; never wraps, unlike ticks
+        # Nothing here asks the host for anything: a guest component may be built with this
+        # module imported (a snapshot), long before it runs.
+        self._ticks = None
+        self._ms = 0  # milliseconds since the loop first looked; never wraps, unlike ticks
 
     # -- clock
 
     def _now(self):
         t = utime.ticks_ms()
+        if self._ticks is None:
+            self._ticks = t
         d = utime.ticks_diff(t, self._ticks)
         self._ticks = t
         if d > 0:
@@ -282,7 +289,7 @@ class Loop:
         try:
             while task._state != _DONE:
                 if not self._run_once():
-                    raise RuntimeError("deadlock: %r waits for something that nothing can wake" % task)
+                    raise RuntimeError("deadlock: %r waits for what nothing can wake" % task)
         finally:
             self._running = False
         return task._outcome()
@@ -422,7 +429,8 @@ class Loop:
             task._state = _WAITING
             self._wait_io(task, req[1], req[2])
         else:
-            self._queue(task, None, RuntimeError("a task awaited something that is not this loop's: %r" % (req,)))
+            err = RuntimeError("a task awaited something that is not this loop's: %r" % (req,))
+            self._queue(task, None, err)
 
     def _queue(self, task, send, throw):
         task._state = _QUEUED
@@ -468,6 +476,7 @@ class Loop:
         lst = entry.readers if event == _POLLIN else entry.writers
         lst.append(task)
         task._wait_io = (entry, lst)
+        entry.idle = False
         self._io_waiting += 1
         self._mark_dirty(entry)
 
@@ -477,39 +486,63 @@ class Loop:
             self._dirty.append(entry)
 
     def _update_registrations(self):
-        """Registers each changed socket with what its waiters want now (or unregisters it)."""
+        """Before a poll: makes the poll object watch every event a waiting task wants.
+
+        Events nobody waits for any more stay registered until they fire (see `_io_event`),
+        so a task that wakes, works a little and waits again costs no register calls.
+        """
         dirty, self._dirty = self._dirty, []
         for e in dirty:
             e.dirty = False
             if self._io.get(id(e.sock)) is not e:
                 continue  # forgotten meanwhile
             want = e.wanted()
-            if want == e.mask:
-                continue
-            try:
-                if want:
-                    self._poll.register(e.sock, want)
-                else:
-                    del self._io[id(e.sock)]
-                    self._poll.unregister(e.sock)
-            except Exception as err:  # e.g. not a socket: its waiters get the error
-                self._io.pop(id(e.sock), None)
-                for t in e.readers + e.writers:
-                    self._wake(t, None, err)
-                continue
-            e.mask = want
+            if want & ~e.mask or not (want or e.mask):
+                self._set_mask(e, want)
+
+    def _set_mask(self, e, want):
+        """Registers e's socket with `want`; with 0, unregisters it and forgets the entry."""
+        try:
+            if want:
+                if self._poll is None:
+                    self._poll = uselect.poll()
+                self._poll.register(e.sock, want)
+            elif e.mask:
+                self._poll.unregister(e.sock)
+        except Exception as err:  # e.g. not a socket: its waiters get the error
+            self._io.pop(id(e.sock), None)
+            for t in e.readers + e.writers:
+                self._wake(t, None, err)
+            return
+        e.mask = want
+        if not want:
+            del self._io[id(e.sock)]
 
     def _io_event(self, sock, ev):
-        entry = self._io.get(id(sock))
-        if entry is None:
+        e = self._io.get(id(sock))
+        if e is None:
             self._poll.unregister(sock)
             return
+        # An event nobody waits for would end every poll at once (poll is level-triggered):
+        # if it fires twice in a row, the socket is registered for what its waiters want
+        # now, or unregistered.
+        unwanted = (
+            (ev & _POLLIN and not e.readers)
+            or (ev & _POLLOUT and not e.writers)
+            or (ev & _POLLFAIL and not (e.readers or e.writers))
+        )
         if ev & (_POLLIN | _POLLFAIL):
-            for t in entry.readers[:]:
+            for t in e.readers[:]:
                 self._wake(t)
         if ev & (_POLLOUT | _POLLFAIL):
-            for t in entry.writers[:]:
+            for t in e.writers[:]:
                 self._wake(t)
+        if not unwanted:
+            e.idle = False
+        elif e.idle:
+            self._set_mask(e, e.wanted())
+        else:
+            e.idle = True  # its task may be about to wait again: give it one round
 
     def _forget(self, sock):
         """Before `sock` is closed: stop polling it; its waiters wake (and will see EBADF)."""
@@ -668,9 +701,10 @@ async def gather(*aws, return_exceptions=False):
     """
     tasks = [_as_task(a) for a in aws]
     me = current_task() if tasks else None
-    state = {"left": len(tasks), "over": False}
+    pending = [t for t in tasks if t._state != _DONE]
+    state = {"left": len(pending), "over": False}
 
-    def on_done(t):
+    def ended(t):
         state["left"] -= 1
         if state["over"]:
             return
@@ -678,21 +712,18 @@ async def gather(*aws, return_exceptions=False):
             state["over"] = True
             _loop._wake(me)
 
-    for t in tasks:
-        if t._state == _DONE:
-            state["left"] -= 1
-        else:
-            t._waiters.append(on_done)  # stays: a later error counts as looked after
-    done = state["left"] == 0 or (not return_exceptions and any(t._state == _DONE and t._exc is not None for t in tasks))
-    if not done:
+    for t in pending:
+        t._waiters.append(ended)  # stays after gather returns: a later error counts as seen
+    failed = any(t._state == _DONE and t._exc is not None for t in tasks)
+    if pending and (return_exceptions or not failed):
         try:
             await _park()
         except CancelledError:
-            state["over"] = True
             for t in tasks:
                 t.cancel()
             raise
-        state["over"] = True
+        finally:
+            state["over"] = True
     results = []
     for t in tasks:
         if t._state != _DONE:

@@ -14,6 +14,10 @@ It also plays the native peers the scripts expect (the Rust tests do the same):
         until killed
     python3 asyncio_native_run.py drive-server PORT
         the client side for asyncio_echo_server.py; exits 0 when every check passed
+
+    python3 asyncio_native_run.py check
+        runs the four scripts natively with their peers (ports 9862, 9863) and compares
+        their output with the .exp files; exits 0 when all match
 """
 
 import os
@@ -37,7 +41,8 @@ def install_shims():
     usocket.socket = socket.socket
 
     def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
-        return [(f, t, p, "", a[:2]) for f, t, p, _, a in socket.getaddrinfo(host, port, af, type, proto, flags)]
+        infos = socket.getaddrinfo(host, port, af, type, proto, flags)
+        return [(f, t, p, "", a[:2]) for f, t, p, _, a in infos]
 
     usocket.getaddrinfo = getaddrinfo
 
@@ -184,6 +189,48 @@ def drive_server(port):
     print("drive-server: all checks passed")
 
 
+def check():
+    import subprocess
+
+    me = [sys.executable, os.path.abspath(__file__)]
+    failures = 0
+
+    def compare(name, out):
+        nonlocal failures
+        with open(os.path.join(HERE, name + ".exp"), "rb") as f:
+            same = f.read() == out
+        print(name, "OK" if same else "DIFFERS:\n" + out.decode(errors="replace"))
+        failures += not same
+
+    for name in ("asyncio_tasks", "asyncio_streams"):
+        p = subprocess.run(me + ["run", os.path.join(HERE, name + ".py")], capture_output=True,
+                           timeout=120)
+        compare(name, p.stdout)
+    peer = subprocess.Popen(me + ["echo-server", "9862"], stdout=subprocess.PIPE)
+    try:
+        peer.stdout.readline()  # listening
+        p = subprocess.run(me + ["run", os.path.join(HERE, "asyncio_client.py"), "127.0.0.1",
+                                 "9862"], capture_output=True, timeout=120)
+        compare("asyncio_client", p.stdout)
+    finally:
+        peer.kill()
+        peer.wait()
+    server = subprocess.Popen(me + ["run", os.path.join(HERE, "asyncio_echo_server.py"), "9863"],
+                              stdout=subprocess.PIPE)
+    try:
+        first = server.stdout.readline()
+        driver = subprocess.run(me + ["drive-server", "9863"], timeout=120)
+        out, _ = server.communicate(timeout=120)
+        compare("asyncio_echo_server", first + out)
+        if driver.returncode:
+            print("drive-server failed")
+            failures += 1
+    finally:
+        server.kill()
+        server.wait()
+    return 1 if failures else 0
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "run":
@@ -192,5 +239,7 @@ if __name__ == "__main__":
         echo_server(int(sys.argv[2]))
     elif cmd == "drive-server":
         drive_server(int(sys.argv[2]))
+    elif cmd == "check":
+        sys.exit(check())
     else:
         sys.exit(__doc__)

@@ -158,7 +158,9 @@ async def main():
         # The server still serves after everything above.
         r, w, hi = await hello("last")
         await w.awrite(b"ECHO still serving\nQUIT\n")
-        print("last:", (await r.readline()).decode().strip(), "/", (await r.readline()).decode().strip())
+        first = await r.readline()
+        second = await r.readline()
+        print("last:", first.decode().strip(), "/", second.decode().strip())
         w.close()
         await w.wait_closed()
         for _ in range(500):  # lets the handlers record their ends (at most 5 s)

@@ -25,7 +25,8 @@ async def fails(ms, exc):
 async def test_sleep_order():
     log = []
     t0 = utime.ticks_ms()
-    tasks = [asyncio.create_task(sleeper(n, ms, log)) for n, ms in (("c", 150), ("a", 50), ("b", 100))]
+    plan = (("c", 150), ("a", 50), ("b", 100))
+    tasks = [asyncio.create_task(sleeper(n, ms, log)) for n, ms in plan]
     await asyncio.sleep(0.2)
     print("sleep order:", log, all(t.done() for t in tasks))
     e = elapsed_ms(t0)
@@ -167,7 +168,6 @@ async def test_read_timeout():
         await asyncio.wait_for(reader.read(10), 0.05)
     except asyncio.TimeoutError:
         print("read nothing comes: TimeoutError")
-    # The stream is still usable: the server's side was never read or written; close it.
     writer.close()
     await writer.wait_closed()
     server.close()
@@ -179,10 +179,12 @@ async def test_read_timeout():
 
 async def test_gather():
     log = []
-    print("gather:", await asyncio.gather(sleeper("g1", 30, log), sleeper("g2", 10, log), asyncio.sleep(0, "g3")))
+    r = await asyncio.gather(sleeper("g1", 30, log), sleeper("g2", 10, log), asyncio.sleep(0, "g3"))
+    print("gather:", r)
     print("finish order:", log)
     print("gather empty:", await asyncio.gather())
-    r = await asyncio.gather(sleeper("ok", 10, []), fails(5, ValueError("bad")), return_exceptions=True)
+    r = await asyncio.gather(sleeper("ok", 10, []), fails(5, ValueError("bad")),
+                             return_exceptions=True)
     print("return_exceptions:", r[0], type(r[1]).__name__, r[1])
     other = asyncio.create_task(sleeper("other", 40, log))
     try:
@@ -267,7 +269,8 @@ async def test_event_lock():
 async def test_unretrieved():
     seen = []
     loop = asyncio.get_event_loop()
-    loop.set_exception_handler(lambda loop, ctx: seen.append((ctx["message"], repr(ctx["exception"]))))
+    loop.set_exception_handler(
+        lambda loop, ctx: seen.append((ctx["message"], repr(ctx["exception"]))))
     asyncio.create_task(fails(1, ValueError("lost")))
     await asyncio.sleep_ms(20)
     loop.set_exception_handler(None)
