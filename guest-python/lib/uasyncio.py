@@ -22,7 +22,7 @@ Design
   register call.
 - One round of the loop: poll with a timeout of 0 if tasks are ready, else until the nearest
   timer (or forever if only sockets can wake anything); wake the tasks whose sockets are ready
-  and whose timers expired; then run each task that was ready at the start of the step once.
+  and whose timers expired; then run once each task that was ready at the start of the round.
   There is no busy-waiting: an idle loop sleeps in `poll`.
 - A task waits on one thing at a time, perhaps with a deadline. Waking it (by an event, a
   socket, a timer or `cancel`) detaches it from everything it waited on, so whichever comes
@@ -953,7 +953,8 @@ class Stream:
 
     def write(self, buf):
         """Sends `buf` (bytes; str is encoded as UTF-8) as far as the socket takes it now and
-        buffers the rest for `drain`."""
+        buffers the rest for `drain`. A send error (e.g. EPIPE, ECONNRESET) is raised here or
+        by `drain`."""
         if self._closed:
             raise OSError(_EBADF)
         if isinstance(buf, str):
