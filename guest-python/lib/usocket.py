@@ -62,7 +62,7 @@ getaddrinfo(af)                       int in s32                                
                                                                                    outside s32: -6 (EAI_FAMILY)
 getaddrinfo(type, proto)              int in s32                                   EINVAL
 getaddrinfo(flags)                    int, saturated to s32 (ignored by the host)  EINVAL
-uselect: register(obj), modify(obj)   a usocket.socket or a file from makefile     EINVAL
+uselect: register(obj), select lists  a usocket.socket or a file from makefile     EINVAL
 uselect: event masks                  int in 0..2**32-1                            EINVAL
 uselect: poll/ipoll timeout (ms)      None or negative: forever; int; float        EINVAL (NaN, other types)
                                       rounded up; saturated at 2**31-1
