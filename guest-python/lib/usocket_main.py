@@ -4,10 +4,11 @@ is the component's ``wasi:cli/run`` export.
 componentize-py imports this module when it *builds* the component and snapshots the
 interpreter; only modules imported then exist when the component runs. So this module
 imports, at build time: the modules ``usocket_build_config.BASE`` names (for the runner, the
-stdlib modules a network script plausibly needs), the usocket modules and
-``micropython_env`` (the ``socket``/``select``/``errno``/``asyncio`` aliases), then the
-modules ``usocket_build_config.PROGRAM`` names (what an app's program imports), and, for an
-app, ``usocket_program`` (the program, compiled).
+stdlib modules a network script plausibly needs; for an app, the stdlib modules its program
+imports), the usocket modules and ``micropython_env`` (the ``socket``/``select``/``errno``/
+``asyncio`` aliases), then the modules ``usocket_build_config.PROGRAM`` names (an app's own
+modules and MicroPython names, which must see the aliases), and, for an app,
+``usocket_program`` (the program, compiled).
 
 At run time ``Run.run``:
 
