@@ -6,29 +6,11 @@ use std::net::TcpListener;
 use std::process::Command;
 
 mod common;
-use common::{example, text, usocket};
-use std::thread;
-
-/// A loopback HTTP server answering one request.
-fn http_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-            line.clear();
-        }
-        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
-            .unwrap();
-    });
-    port
-}
+use common::{example, http_server, text, usocket};
 
 #[test]
 fn http_get_works_when_granted() {
-    let port = http_server().to_string();
+    let port = http_server("hello\n").to_string();
     let grant = format!("connect=127.0.0.1:{port}");
     let out = usocket(&[
         "run",
@@ -49,7 +31,7 @@ fn http_get_works_when_granted() {
 
 #[test]
 fn http_get_gets_eacces_without_a_grant() {
-    let port = http_server().to_string();
+    let port = http_server("hello\n").to_string();
     let out = usocket(&["run", &example("http_get"), "127.0.0.1", &port]);
     assert_eq!(out.status.code(), Some(1), "the guest's own exit code");
     assert!(

@@ -2,36 +2,16 @@
 //! `--dir-rw`, `--env`): what they accept, and how they explain what they refuse. (What a guest
 //! sees through `--dir` and `--env` is tested with Python guests in tests/python.rs.)
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::thread;
 
 mod common;
-use common::{example, text, usocket};
+use common::{example, http_server, text, usocket};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A loopback HTTP server answering one request.
-fn http_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-            line.clear();
-        }
-        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-            .unwrap();
-    });
-    port
 }
 
 #[test]
@@ -47,7 +27,7 @@ fn a_precompiled_component_runs_with_allow_precompiled_only() {
     assert!(out.status.success(), "compile: {}", text(&out.stderr));
     assert!(cwasm.metadata().unwrap().len() > 0);
 
-    let port = http_server().to_string();
+    let port = http_server("ok\n").to_string();
     let grant = format!("connect=127.0.0.1:{port}");
     let out = usocket(&[
         "run",

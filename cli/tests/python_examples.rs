@@ -2,7 +2,7 @@
 //! runner component, the script's directory given with --dir, the grants with --allow.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::thread;
@@ -10,30 +10,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::python::{repo, run_script, script_command};
-use common::{free_tcp_port, text};
+use common::{free_tcp_port, http_server, text};
 
 fn examples() -> PathBuf {
     repo().join("examples").join("python")
-}
-
-/// A loopback HTTP server answering one request with `body`.
-fn http_server(body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-            line.clear();
-        }
-        let response = format!(
-            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(response.as_bytes()).unwrap();
-    });
-    port
 }
 
 #[test]
