@@ -5,12 +5,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::python::{repo, run_script, script_command};
-use common::{free_tcp_port, http_server, text};
+use common::{finish, free_tcp_port, http_server, text};
 
 fn examples() -> PathBuf {
     repo().join("examples").join("python")
@@ -108,26 +107,13 @@ fn echo_server_serves_several_clients_at_once() {
     }
     drop(conns);
 
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = server.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the server did not stop"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    // Bounded: killed (and the test failed) after common::RUN_LIMIT. Its stdout was taken
+    // above; the rest of it is read here.
+    let out = finish(server, &["echo_server.py"]);
+    let status = out.status;
+    let stderr = text(&out.stderr);
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
-    let mut stderr = String::new();
-    server
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     assert_eq!(rest.matches(" gone\n").count(), clients, "{rest}");
 }

@@ -763,21 +763,9 @@ class Event:
         return True
 
 
-class ThreadSafeFlag:
+class ThreadSafeFlag(Event):
     """A flag one task waits for; `wait` clears it. (A guest has no threads or interrupts: this
     is `Event` with an automatic clear, for source compatibility.)"""
-
-    def __init__(self):
-        self.state = False
-        self.waiting = []
-
-    def set(self):
-        self.state = True
-        for t in self.waiting[:]:
-            _loop._wake(t)
-
-    def clear(self):
-        self.state = False
 
     async def wait(self):
         while not self.state:

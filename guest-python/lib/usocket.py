@@ -212,6 +212,18 @@ def _str(x):
     return x
 
 
+def _view(obj):
+    """A memoryview of buffer `obj`; OSError(EINVAL) (raised outside any ``except``) if it is
+    not a buffer."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        view = None
+    if view is None:
+        raise _oserror(_EINVAL)
+    return view
+
+
 def _buffer(data):
     """A read buffer as bytes (a WIT list<u8>); EINVAL for anything else."""
     if type(data) is bytes:
@@ -221,13 +233,7 @@ def _buffer(data):
         if encoded is None:
             raise _oserror(_EINVAL)
         return encoded.encode("utf-8")
-    try:
-        view = memoryview(data)
-    except TypeError:
-        view = None
-    if view is None:
-        raise _oserror(_EINVAL)
-    with view:
+    with _view(data) as view:
         return view.tobytes()
 
 
@@ -439,13 +445,7 @@ class socket:
     def readinto(self, buf, nbytes=None):
         """``readinto(buf[, nbytes])``: fills buf (or its first nbytes) as ``read`` does and
         returns the count: 0 at end of stream, None if non-blocking and nothing is there."""
-        try:
-            view = memoryview(buf)
-        except TypeError:
-            view = None
-        if view is None:
-            raise _oserror(_EINVAL)
-        with view:
+        with _view(buf) as view:
             if view.readonly or not view.c_contiguous:
                 raise _oserror(_EINVAL)
             with view.cast("B") if view.format != "B" or view.ndim != 1 else view as target:
