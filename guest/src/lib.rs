@@ -5,10 +5,11 @@
 //! shapes, so that MicroPython socket code ports statement by statement. The behaviour
 //! contract is `docs/contract.md` of this repository; the host does all of the work (validation, policy, buffering,
 //! blocking, deadlines), and every method here makes one host call, with one exception that
-//! makes it cheaper: `readline` keeps the bytes the host had already received after the line
-//! (a read-ahead) and serves the next whole lines from them without any host call; it gives
-//! them back (`unread`) before any other receiving call and before `close`, so mixing
-//! methods, `poll` and reset-on-close behave exactly as if the host held them.
+//! makes it cheaper: `readline` (and `std::io::BufRead`, below) keeps the bytes the host had
+//! already received after the line (a read-ahead) and serves the next lines from them
+//! without any host call; it gives them back (`unread`) before any other receiving call and
+//! before `close`, so mixing methods, `poll` and reset-on-close behave exactly as if the host
+//! held them.
 //!
 //! ```no_run
 //! use usocket::{AF_INET, SOCK_STREAM};
@@ -74,7 +75,7 @@
 //! | `s.read(n)` | [`Socket::read`]`(n)` → `Option<Vec<u8>>` | 03, 05, 09, 10, 14, 15, 23, 30, m3 |
 //! | `s.read()` | [`Socket::read_all`]`()` → `Option<Vec<u8>>` | 03, 04, 08, 14, 27 |
 //! | `s.readinto(buf)`, `s.readinto(buf, nbytes)` | [`Socket::readinto`]`(&mut buf)`, `readinto(&mut buf[..nbytes])` → `Option<usize>` | `readinto(buf)`: 03, 06, 09, 10, 14, 15; with nbytes: 06 |
-//! | `s.readline()`, `s.readline(limit)` | [`Socket::readline`]`()`, [`Socket::readline_limit`]`(limit)` → `Option<Vec<u8>>` | `readline()`: 03, 07, 09, 10, 14, 15, 27, 28, 30, m1, m3; with limit: none |
+//! | `s.readline()`, `s.readline(limit)` | [`Socket::readline`]`()`, [`Socket::readline_limit`]`(limit)` → `Option<Vec<u8>>` (or `BufRead::read_line` into a reused `String`: see [Reading lines](#reading-lines)) | `readline()`: 03, 07, 09, 10, 14, 15, 27, 28, 30, m1, m3; with limit: none |
 //! | `s.close()` | [`Socket::close`]`()` | 01-23, 27-32, m1-m4 |
 //! | `s.settimeout(None)`, `s.settimeout(t)` | [`Socket::settimeout`]`(None)`, `settimeout(Some(t))` | 09, 10, 15, 16, 23, 29, 31, 32, m2, m4 |
 //! | `s.setblocking(flag)` | [`Socket::setblocking`]`(flag)` | 09, 11, 12, 14, 16, 23, 29, 30, m2, m3 |
@@ -88,6 +89,38 @@
 //! | `p.poll(ms)`, `p.poll()` | [`select::Poll::poll`]`(ms)`, `poll(-1)` → `Vec<(Socket, u32)>` | 11, 14, 17-21, 28, 30, m3 |
 //! | `p.ipoll(ms, flags)` | [`select::Poll::ipoll`]`(ms, flags)` → a `Vec` instead of an iterator | 30, m3 |
 //! | `select.POLLIN`, ... | [`select::POLLIN`], ... (`u32`) | 11, 18-21, 26, 30, m3 |
+//!
+//! # Reading lines
+//!
+//! MicroPython's `readline()` returns a new bytes object per line, and so does
+//! [`Socket::readline`] (a new `Vec`). [`Socket`] also implements [`std::io::BufRead`] over
+//! the same read-ahead, so that [`read_line`](std::io::BufRead::read_line) and
+//! [`read_until`](std::io::BufRead::read_until) append to a buffer the caller reuses: no host
+//! call and no allocation per line, one host call per refill of up to 64 KiB. No
+//! `std::io::BufReader` is needed. Both ways can be mixed on one socket, with each other and
+//! with every other method.
+//!
+//! ```no_run
+//! use std::io::BufRead;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let mut sock = usocket::socket(usocket::AF_INET, usocket::SOCK_STREAM, 0)?;
+//! sock.connect(("127.0.0.1", 8080))?;
+//! let mut line = String::new();
+//! loop {
+//!     line.clear();
+//!     if sock.read_line(&mut line)? == 0 {
+//!         break; // end of stream
+//!     }
+//!     print!("{line}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `read_line` fails as std's does: `InvalidData` for a line that is not UTF-8 (the line is
+//! used up), and on a non-blocking or timed socket `WouldBlock` or `TimedOut` after
+//! appending the part of the line received so far (nothing is lost: it is in the buffer).
 //!
 //! Not in MicroPython's `usocket` but provided: [`Socket::getsockname`],
 //! [`Socket::getpeername`], [`Socket::family`], [`Socket::socktype`], and the [`std::io`]

@@ -3,6 +3,7 @@
 
 use core::cell::{Cell, RefCell};
 use core::fmt;
+use std::io;
 use std::rc::Rc;
 
 use crate::addr::{self, AddrArg, SockAddr};
@@ -95,42 +96,90 @@ pub(crate) struct Inner {
     /// Changes whenever bytes may have left the host's receive queue; a `BufRead` cache
     /// filled under another value is stale.
     pub(crate) epoch: Cell<u64>,
-    /// How many bytes a `BufRead` cache of the current epoch knows to be queued at the head of
-    /// the host's receive queue (0 if none): `select` counts them as POLLIN.
+    /// How many bytes a datagram socket's `BufRead` cache of the current epoch knows to be
+    /// queued at the head of the host's receive queue (0 if none): `select` counts them as
+    /// POLLIN. (A stream socket's are in `ahead`.)
     pub(crate) peeked: Cell<usize>,
-    /// Bytes `readline` took from the host ahead of the line it returned: the true head of
-    /// the stream, before anything still queued on the host.
+    /// Bytes `readline` or `BufRead` took from the host ahead of what they returned: the
+    /// true head of the stream, before anything still queued on the host.
     pub(crate) ahead: RefCell<Ahead>,
 }
 
-/// `readline`'s read-ahead: whole lines are served from here without a host call.
+/// `readline`'s read-ahead: whole lines are served from here without a host call, and
+/// `BufRead` (see `stream.rs`) reads through it.
 ///
-/// Only `readline` takes from it. Before any other receiving call (and before `close`), the
-/// bytes go back to the host with `unread`, so the host's queue is again the whole stream:
-/// every other method, `poll`'s view and a close that resets on unread data stay exact.
+/// Only `readline`, `BufRead` and `Read` take from it. Before any other receiving call (and
+/// before `close`), the bytes go back to the host with `unread`, so the host's queue is again
+/// the whole stream: every other method, `poll`'s view and a close that resets on unread data
+/// stay exact.
 ///
 /// The host counts lent bytes as unread until the library's next call on the socket (see
 /// the WIT's `readline-ahead`): a guest that ends without giving them back (trap, exit)
-/// resets its connection. So once `readline` has used up a non-empty read-ahead, the library
-/// says so at once with an empty `unread`, and a guest that read everything and then exits
-/// ends its connections cleanly.
+/// resets its connection. So once a non-empty read-ahead is used up, the library says so at
+/// once with an empty `unread`, and a guest that read everything and then exits ends its
+/// connections cleanly.
+///
+/// The bytes are behind an `Rc` so that a `BufRead` handle can lend a slice of them from
+/// `fill_buf` (a `RefCell` borrow cannot outlive the call) without copying them.
 #[derive(Default)]
 pub(crate) struct Ahead {
-    data: Vec<u8>,
-    pos: usize,
+    pub(crate) data: Rc<Vec<u8>>,
+    pub(crate) pos: usize,
 }
 
 /// How much `readline` asks the host to hand over beyond the line, per host call.
-const READ_AHEAD: u32 = 64 * 1024;
+pub(crate) const READ_AHEAD: u32 = 64 * 1024;
 
 impl Ahead {
     pub(crate) fn len(&self) -> usize {
         self.data.len() - self.pos
     }
 
+    /// The unused bytes.
+    pub(crate) fn rest(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    /// Uses up to `n` bytes; returns how many.
+    pub(crate) fn advance(&mut self, n: usize) -> usize {
+        let n = n.min(self.len());
+        self.pos += n;
+        n
+    }
+
+    /// Moves bytes to `buf` up to and including `byte`; returns whether `byte` was found and
+    /// how many bytes moved (all of them if it was not).
+    fn take_until(&mut self, byte: u8, buf: &mut Vec<u8>) -> (bool, usize) {
+        let rest = self.rest();
+        let (found, n) = match memchr::memchr(byte, rest) {
+            Some(i) => (true, i + 1),
+            None => (false, rest.len()),
+        };
+        buf.extend_from_slice(&rest[..n]);
+        self.pos += n;
+        (found, n)
+    }
+
+    /// Appends the next line (with its `\n`) to `buf` if the read-ahead holds all of it, and
+    /// returns its length; `None` if it does not (nothing taken). A line that is not UTF-8 is
+    /// used up and not appended (`InvalidData`), as std's `read_line` does.
+    fn take_line_str(&mut self, buf: &mut String) -> Option<io::Result<usize>> {
+        let rest = self.rest();
+        let n = memchr::memchr(b'\n', rest)? + 1;
+        let result = match core::str::from_utf8(&rest[..n]) {
+            Ok(line) => {
+                buf.push_str(line);
+                Ok(n)
+            }
+            Err(_) => Err(invalid_utf8()),
+        };
+        self.pos += n;
+        Some(result)
+    }
+
     /// The next line (with its `\n`), or `limit` bytes, if the read-ahead holds it.
     fn take_line(&mut self, limit: Option<usize>) -> Option<Vec<u8>> {
-        let rest = &self.data[self.pos..];
+        let rest = self.rest();
         let window = &rest[..rest.len().min(limit.unwrap_or(usize::MAX))];
         let n = match memchr::memchr(b'\n', window) {
             Some(i) => i + 1,
@@ -151,19 +200,85 @@ impl Inner {
         self.peeked.set(0);
     }
 
-    /// Gives `readline`'s read-ahead back to the host (see [`Ahead`]): what is left of it,
-    /// possibly nothing (which tells the host that all of it was used). On failure the bytes
-    /// stay here: nothing is lost.
+    /// Gives the read-ahead back to the host (see [`Ahead`]): what is left of it, possibly
+    /// nothing (which tells the host that all of it was used). On failure the bytes stay
+    /// here: nothing is lost.
     pub(crate) fn give_back(&self) -> Result<()> {
         let mut ahead = self.ahead.borrow_mut();
-        if !ahead.data.is_empty() {
-            self.sock
-                .unread(&ahead.data[ahead.pos..])
-                .map_err(OSError::new)?;
+        if ahead.data.is_empty() {
+            // Nothing was lent (or it was already given back).
+            return Ok(());
         }
+        self.sock.unread(ahead.rest()).map_err(OSError::new)?;
         *ahead = Ahead::default();
         Ok(())
     }
+
+    /// The host socket, after giving the read-ahead back and marking every `BufRead` cache
+    /// stale: before a host call that may take received bytes (a cache is only a mirror of
+    /// the head of the host's queue, so dropping it loses nothing).
+    pub(crate) fn receiving(&self) -> Result<&wit::Socket> {
+        self.give_back()?;
+        self.invalidate();
+        Ok(&self.sock)
+    }
+
+    /// After bytes were taken from the read-ahead: other handles' `BufRead` views are stale,
+    /// and a used-up read-ahead is reported to the host at once (see [`Ahead`]). On failure
+    /// the (empty) read-ahead stays, and the next receiving call reports it.
+    pub(crate) fn used_ahead(&self) {
+        self.invalidate();
+        if self.ahead.borrow().len() == 0 {
+            let _ = self.give_back();
+        }
+    }
+
+    /// Refills an empty read-ahead with one host call: what has arrived, at least one byte
+    /// (waiting, timing out or failing with EAGAIN as `recv` does), up to [`READ_AHEAD`]
+    /// bytes. Returns the first of them, which is not in the read-ahead: `Some(empty)` at end
+    /// of stream, `None` if non-blocking and nothing has arrived.
+    pub(crate) fn refill(&self) -> Result<Option<Vec<u8>>> {
+        let host = self.receiving()?;
+        // A "line" of at most one byte returns as soon as a byte is there, as `recv` does;
+        // the host lends whatever it already received after it.
+        let Some((first, rest)) = host
+            .readline_ahead(Some(1), READ_AHEAD - 1)
+            .map_err(OSError::new)?
+        else {
+            return Ok(None);
+        };
+        *self.ahead.borrow_mut() = Ahead {
+            data: Rc::new(rest),
+            pos: 0,
+        };
+        Ok(Some(first))
+    }
+
+    /// Moves bytes from the read-ahead to `buf` up to and including `byte`; returns whether
+    /// `byte` was found and how many bytes moved (all of them if it was not).
+    pub(crate) fn take_until(&self, byte: u8, buf: &mut Vec<u8>) -> (bool, usize) {
+        let (found, n) = self.ahead.borrow_mut().take_until(byte, buf);
+        if n > 0 {
+            self.used_ahead();
+        }
+        (found, n)
+    }
+
+    /// Appends the next line to `buf` if the read-ahead holds all of it (see
+    /// `BufRead::read_line`): `None` if it does not (nothing taken).
+    pub(crate) fn take_line_str(&self, buf: &mut String) -> Option<io::Result<usize>> {
+        let result = self.ahead.borrow_mut().take_line_str(buf)?;
+        self.used_ahead();
+        Some(result)
+    }
+}
+
+/// The error of `BufRead::read_line` for a line that is not UTF-8, as std words it.
+pub(crate) fn invalid_utf8() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "stream did not contain valid UTF-8",
+    )
 }
 
 impl Drop for Inner {
@@ -174,11 +289,12 @@ impl Drop for Inner {
     }
 }
 
-/// One handle's `BufRead` cache: a copy of the head of the host's receive queue, valid while
-/// `epoch` equals the shared one (see `stream.rs`).
+/// One handle's `BufRead` view, valid while `epoch` equals the shared one (see `stream.rs`):
+/// on a stream socket the read-ahead's bytes (shared, not copied; `pos` is the read-ahead's),
+/// on a datagram socket a copy of the datagram at the head of the host's queue.
 #[derive(Default)]
 pub(crate) struct Peek {
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Option<Rc<Vec<u8>>>,
     pub(crate) pos: usize,
     pub(crate) epoch: u64,
 }
@@ -201,9 +317,15 @@ pub(crate) struct Peek {
 /// methods of the same name in method-call syntax: call `std::io::Read::read(&mut sock, buf)`
 /// to get the trait's, as generic code (`BufReader`, `io::copy`, `read_to_end`, `lines`)
 /// does. See `Read`/`Write`/`BufRead` below for what each trait method calls.
+///
+/// **Lines.** [`readline`](Socket::readline) is MicroPython's: a new `Vec` per line.
+/// [`BufRead::read_line`](std::io::BufRead::read_line) (and `read_until`) append to the
+/// caller's `String` (`Vec`), which can be cleared and reused for every line: both read
+/// through the same read-ahead, with no host call per line, and `read_line` makes no
+/// allocation per line either. No `BufReader` is needed (it would add a second buffer).
 pub struct Socket {
     pub(crate) inner: Rc<Inner>,
-    /// This handle's `BufRead` cache.
+    /// This handle's `BufRead` view.
     pub(crate) peek: Peek,
 }
 
@@ -225,12 +347,9 @@ impl Socket {
         &self.inner.sock
     }
 
-    /// Before a host call that may take received bytes: every `BufRead` cache is only a
-    /// mirror of the head of the host's queue, so dropping them loses nothing.
+    /// Before a host call that may take received bytes: see [`Inner::receiving`].
     fn receiving(&self) -> Result<&wit::Socket> {
-        self.inner.give_back()?;
-        self.inner.invalidate();
-        Ok(&self.inner.sock)
+        self.inner.receiving()
     }
 
     /// `accept()`: the next inbound connection, as `(socket, (address, port))`.
@@ -427,7 +546,8 @@ impl Socket {
     ///
     /// At most one host call (two when a partial line must first be given back): the host
     /// hands over bytes it already received after the line, and the following whole lines
-    /// are served from them.
+    /// are served from them. To read lines into one reused buffer instead of a new `Vec`
+    /// each, use [`BufRead::read_line`](std::io::BufRead::read_line) (see [`Socket`]).
     pub fn readline(&self) -> Result<Option<Vec<u8>>> {
         self.readline_up_to(None)
     }
@@ -440,13 +560,7 @@ impl Socket {
     fn readline_up_to(&self, limit: Option<usize>) -> Result<Option<Vec<u8>>> {
         let served = self.inner.ahead.borrow_mut().take_line(limit);
         if let Some(line) = served {
-            self.inner.invalidate();
-            if self.inner.ahead.borrow().len() == 0 {
-                // All of it used: tell the host now (an empty `unread`), so that nothing
-                // counts as unread should the guest end without another call. On failure
-                // the (empty) read-ahead stays, and the next receiving call tells it.
-                let _ = self.inner.give_back();
-            }
+            self.inner.used_ahead();
             return Ok(Some(line));
         }
         // Not a whole line here: the partial rest goes back, and the host (which keeps the
@@ -459,7 +573,7 @@ impl Socket {
             return Ok(None);
         };
         *self.inner.ahead.borrow_mut() = Ahead {
-            data: extra,
+            data: Rc::new(extra),
             pos: 0,
         };
         Ok(Some(line))
@@ -619,6 +733,56 @@ mod tests {
             wit::SockoptValue::Bytes(b) => assert_eq!(b, [1, 2]),
             wit::SockoptValue::Int(_) => panic!("bytes became an int"),
         }
+    }
+
+    fn ahead(bytes: &[u8]) -> Ahead {
+        Ahead {
+            data: Rc::new(bytes.to_vec()),
+            pos: 0,
+        }
+    }
+
+    #[test]
+    fn ahead_serves_whole_lines_only() {
+        let mut a = ahead(b"ab\ncd\nef");
+        assert_eq!(a.take_line(None).as_deref(), Some(&b"ab\n"[..]));
+        assert_eq!(a.take_line(None).as_deref(), Some(&b"cd\n"[..]));
+        // A partial line stays: the host assembles it.
+        assert_eq!(a.take_line(None), None);
+        assert_eq!(a.rest(), b"ef");
+        assert_eq!(a.take_line(Some(1)).as_deref(), Some(&b"e"[..]));
+        assert_eq!(a.take_line(Some(5)), None);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a.advance(10), 1);
+        assert_eq!((a.len(), a.rest()), (0, &b""[..]));
+    }
+
+    #[test]
+    fn ahead_take_until_appends_to_the_callers_buffer() {
+        let mut a = ahead(b"ab\ncd");
+        let mut buf = b"x".to_vec();
+        assert_eq!(a.take_until(b'\n', &mut buf), (true, 3));
+        assert_eq!(buf, b"xab\n");
+        assert_eq!(a.take_until(b'\n', &mut buf), (false, 2));
+        assert_eq!(buf, b"xab\ncd");
+        assert_eq!(a.take_until(b'\n', &mut buf), (false, 0));
+    }
+
+    #[test]
+    fn ahead_take_line_str_as_std_read_line() {
+        let mut a = ahead(b"one\n\xff\xfe\ntw\xc3\xa9\nrest");
+        let mut s = String::from(">");
+        assert_eq!(a.take_line_str(&mut s).unwrap().unwrap(), 4);
+        assert_eq!(s, ">one\n");
+        // Not UTF-8: used up, nothing appended.
+        let err = a.take_line_str(&mut s).unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(s, ">one\n");
+        assert_eq!(a.take_line_str(&mut s).unwrap().unwrap(), 5);
+        assert_eq!(s, ">one\ntw\u{e9}\n");
+        // No whole line: nothing taken.
+        assert!(a.take_line_str(&mut s).is_none());
+        assert_eq!(a.rest(), b"rest");
     }
 
     #[test]

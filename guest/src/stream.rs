@@ -1,52 +1,138 @@
 //! `std::io::{Read, Write, BufRead}` for [`Socket`].
 //!
-//! The host stays the owner of received bytes (`readline`'s read-ahead is given back before
-//! any of these calls, see `socket.rs`), so that the MicroPython methods, the
-//! `std::io` traits and every handle of a socket can be mixed without losing or reordering
-//! anything:
+//! Received bytes are either still queued on the host or in the socket's read-ahead (see
+//! `Ahead` in `socket.rs`): bytes the host lent the guest library, the true head of the
+//! stream, given back with `unread` before any other receiving call. The MicroPython methods,
+//! the `std::io` traits and every handle of a socket can therefore be mixed without losing or
+//! reordering anything.
 //!
-//! - `BufRead::fill_buf` *peeks* (`recv(65536, MSG_PEEK)`) only when the handle's cache is
-//!   empty or stale, and keeps a copy: the bytes stay queued on the host.
-//! - `BufRead::consume(n)` discards exactly those `n` bytes on the host with one `read(n)`
-//!   (they are queued, so it never waits). On a datagram socket the cache holds one datagram,
-//!   which is discarded on the host once all of it is consumed.
-//! - Every other receiving call (`recv`, `read`, `readline`, `readinto`, `recvfrom`,
-//!   `Read::read`, `close`, ... on any handle) first marks every cache of the socket stale
-//!   (a shared epoch counter): a cache is only a mirror of the head of the host's queue, so
-//!   dropping it loses nothing.
+//! Stream sockets:
+//!
+//! - `BufRead::fill_buf` shows the read-ahead (shared by all handles of the socket, not
+//!   copied). Only when it is empty does it make a host call: one `readline-ahead` that
+//!   returns as soon as at least one byte has arrived, with up to 64 KiB that the host
+//!   already received.
+//! - `BufRead::consume(n)` uses `n` of those bytes without a host call (except to tell the
+//!   host, with an empty `unread`, once all of them are used).
+//! - `read_line`/`read_until` (the trait's own, over `fill_buf`/`consume`) therefore make no
+//!   host call and no allocation per line: one host call per refill of the read-ahead.
+//! - `Read::read` takes from the read-ahead if it holds anything, else it is the host's
+//!   `recv`.
+//!
+//! Datagram sockets (the host lends no read-ahead there): `fill_buf` *peeks*
+//! (`recv(65536, MSG_PEEK)`) one datagram and keeps a copy, which `consume` discards on the
+//! host (one `read`) once all of it is consumed.
+//!
+//! Every receiving call (`recv`, `read`, `readline`, `readinto`, `recvfrom`, `Read::read`,
+//! `consume`, `close`, ... on any handle) marks every handle's view stale (a shared epoch
+//! counter): `consume` after a stale `fill_buf` discards nothing.
 
 use std::io::{self, BufRead, Read, Write};
+use std::rc::Rc;
 
-use crate::MSG_PEEK;
 use crate::error::OSError;
-use crate::socket::{Peek, Socket, size_arg};
+use crate::socket::{Inner, Peek, Socket, invalid_utf8, size_arg};
+use crate::{MSG_PEEK, errno};
 
-/// How much `fill_buf` peeks at once.
+/// How much `fill_buf` peeks at once on a datagram socket.
 const PEEK_MAX: u32 = 65536;
 
 impl Peek {
     fn clear(&mut self) {
-        self.data = Vec::new();
-        self.pos = 0;
+        *self = Peek::default();
+    }
+}
+
+impl Inner {
+    /// `Read::read` from the read-ahead, if it holds anything (stream sockets only).
+    fn read_ahead(&self, buf: &mut [u8]) -> Option<usize> {
+        let n = {
+            let mut ahead = self.ahead.borrow_mut();
+            let n = ahead.len().min(buf.len());
+            if n == 0 {
+                return None;
+            }
+            buf[..n].copy_from_slice(&ahead.rest()[..n]);
+            ahead.advance(n)
+        };
+        self.used_ahead();
+        Some(n)
+    }
+
+    /// Refills the empty read-ahead for `fill_buf`, which shows one slice: the first byte
+    /// (see `refill`) goes in front of the rest. `Ok(false)`: non-blocking, nothing there.
+    fn refill_whole(&self) -> io::Result<bool> {
+        let Some(first) = self.refill()? else {
+            return Ok(false);
+        };
+        if !first.is_empty() {
+            let mut ahead = self.ahead.borrow_mut();
+            let mut data = first;
+            data.extend_from_slice(ahead.rest());
+            ahead.data = Rc::new(data);
+        }
+        Ok(true)
     }
 }
 
 impl Socket {
-    /// This handle's cached bytes, if the cache is valid and not empty.
+    /// This handle's cached datagram, if the cache is valid and not empty.
     fn cached(&self) -> Option<&[u8]> {
         let peek = &self.peek;
-        (peek.epoch == self.inner.epoch.get() && peek.pos < peek.data.len())
-            .then(|| &peek.data[peek.pos..])
+        let data = peek.data.as_ref()?;
+        (peek.epoch == self.inner.epoch.get() && peek.pos < data.len()).then(|| &data[peek.pos..])
+    }
+
+    /// `fill_buf` on a datagram socket: peeks at the head datagram if none is cached.
+    fn fill_datagram(&mut self) -> io::Result<&[u8]> {
+        if self.cached().is_none() {
+            self.peek.clear();
+            let data = self
+                .inner
+                .receiving()?
+                .recv(PEEK_MAX, MSG_PEEK)
+                .map_err(OSError::new)?;
+            self.inner.peeked.set(data.len());
+            self.peek = Peek {
+                data: Some(Rc::new(data)),
+                pos: 0,
+                epoch: self.inner.epoch.get(),
+            };
+        }
+        let peek = &self.peek;
+        Ok(peek.data.as_ref().map_or(&[][..], |d| &d[peek.pos..]))
+    }
+
+    /// `consume` on a datagram socket.
+    fn consume_datagram(&mut self, amt: usize) {
+        let Some(cached) = self.cached() else {
+            self.peek.clear();
+            return;
+        };
+        self.peek.pos += amt.min(cached.len());
+        let len = self.peek.data.as_ref().map_or(0, |d| d.len());
+        let left = len - self.peek.pos;
+        self.inner.peeked.set(left);
+        if left == 0 {
+            // The whole datagram was consumed: take it off the host's queue.
+            let _ = self.inner.sock.read(Some(size_arg(len)));
+            self.inner.invalidate();
+            self.peek.clear();
+        }
     }
 }
 
 /// `Read::read` is the host's `recv(buf.len())`: 1..len bytes as they come, `Ok(0)` at end of
 /// stream; non-blocking with nothing available is `WouldBlock`, a timeout `TimedOut` (see
-/// `From<OSError> for io::Error`).
+/// `From<OSError> for io::Error`). On a stream socket, bytes in the read-ahead (left by
+/// `readline` or `BufRead`) are returned from it without a host call.
 impl Read for &Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(n) = self.inner.read_ahead(buf) {
+            return Ok(n);
         }
         let data = Socket::recv(self, buf.len())?;
         let n = data.len().min(buf.len());
@@ -55,8 +141,9 @@ impl Read for &Socket {
     }
 }
 
-/// As `Read for &Socket`, except that bytes already in this handle's `BufRead` cache are
-/// returned from it (and consumed on the host), as `std::io::BufReader` does.
+/// As `Read for &Socket`, except that on a datagram socket the bytes of this handle's
+/// `BufRead` cache are returned from it (and consumed on the host), as `std::io::BufReader`
+/// does.
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(cached) = self.cached() else {
@@ -98,66 +185,133 @@ impl Write for Socket {
     }
 }
 
-/// Buffered reading without a guest-side buffer: see the module docs. `fill_buf` returns an
-/// empty slice at end of stream (and for an empty datagram); on a non-blocking or timed
-/// socket it fails like `recv` (`WouldBlock`, `TimedOut`).
+/// Buffered reading over the socket's read-ahead, with no guest buffer to wrap it in: see
+/// the module docs. `read_line` and `read_until` make no host call and no allocation per
+/// line (the caller's `String` or `Vec` is reused), one host call per 64 KiB at most.
+///
+/// `fill_buf` returns an empty slice at end of stream (and for an empty datagram); on a
+/// non-blocking or timed socket it fails like `recv` (`WouldBlock`, `TimedOut`), having taken
+/// nothing. As with `std::io::BufReader`, `read_line` that fails after part of a line was
+/// received has appended that part to the caller's buffer.
 ///
 /// If another handle (or an inherent method) receives between `fill_buf` and `consume`, the
-/// cache is stale and `consume` discards nothing: the bytes `fill_buf` showed may then be
+/// view is stale and `consume` discards nothing: the bytes `fill_buf` showed may then be
 /// returned again.
 impl BufRead for Socket {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.cached().is_none() {
-            self.peek.clear();
-            self.inner.give_back()?;
-            let data = self
-                .inner
-                .sock
-                .recv(PEEK_MAX, MSG_PEEK)
-                .map_err(OSError::new)?;
-            self.inner.peeked.set(data.len());
-            self.peek = Peek {
-                data,
-                pos: 0,
-                epoch: self.inner.epoch.get(),
-            };
+        if self.inner.datagram {
+            return self.fill_datagram();
         }
-        Ok(&self.peek.data[self.peek.pos..])
+        if self.inner.ahead.borrow().len() == 0 && !self.inner.refill_whole()? {
+            return Err(would_block());
+        }
+        let ahead = self.inner.ahead.borrow();
+        // Share the read-ahead's bytes (one `Rc` clone per refill, not per call).
+        if !self
+            .peek
+            .data
+            .as_ref()
+            .is_some_and(|d| Rc::ptr_eq(d, &ahead.data))
+        {
+            self.peek.data = Some(Rc::clone(&ahead.data));
+        }
+        self.peek.pos = ahead.pos;
+        self.peek.epoch = self.inner.epoch.get();
+        drop(ahead);
+        let peek = &self.peek;
+        Ok(peek.data.as_ref().map_or(&[][..], |d| &d[peek.pos..]))
     }
 
     fn consume(&mut self, amt: usize) {
-        let Some(cached) = self.cached() else {
-            self.peek.clear();
-            return;
-        };
-        let amt = amt.min(cached.len());
-        if amt == 0 {
-            return;
-        }
         if self.inner.datagram {
-            self.peek.pos += amt;
-            let left = self.peek.data.len() - self.peek.pos;
-            self.inner.peeked.set(left);
-            if left == 0 {
-                // The whole datagram was consumed: take it off the host's queue.
-                let len = size_arg(self.peek.data.len());
-                let _ = self.inner.sock.read(Some(len));
-                self.inner.invalidate();
-                self.peek.clear();
-            }
+            return self.consume_datagram(amt);
+        }
+        if self.peek.epoch != self.inner.epoch.get() || amt == 0 {
             return;
         }
-        let result = self.inner.sock.read(Some(size_arg(amt)));
-        self.inner.invalidate();
-        match result {
-            // The expected case: exactly the cached bytes left the host's queue, and the rest
-            // of the cache still mirrors its head.
-            Ok(Some(data)) if data.len() == amt => {
-                self.peek.pos += amt;
-                self.peek.epoch = self.inner.epoch.get();
-                self.inner.peeked.set(self.peek.data.len() - self.peek.pos);
+        // The view is current: the read-ahead is what `fill_buf` showed.
+        self.inner.ahead.borrow_mut().advance(amt);
+        self.inner.used_ahead();
+        self.peek.epoch = self.inner.epoch.get();
+    }
+
+    /// As std's: bytes up to and including `byte`, or to end of stream. On a stream socket
+    /// it works on the read-ahead directly (no `fill_buf`/`consume` per line) and refills it
+    /// with one host call when it is used up.
+    fn read_until(&mut self, byte: u8, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if self.inner.datagram {
+            return read_until_generic(self, byte, buf);
+        }
+        let mut read = 0;
+        loop {
+            let (found, n) = self.inner.take_until(byte, buf);
+            read += n;
+            if found {
+                return Ok(read);
             }
-            _ => self.peek.clear(),
+            // The read-ahead is used up (errors leave what was read in `buf`, as std's do).
+            let first = self.inner.refill()?.ok_or_else(would_block)?;
+            let Some(&b) = first.first() else {
+                return Ok(read); // end of stream
+            };
+            buf.push(b);
+            read += 1;
+            if b == byte {
+                return Ok(read);
+            }
+        }
+    }
+
+    /// As std's: the next line appended to `buf`, which the caller can reuse (clear it
+    /// between lines), unlike [`Socket::readline`]'s new `Vec` per line. A line the
+    /// read-ahead holds is appended straight from it; only a line that spans two refills
+    /// goes through a temporary buffer.
+    fn read_line(&mut self, buf: &mut String) -> io::Result<usize> {
+        if !self.inner.datagram
+            && let Some(result) = self.inner.take_line_str(buf)
+        {
+            return result;
+        }
+        let mut line = Vec::new();
+        let result = self.read_until(b'\n', &mut line);
+        // As std's: what was read is appended if it is UTF-8, even when an error follows.
+        match core::str::from_utf8(&line) {
+            Ok(text) => {
+                buf.push_str(text);
+                result
+            }
+            Err(_) => result.and_then(|_| Err(invalid_utf8())),
+        }
+    }
+}
+
+/// `WouldBlock` as the crate's other calls give it (an `OSError(EAGAIN)` inside).
+fn would_block() -> io::Error {
+    OSError::new(errno::EAGAIN).into()
+}
+
+/// std's `read_until` over `fill_buf` and `consume` (an overridden trait method cannot call
+/// the default one).
+fn read_until_generic(r: &mut Socket, byte: u8, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let (done, used) = {
+            let available = r.fill_buf()?;
+            match memchr::memchr(byte, available) {
+                Some(i) => {
+                    buf.extend_from_slice(&available[..=i]);
+                    (true, i + 1)
+                }
+                None => {
+                    buf.extend_from_slice(available);
+                    (false, available.len())
+                }
+            }
+        };
+        r.consume(used);
+        read += used;
+        if done || used == 0 {
+            return Ok(read);
         }
     }
 }
