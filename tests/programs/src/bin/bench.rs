@@ -1,10 +1,13 @@
-//! The guest side of `cargo bench -p usocket-tests`: each mode talks to a native peer on
+//! The usocket guest of `cargo bench -p usocket-tests`: each mode talks to a native peer on
 //! loopback and prints `elapsed_ns UNITS` measured around its own loop only.
 //!
 //! Modes: `send PORT BYTES` (sendall 64 KiB chunks), `recv PORT` (recv 64 KiB until EOF),
-//! `echo PORT COUNT` (64-byte round trips), `readline PORT` (readline until EOF),
-//! `udp PORT COUNT` (64-byte datagram request/response pairs).
+//! `echo PORT COUNT` (64-byte round trips), `read_line PORT` (`BufRead::read_line` into one
+//! reused `String` until EOF), `readline PORT` (MicroPython's `readline()`, a new `Vec` per
+//! line, until EOF), `udp PORT COUNT` (64-byte datagram request/response pairs).
+//! `bench_wasi` does the same over `std::net` (wasi:sockets).
 
+use std::io::BufRead;
 use std::time::Instant;
 
 use usocket::{AF_INET, SOCK_DGRAM, SOCK_STREAM, socket};
@@ -25,7 +28,7 @@ fn main() {
         println!("{} {count}", start.elapsed().as_nanos());
         return;
     }
-    let s = socket(AF_INET, SOCK_STREAM, 0).expect("socket");
+    let mut s = socket(AF_INET, SOCK_STREAM, 0).expect("socket");
     s.connect(("127.0.0.1", port)).expect("connect");
     let start = Instant::now();
     let units: u64 = match args[1].as_str() {
@@ -59,6 +62,17 @@ fn main() {
                 assert_eq!(back.len(), 64);
             }
             count
+        }
+        "read_line" => {
+            let mut line = String::new();
+            let mut lines = 0;
+            loop {
+                line.clear();
+                if s.read_line(&mut line).expect("read_line") == 0 {
+                    break lines;
+                }
+                lines += 1;
+            }
         }
         "readline" => {
             let mut lines = 0;
