@@ -1546,8 +1546,9 @@ impl Fuzz {
         }
     }
 
-    /// The `std::io` traits: `Read::read` (recv), `Write::write` (send), `BufRead::fill_buf`
-    /// (recv with MSG_PEEK) and `consume` (read(n)).
+    /// The `std::io` traits: `Read::read` (the read-ahead, else recv), `Write::write` (send),
+    /// `BufRead::fill_buf` (the read-ahead, refilled by one `readline-ahead`; datagrams: a peek)
+    /// and `consume`.
     fn do_io(&mut self) {
         let Some(i) = self.any() else { return };
         if !self.make_safe(i) {
