@@ -4,19 +4,29 @@
 //!
 //! The syscalls that a policy guards (`bind`, `listen`, `connect`, `sendto`) take a
 //! [`Grant`] from the gate and use the address inside it, so none can run unchecked.
+//!
+//! Readiness. Once a socket is registered, tokio's reactor keeps its readiness from the
+//! kernel's edge-triggered events: each event sets bits, and a bit is cleared only when a
+//! syscall shows it false (would-block; a short stream read or write, see [`Os::wait`]) or a
+//! `poll(2)` does. A blocking call therefore waits on the reactor first and makes its syscall
+//! only when the socket may be ready, as tokio's own `TcpStream` does. A call that must not
+//! wait still makes its syscall (the reactor may not have taken in an event yet).
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::pin;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rustix::buffer::spare_capacity;
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};
 use socket2::{Domain, Protocol, SockAddr, Type};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::{Interest, Ready};
 use tokio::time::Instant;
 use usocket_abi::{
     IPPROTO_TCP, POLLERR, POLLHUP, POLLIN, POLLOUT, SO_BROADCAST, SO_KEEPALIVE, SO_LINGER,
@@ -168,8 +178,25 @@ const CLOSED_RECHECK: Duration = Duration::from_millis(10);
 pub(crate) struct Os {
     /// Declared before `sock` so that it is dropped (deregistered) before the socket closes.
     reactor: OnceLock<io::Result<AsyncFd<RawSocket>>>,
+    /// Whether the reactor has caught up with the socket since it registered (see the module
+    /// docs): only then does its "not ready" stand for the kernel's.
+    primed: AtomicBool,
     sock: socket2::Socket,
+    /// What the syscalls did, for the unit tests.
+    #[cfg(test)]
+    pub(super) counts: Counts,
     _slot: Slot,
+}
+
+/// Syscalls on one socket, counted for the unit tests.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    /// Every syscall that asks the socket for I/O or its state (`recv`, `send`, `accept`,
+    /// `poll`, ...).
+    pub(super) syscalls: std::sync::atomic::AtomicUsize,
+    /// Those of them that failed with EAGAIN.
+    pub(super) would_block: std::sync::atomic::AtomicUsize,
 }
 
 /// The descriptor of an [`Os`] socket, as tokio's reactor sees it.
@@ -178,6 +205,46 @@ struct RawSocket(RawFd);
 impl AsRawFd for RawSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.0
+    }
+}
+
+/// What the reactor knows of a socket's readiness for some interest, now.
+enum Cached<'a> {
+    /// Nothing to go by (not registered, not primed, or the reactor is gone): ask the kernel.
+    Unknown,
+    /// None of it: the kernel's answer too.
+    Idle,
+    /// Some of it, perhaps no longer true: the guard can clear what the kernel denies.
+    Seen(AsyncFdReadyGuard<'a, RawSocket>),
+}
+
+/// Every readiness the reactor keeps.
+const ANY: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::ERROR)
+    .add(Interest::PRIORITY);
+
+/// The reactor's readiness for `interest` now, without waiting (or registering a waker).
+fn ready_now(
+    reactor: &AsyncFd<RawSocket>,
+    interest: Interest,
+) -> Poll<io::Result<AsyncFdReadyGuard<'_, RawSocket>>> {
+    pin!(reactor.ready(interest)).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// The reactor readiness a call with `interest` waits for: also errors, so that a pending
+/// error (say an ICMP refusal on a connected UDP socket, which is not "readable") wakes the
+/// call and its syscall reports it.
+fn with_errors(interest: Interest) -> Interest {
+    interest | Interest::ERROR
+}
+
+/// The readiness bit a short read or write shows to be false for `interest`.
+fn drained_bit(interest: Interest) -> Ready {
+    if interest.is_writable() {
+        Ready::WRITABLE
+    } else {
+        Ready::READABLE
     }
 }
 
@@ -203,7 +270,10 @@ impl Os {
     fn wrap(sock: socket2::Socket, slot: Slot) -> Os {
         Os {
             reactor: OnceLock::new(),
+            primed: AtomicBool::new(false),
             sock,
+            #[cfg(test)]
+            counts: Counts::default(),
             _slot: slot,
         }
     }
@@ -223,38 +293,140 @@ impl Os {
         registered.as_ref().map_err(Errno::from_io)
     }
 
+    /// The registration, if there is one (never registers).
+    fn registered(&self) -> Option<&AsyncFd<RawSocket>> {
+        self.reactor.get()?.as_ref().ok()
+    }
+
     /// Forgets the registration, e.g. after a failed connect left a final HUP readiness.
     pub(crate) fn unregister(&mut self) {
         self.reactor.take();
+        self.primed.store(false, Ordering::Relaxed);
+    }
+
+    /// What the reactor says of `interest` now, without waiting.
+    fn cached(&self, interest: Interest) -> Cached<'_> {
+        let Some(reactor) = self.registered() else {
+            return Cached::Unknown;
+        };
+        match ready_now(reactor, interest) {
+            Poll::Ready(Ok(guard)) => {
+                // Only an event sets readiness: the reactor has caught up.
+                self.primed.store(true, Ordering::Relaxed);
+                Cached::Seen(guard)
+            }
+            Poll::Pending if self.primed.load(Ordering::Relaxed) => Cached::Idle,
+            // Readiness of another kind (an idle connection is writable) shows that an event
+            // came too.
+            Poll::Pending if matches!(ready_now(reactor, ANY), Poll::Ready(Ok(_))) => {
+                self.primed.store(true, Ordering::Relaxed);
+                Cached::Idle
+            }
+            _ => Cached::Unknown,
+        }
+    }
+
+    /// Counts a syscall's outcome for the unit tests (nothing otherwise).
+    fn note<R>(&self, result: &io::Result<R>) {
+        #[cfg(test)]
+        {
+            self.counts.syscalls.fetch_add(1, Ordering::Relaxed);
+            if matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                self.counts.would_block.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        #[cfg(not(test))]
+        let _ = result;
+    }
+
+    /// `op` once, retried while interrupted.
+    fn once<R>(&self, op: &mut impl FnMut(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
+        loop {
+            let result = op(&self.sock);
+            self.note(&result);
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// `op` once under `guard`: a would-block clears the readiness the guard saw, and so does
+    /// a result that `drained` says leaves the socket not ready (a short read or write), so
+    /// that the next call waits for the reactor's next event instead of making a syscall
+    /// bound to fail. The guard's tick keeps any event that came since it was taken.
+    fn try_under<R>(
+        &self,
+        guard: &mut AsyncFdReadyGuard<'_, RawSocket>,
+        interest: Interest,
+        op: &mut impl FnMut(&socket2::Socket) -> io::Result<R>,
+        drained: &impl Fn(&R) -> bool,
+    ) -> Option<io::Result<R>> {
+        match guard.try_io(|_| self.once(op)) {
+            Ok(Ok(value)) => {
+                if drained(&value) {
+                    guard.clear_ready_matching(drained_bit(interest));
+                }
+                Some(Ok(value))
+            }
+            Ok(Err(e)) => Some(Err(e)),
+            Err(_would_block) => None,
+        }
     }
 
     /// Runs `op` on the socket until it stops saying "would block", waiting for `interest`
-    /// between tries as `deadline` allows.
+    /// between tries as `deadline` allows. `drained`: whether a result shows the socket is no
+    /// longer ready for `interest` (a stream's short read or write).
+    ///
+    /// A blocking or timed call waits for the reactor first and tries only when it reports
+    /// the socket ready. A non-blocking one (`Deadline::Now`) always makes its syscall, even
+    /// when the reactor says "not ready": an event it has not taken in yet (data that arrived
+    /// a moment ago) would make EAGAIN wrong; its outcome still updates the readiness.
     pub(crate) async fn wait<R>(
         &self,
         interest: Interest,
         deadline: Deadline,
         mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
     ) -> SockResult<R> {
-        let sock = &self.sock;
-        let mut retrying = || loop {
-            match op(sock) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        };
+        let interest = with_errors(interest);
         let result = match deadline {
-            Deadline::Now => retrying(),
-            Deadline::Never => self.reactor()?.async_io(interest, |_| retrying()).await,
+            Deadline::Now => match self.cached(interest) {
+                Cached::Seen(mut guard) => self
+                    .try_under(&mut guard, interest, &mut op, &drained)
+                    .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into())),
+                Cached::Idle | Cached::Unknown => self.once(&mut op),
+            },
+            Deadline::Never => self.wait_ready(interest, &mut op, &drained).await?,
             Deadline::At(at) => {
-                let io = self.reactor()?.async_io(interest, |_| retrying());
+                let io = self.wait_ready(interest, &mut op, &drained);
                 match tokio::time::timeout_at(at, io).await {
-                    Ok(result) => result,
+                    Ok(result) => result?,
                     Err(_elapsed) => return Err(Errno::ETIMEDOUT),
                 }
             }
         };
         result.map_err(Errno::from)
+    }
+
+    /// The waiting loop of [`Os::wait`]: the outer error is the registration's.
+    async fn wait_ready<R>(
+        &self,
+        interest: Interest,
+        op: &mut impl FnMut(&socket2::Socket) -> io::Result<R>,
+        drained: &impl Fn(&R) -> bool,
+    ) -> SockResult<io::Result<R>> {
+        let reactor = self.reactor()?;
+        loop {
+            let mut guard = match reactor.ready(interest).await {
+                Ok(guard) => guard,
+                Err(e) => return Ok(Err(e)),
+            };
+            self.primed.store(true, Ordering::Relaxed);
+            if let Some(result) = self.try_under(&mut guard, interest, op, drained) {
+                return Ok(result);
+            }
+        }
     }
 
     // The syscalls a policy guards: each takes its grant.
@@ -284,10 +456,11 @@ impl Os {
         deadline: Deadline,
     ) -> SockResult<usize> {
         let to = grant.addr();
-        self.wait(Interest::WRITABLE, deadline, |s| {
+        let op = |s: &socket2::Socket| {
             rustix::net::sendto(s, data, SendFlags::NOSIGNAL, &to).map_err(io::Error::from)
-        })
-        .await
+        };
+        // A datagram goes whole or not at all: its success says nothing of the next one.
+        self.wait(Interest::WRITABLE, deadline, op, |_| false).await
     }
 
     // Syscalls on what the policy already granted (a connection, a bound socket).
@@ -296,25 +469,33 @@ impl Os {
     /// to wait.
     pub(crate) async fn send(&self, data: &[u8], deadline: Deadline) -> SockResult<usize> {
         // MSG_NOSIGNAL: a write to a closed connection is EPIPE, never SIGPIPE for the host.
-        self.wait(Interest::WRITABLE, deadline, |s| {
+        let op = |s: &socket2::Socket| {
             rustix::net::send(s, data, SendFlags::NOSIGNAL).map_err(io::Error::from)
-        })
-        .await
+        };
+        // A short write: the send buffer is full (the kernel then reports the next room).
+        self.wait(Interest::WRITABLE, deadline, op, |&n| n < data.len())
+            .await
     }
 
-    /// Receives into the spare room of `buf` (after its length): the byte count.
+    /// Receives from a stream into the spare room of `buf` (after its length): the byte
+    /// count.
     pub(crate) async fn recv_into(
         &self,
         buf: &mut Vec<u8>,
         deadline: Deadline,
         flags: RecvFlags,
     ) -> SockResult<usize> {
-        self.wait(Interest::READABLE, deadline, |s| {
+        let room = buf.capacity() - buf.len();
+        // A short read took all there was (a peek took nothing; 0 is the end of stream,
+        // which stays readable).
+        let peek = flags.contains(RecvFlags::PEEK);
+        let drained = |&n: &usize| !peek && n > 0 && n < room;
+        let op = |s: &socket2::Socket| {
             rustix::net::recv(s, spare_capacity(&mut *buf), flags)
                 .map(|(n, _)| n)
                 .map_err(io::Error::from)
-        })
-        .await
+        };
+        self.wait(Interest::READABLE, deadline, op, drained).await
     }
 
     /// Receives one datagram into the spare room of `buf`: its sender.
@@ -324,11 +505,13 @@ impl Os {
         deadline: Deadline,
         flags: RecvFlags,
     ) -> SockResult<SocketAddr> {
+        let op = |s: &socket2::Socket| {
+            let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut *buf), flags)?;
+            Ok(from)
+        };
+        // One datagram says nothing of whether another is queued behind it.
         let from = self
-            .wait(Interest::READABLE, deadline, |s| {
-                let (_, _, from) = rustix::net::recvfrom(s, spare_capacity(&mut *buf), flags)?;
-                Ok(from)
-            })
+            .wait(Interest::READABLE, deadline, op, |_| false)
             .await?;
         from.and_then(|a| SocketAddr::try_from(a).ok())
             .ok_or(Errno::EIO)
@@ -344,12 +527,11 @@ impl Os {
         &self,
         deadline: Deadline,
     ) -> SockResult<(socket2::Socket, SocketAddr)> {
+        // One connection says nothing of whether another is queued behind it.
         let (conn, peer) = self
-            .wait(Interest::READABLE, deadline, |s| s.accept())
+            .wait(Interest::READABLE, deadline, accept_nonblocking, |_| false)
             .await?;
-        let peer = peer.as_socket().ok_or(Errno::EIO)?;
-        conn.set_nonblocking(true)?;
-        Ok((conn, peer))
+        Ok((conn, peer.ok_or(Errno::EIO)?))
     }
 
     /// The next pending connection if there is one now (never waits; errors count as none).
@@ -384,10 +566,12 @@ impl Os {
     pub(crate) fn connect_outcome(&self) -> Option<io::Result<()>> {
         let s = &self.sock;
         let mut fds = [PollFd::new(s, PollFlags::OUT)];
-        match rustix::event::poll(&mut fds, Some(&zero())) {
+        let polled = rustix::event::poll(&mut fds, Some(&zero())).map_err(io::Error::from);
+        self.note(&polled);
+        match polled {
             Ok(0) => return None,
             Ok(_) => {}
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Some(Err(e)),
         }
         match s.take_error() {
             Ok(Some(err)) => Some(Err(err)),
@@ -487,6 +671,15 @@ impl Os {
             guard.clear_ready();
         }
     }
+}
+
+/// `accept(2)` of a connection that is non-blocking from the start (one syscall, not three),
+/// with its peer's address if it is an IP one.
+fn accept_nonblocking(s: &socket2::Socket) -> io::Result<(socket2::Socket, Option<SocketAddr>)> {
+    let flags = rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC;
+    let (conn, peer) = rustix::net::acceptfrom_with(s, flags)?;
+    let peer = peer.and_then(|a| SocketAddr::try_from(a).ok());
+    Ok((socket2::Socket::from(conn), peer))
 }
 
 fn zero() -> rustix::time::Timespec {

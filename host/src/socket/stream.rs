@@ -372,11 +372,12 @@ impl Stream {
         let State::Connecting(os) = &self.state else {
             return Err(Errno::EINVAL);
         };
+        let pending = |_: &socket2::Socket| {
+            os.connect_outcome()
+                .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+        };
         let outcome = os
-            .wait(tokio::io::Interest::WRITABLE, deadline, |_| {
-                os.connect_outcome()
-                    .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
-            })
+            .wait(tokio::io::Interest::WRITABLE, deadline, pending, |_| false)
             .await;
         match outcome {
             Ok(Ok(())) => {
@@ -499,7 +500,11 @@ impl Stream {
         if room == 0 {
             return Err(Errno::ENOBUFS);
         }
-        let want = quota.recv_budget(want.min(room))?;
+        // One byte more than wanted, where it fits: a read that gets all it asked for cannot
+        // tell whether the kernel has more, and the next one would make a syscall bound to
+        // fail; one that comes back short tells (see `Os::wait`). The extra byte waits in the
+        // queue like any other.
+        let want = quota.recv_budget(want.saturating_add(1).min(room))?;
         let allowed = quota
             .allowance(Direction::Recv, want, false, deadline.until())
             .await;

@@ -761,3 +761,85 @@ async fn a_positive_linger_never_makes_close_wait_and_the_data_still_arrives() {
     peer.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), sent);
 }
+
+// The hot path (issue 10): waits go to the reactor, `poll` answers from it, and a waiting
+// accept holds no socket slot.
+
+/// The OS socket under `sock`.
+fn os_of(sock: &Socket) -> &os::Os {
+    each_kind!(&sock.0, s => s.os()).expect("open")
+}
+
+/// (syscalls, of which failed with EAGAIN) on `sock` so far.
+fn counts(sock: &Socket) -> (usize, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = &os_of(sock).counts;
+    (
+        counts.syscalls.load(Relaxed),
+        counts.would_block.load(Relaxed),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_socket_waits_on_the_reactor_instead_of_a_failing_recv() {
+    let ctx = ctx();
+    let (mut sock, peer) = connected(&ctx).await;
+    let started = counts(&sock);
+    // Request/response, as in an echo: each message is all there is when it is read, by
+    // `recv` (more room than bytes) and by `read(n)` (exactly the bytes wanted).
+    for i in 0..50 {
+        let mut writer = peer.try_clone().unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1));
+            writer.write_all(&[b'm'; 64]).unwrap();
+        });
+        let got = if i % 2 == 0 {
+            sock.recv(&ctx, 1000, 0).await.unwrap()
+        } else {
+            sock.read(&ctx, Some(64)).await.unwrap().unwrap()
+        };
+        assert_eq!(got.len(), 64);
+    }
+    let (syscalls, failed) = counts(&sock);
+    assert_eq!(failed - started.1, 0, "a recv failed with EAGAIN");
+    assert_eq!(syscalls - started.0, 50, "one recv per message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_write_that_fills_the_buffer_makes_no_failing_send() {
+    use std::io::Read;
+    use usocket_abi::{SO_SNDBUF, SOL_SOCKET};
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    sock.set_option(SOL_SOCKET, SO_SNDBUF, OptValue::Int(4096))
+        .unwrap();
+    let data = vec![7u8; 1 << 20];
+    let mut reader = peer.try_clone().unwrap();
+    let total = data.len();
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        let mut buf = [0u8; 65536];
+        while got < total {
+            std::thread::sleep(Duration::from_millis(1));
+            got += reader.read(&mut buf).unwrap();
+        }
+    });
+    let before = counts(&sock);
+    assert_eq!(sock.write(&ctx, &data).await, Ok(data.len()));
+    let after = counts(&sock);
+    reader.join().unwrap();
+    println!(
+        "1 MiB through a 4 KiB send buffer: {} sends, {} failed",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+    // Each short send clears writability, so the next waits for room first. (An event that
+    // came while a send ran keeps it, so a rare failure is possible, never one per send.)
+    assert!(
+        (after.1 - before.1) * 10 <= after.0 - before.0,
+        "{} of {} sends failed",
+        after.1 - before.1,
+        after.0 - before.0
+    );
+    peer.write_all(b"x").unwrap();
+}
