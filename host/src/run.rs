@@ -2,16 +2,37 @@
 //! embedder would otherwise write by hand. Use [`crate::add_to_linker_async`] directly for more
 //! control.
 //!
-//! Guests run as tokio tasks on the caller's runtime. A guest blocked in a socket call holds no
-//! thread; a guest spinning in a loop yields every epoch tick (10 ms), so it cannot starve the
-//! others. (A spinning guest is a task that is always ready again; tokio polls for I/O only
-//! every `event_interval` task polls, 61 by default, so hosts that expect CPU-bound guests
-//! should build their runtime with a small `event_interval` to keep the other guests'
-//! wake-ups prompt.) To cancel a guest, drop (or abort the task running) the future of
-//! [`Runner::run`], or call the `Canceller` of its context ([`UsocketCtx::canceller`]): its
-//! `Store` goes, and with the `Store` every socket it had open. Every guest a runner runs
-//! counts its sockets against the runner's [`SocketCeiling`] unless its context has one of its
-//! own.
+//! # Runtimes
+//!
+//! [`Runner::run`] runs a guest as a future on whatever tokio runtime awaits it, current-thread
+//! or multi-thread. A guest blocked in a socket call holds no thread; a guest spinning in a
+//! loop yields every epoch tick (10 ms), so it cannot starve the others. (A spinning guest is a
+//! task that is always ready again; tokio polls for I/O only every `event_interval` task polls,
+//! 61 by default, so hosts that expect CPU-bound guests should build their runtime with a
+//! small `event_interval` to keep the other guests' wake-ups prompt.)
+//!
+//! For many guests, [`Runner::spawn`] is the default way: it runs each guest on one of the
+//! runner's worker threads (one per core unless [`RunnerConfig::workers`] says otherwise),
+//! each a current-thread runtime, choosing the worker with the fewest guests. A guest's
+//! execution and its sockets' I/O then stay on one thread, with no cross-thread wake-ups.
+//! Measured on two cores with 1,000 echo clients (`cargo bench -p usocket-tests --bench
+//! scale`), this served more requests per second than one multi-thread runtime (see the
+//! README's measured figures).
+//!
+//! To cancel a guest, drop (or abort the task running) the future of [`Runner::run`] or the
+//! [`JoinHandle`] of [`Runner::spawn`] (`abort`), or call the `Canceller` of its context
+//! ([`UsocketCtx::canceller`]): its `Store` goes, and with the `Store` every socket it had
+//! open. Every guest a runner runs counts its sockets against the runner's [`SocketCeiling`]
+//! unless its context has one of its own.
+//!
+//! # Capacity
+//!
+//! A runner runs at most [`Runner::max_guests`] guests at once; one more is refused at once
+//! with a [`RunnerFull`] error (the running ones go on). Instances come from wasmtime's pooling
+//! allocator, sized for that many guests: a guest that finds no room in a pool fails alone
+//! with wasmtime's error, never by the process running out of memory mappings (each guest
+//! takes a few of them, and Linux allows `vm.max_map_count`, 65,530 by default, per process).
+//! The default number of guests is derived from that budget ([`RunnerConfig::max_guests`]).
 //!
 //! Each guest's `Store` has a resource limiter that holds its linear memories and tables to
 //! [`Limits::max_memory`](crate::Limits::max_memory) (default 256 MiB): a `memory.grow` past
@@ -20,13 +41,15 @@
 //! limit with [`Limits::memory_limiter`](crate::Limits::memory_limiter):
 //! `store.limiter(|data| &mut data.limiter)` (see [`crate::limits`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
@@ -36,6 +59,9 @@ use crate::quota::SocketCeiling;
 
 /// How often the engine's epoch advances; a running guest yields to others at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How many components' instantiation work a runner keeps (see [`Runner::run`]).
+const PREPARED_CACHE: usize = 8;
 
 /// The `Store` data of a guest run by a [`Runner`]: WASI, the resource table, `usocket`, and
 /// the limiter of the guest's memory.
@@ -83,23 +109,111 @@ pub struct Guest {
     pub time_limit: Option<Duration>,
 }
 
-/// An engine and linker set up for async `usocket` guests, with an epoch ticker.
+/// How a [`Runner`] sets up wasmtime and how many guests it takes. Build it with struct update
+/// syntax over [`RunnerConfig::default`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunnerConfig {
+    /// Use wasmtime's on-disk compilation cache.
+    pub cache: bool,
+    /// The most guests the runner runs at once (at least 1); one more is refused with
+    /// [`RunnerFull`]. `None`: as many as the process's budget of memory mappings allows
+    /// (`vm.max_map_count` less a reserve for the host, at a few mappings per guest), at most
+    /// [`MAX_GUESTS`]. The instance pools are sized for this many guests.
+    pub max_guests: Option<usize>,
+    /// Worker threads of [`Runner::spawn`], each a current-thread runtime. `None`: one per
+    /// core (`std::thread::available_parallelism`).
+    pub workers: Option<usize>,
+}
+
+/// The most guests a runner takes by default, whatever the budget of memory mappings: their
+/// memory slots reserve 48 TiB of the 128 TiB of address space of a 64-bit Linux process.
+pub const MAX_GUESTS: usize = 12_288;
+
+/// The error of a guest a [`Runner`] refused because it already runs
+/// [`Runner::max_guests`] guests. Find it with `error.downcast_ref::<RunnerFull>()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunnerFull {
+    /// The runner's limit.
+    pub max_guests: usize,
+}
+
+impl fmt::Display for RunnerFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the runner already runs its limit of {} guests at once (RunnerConfig::max_guests); \
+             this guest was not started, the others go on",
+            self.max_guests
+        )
+    }
+}
+
+impl std::error::Error for RunnerFull {}
+
+/// An engine and linker set up for async `usocket` guests, with an epoch ticker. Cloning is
+/// cheap: clones share the engine, the guests' capacity and the workers.
+#[derive(Clone)]
 pub struct Runner {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     engine: Engine,
     linker: Linker<GuestState>,
     ticker: Arc<AtomicBool>,
     ceiling: SocketCeiling,
+    max_guests: usize,
+    /// Guests admitted and not yet finished.
+    guests: AtomicUsize,
+    /// The instantiation work of the last components run, most recent last: the address of
+    /// the component's code identifies it (the entry keeps the component, so its code stays
+    /// where it is).
+    prepared: Mutex<Vec<(usize, CommandPre<GuestState>)>>,
+    worker_count: usize,
+    workers: OnceLock<Workers>,
 }
 
 impl Runner {
-    /// A runner with wasmtime's on-disk compilation cache enabled when `cache` is true.
+    /// A runner with the default configuration, and wasmtime's on-disk compilation cache
+    /// enabled when `cache` is true.
     pub fn new(cache: bool) -> wasmtime::Result<Runner> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        if cache {
-            config.cache(Some(wasmtime::Cache::from_file(None)?));
+        Runner::with_config(RunnerConfig {
+            cache,
+            ..RunnerConfig::default()
+        })
+    }
+
+    /// A runner set up as `config` says.
+    pub fn with_config(config: RunnerConfig) -> wasmtime::Result<Runner> {
+        let mut max_guests = match config.max_guests {
+            Some(n) => n.max(1),
+            None => default_max_guests(MAPPINGS_PER_GUEST),
+        };
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        if config.cache {
+            wasm.cache(Some(wasmtime::Cache::from_file(None)?));
         }
-        let engine = Engine::new(&config)?;
+        // wasmtime's default on 64-bit hosts, set here because the pool's slots depend on it.
+        wasm.memory_reservation(MEMORY_RESERVATION as u64);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(max_guests)));
+        let engine = match Engine::new(&wasm) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // The pools reserve their address space up front, which a limit on it
+                // (RLIMIT_AS, strict overcommit) can refuse: allocate on demand instead. The
+                // compiled code is the same either way.
+                tracing::warn!(
+                    "cannot reserve wasmtime's instance pools for {max_guests} guests ({e:#}); \
+                     allocating instances on demand"
+                );
+                wasm.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                if config.max_guests.is_none() {
+                    max_guests = default_max_guests(MAPPINGS_PER_GUEST_ON_DEMAND);
+                }
+                Engine::new(&wasm)?
+            }
+        };
         let mut linker = Linker::new(&engine);
         // wasi:cli 0.2.12's `exit-with-code` (linked by default) carries a guest's exit(n).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -118,34 +232,55 @@ impl Runner {
                     }
                 }
             })?;
+        let worker_count = config
+            .workers
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
         Ok(Runner {
-            engine,
-            linker,
-            ticker,
-            ceiling: SocketCeiling::from_fd_limit(),
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                ticker,
+                ceiling: SocketCeiling::from_fd_limit(),
+                max_guests,
+                guests: AtomicUsize::new(0),
+                prepared: Mutex::new(Vec::new()),
+                worker_count,
+                workers: OnceLock::new(),
+            }),
         })
     }
 
     /// The engine, to compile components with.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.shared.engine
     }
 
     /// The socket ceiling shared by the guests this runner runs (those whose context has no
     /// ceiling of its own): three quarters of the process's descriptor limit.
     pub fn ceiling(&self) -> &SocketCeiling {
-        &self.ceiling
+        &self.shared.ceiling
+    }
+
+    /// The most guests this runner runs at once.
+    pub fn max_guests(&self) -> usize {
+        self.shared.max_guests
+    }
+
+    /// How many guests this runner runs now (admitted and not yet finished).
+    pub fn guests(&self) -> usize {
+        self.shared.guests.load(Ordering::Relaxed)
     }
 
     /// Compiles a component from its bytes.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.engine, bytes)
+        Component::new(&self.shared.engine, bytes)
     }
 
     /// Compiles a component ahead of time: the bytes [`Runner::load_precompiled`] loads
     /// without compiling (for this wasmtime version, configuration and CPU).
     pub fn precompile(&self, bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
-        self.engine.precompile_component(bytes)
+        self.shared.engine.precompile_component(bytes)
     }
 
     /// Whether `bytes` start like a precompiled component (see [`Runner::precompile`]).
@@ -170,31 +305,153 @@ impl Runner {
     )]
     pub unsafe fn load_precompiled(&self, path: &std::path::Path) -> wasmtime::Result<Component> {
         // SAFETY: the caller vouches for the file (see above).
-        unsafe { Component::deserialize_file(&self.engine, path) }
+        unsafe { Component::deserialize_file(&self.shared.engine, path) }
     }
 
-    /// Runs `component`'s `wasi:cli/run` to completion and returns its exit code (0 for a
-    /// normal return, 1 for `Err` from `main`, or the code passed to `exit`).
+    /// Runs `component`'s `wasi:cli/run` to completion on the runtime that awaits it and
+    /// returns its exit code (0 for a normal return, 1 for `Err` from `main`, or the code
+    /// passed to `exit`).
     ///
-    /// Traps and time-outs are errors. Cancel-safe: dropping the future stops the guest and
-    /// closes its sockets.
-    pub async fn run(&self, component: &Component, mut guest: Guest) -> wasmtime::Result<i32> {
-        guest.usocket.set_default_ceiling(self.ceiling.clone());
+    /// Traps and time-outs are errors; so is a runner at [`Runner::max_guests`]
+    /// ([`RunnerFull`]). Cancel-safe: dropping the future stops the guest and closes its
+    /// sockets.
+    ///
+    /// The runner keeps the instantiation work (linking, type checks) of the last 8 components
+    /// it ran, and so keeps them loaded: running a component again costs only its
+    /// instantiation.
+    pub async fn run(&self, component: &Component, guest: Guest) -> wasmtime::Result<i32> {
+        self.admit()?.start(component, guest)?.finish().await
+    }
+
+    /// Runs `component` like [`Runner::run`] as a task on one of the runner's worker threads
+    /// (the one with the fewest guests; see the [module docs](self#runtimes)), and returns at
+    /// once. Callable from any thread, in a runtime or not.
+    ///
+    /// A runner at [`Runner::max_guests`] refuses the guest here, before it starts: the handle
+    /// then yields [`RunnerFull`]. Aborting the handle stops the guest and closes its sockets.
+    pub fn spawn(&self, component: &Component, guest: Guest) -> JoinHandle<wasmtime::Result<i32>> {
+        let worker = self.shared.workers().least_busy();
+        // Set up here, so that the task holds only the guest's `Store` while it runs.
+        let started = self
+            .admit()
+            .and_then(|admitted| admitted.start(component, guest));
+        let live = worker.live.clone();
+        live.fetch_add(1, Ordering::Relaxed);
+        worker.handle.spawn(async move {
+            let result = match started {
+                Ok(started) => started.finish().await,
+                Err(e) => Err(e),
+            };
+            live.fetch_sub(1, Ordering::Relaxed);
+            result
+        })
+    }
+
+    /// Takes one of the runner's places for a guest, or refuses with [`RunnerFull`].
+    fn admit(&self) -> wasmtime::Result<Admitted> {
+        let max = self.shared.max_guests;
+        let taken = self
+            .shared
+            .guests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Admitted(self.clone())),
+            Err(_) => Err(wasmtime::Error::new(RunnerFull { max_guests: max })),
+        }
+    }
+
+    /// The component's instantiation work (linking and type checks), done once per component
+    /// while it stays among the last [`PREPARED_CACHE`] run.
+    fn prepare(&self, component: &Component) -> wasmtime::Result<CommandPre<GuestState>> {
+        let key = component.image_range().start as usize;
+        let lock = || {
+            self.shared
+                .prepared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        {
+            let mut cache = lock();
+            if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
+                let entry = cache.remove(i);
+                let pre = entry.1.clone();
+                cache.push(entry);
+                return Ok(pre);
+            }
+        }
+        let pre = CommandPre::new(self.shared.linker.instantiate_pre(component)?)?;
+        let mut cache = lock();
+        if !cache.iter().any(|(k, _)| *k == key) {
+            if cache.len() == PREPARED_CACHE {
+                cache.remove(0);
+            }
+            cache.push((key, pre.clone()));
+        }
+        Ok(pre)
+    }
+}
+
+/// A guest's place in its runner, given back when the guest ends (or is dropped).
+struct Admitted(Runner);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.shared.guests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admitted {
+    /// The guest's `Store`, ready to instantiate `component` in.
+    fn start(self, component: &Component, mut guest: Guest) -> wasmtime::Result<Started> {
+        let runner = &self.0;
+        let pre = runner.prepare(component)?;
+        guest
+            .usocket
+            .set_default_ceiling(runner.shared.ceiling.clone());
         let state = GuestState {
             wasi: guest.wasi,
             table: ResourceTable::new(),
             limiter: guest.usocket.limits().memory_limiter(),
             usocket: guest.usocket,
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&runner.shared.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_async_yield_and_update(1);
-        let pre = CommandPre::new(self.linker.instantiate_pre(component)?)?;
+        Ok(Started {
+            pre,
+            store,
+            time_limit: guest.time_limit,
+            _admitted: self,
+        })
+    }
+}
+
+/// A guest set up to run: all a running guest's future holds.
+struct Started {
+    pre: CommandPre<GuestState>,
+    store: Store<GuestState>,
+    time_limit: Option<Duration>,
+    /// Last: the place is given back only once the `Store` (and its instance) is gone.
+    _admitted: Admitted,
+}
+
+impl Started {
+    async fn finish(mut self) -> wasmtime::Result<i32> {
+        let Started {
+            pre,
+            store,
+            time_limit,
+            ..
+        } = &mut self;
         let run = async {
-            let command = pre.instantiate_async(&mut store).await?;
-            command.wasi_cli_run().call_run(&mut store).await
+            // Boxed: instantiation needs much more state than the run after it, and only
+            // briefly.
+            let command = Box::pin(pre.instantiate_async(&mut *store)).await?;
+            command.wasi_cli_run().call_run(&mut *store).await
         };
-        let result = match guest.time_limit {
+        let result = match *time_limit {
             None => run.await,
             Some(limit) => match tokio::time::timeout(limit, run).await {
                 Ok(result) => result,
@@ -212,8 +469,129 @@ impl Runner {
     }
 }
 
-impl Drop for Runner {
+impl Drop for Shared {
     fn drop(&mut self) {
         self.ticker.store(false, Ordering::Relaxed);
     }
 }
+
+/// The worker threads of [`Runner::spawn`]: each runs a current-thread runtime until the
+/// runner and every guest it spawned are gone.
+struct Workers {
+    workers: Vec<Worker>,
+    /// Dropping it (with the runner) ends the workers' threads.
+    _stop: tokio::sync::watch::Sender<()>,
+}
+
+struct Worker {
+    handle: tokio::runtime::Handle,
+    /// Guests spawned on this worker and not yet finished.
+    live: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    fn workers(&self) -> &Workers {
+        self.workers
+            .get_or_init(|| Workers::start(self.worker_count))
+    }
+}
+
+impl Workers {
+    fn start(count: usize) -> Workers {
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let workers = (0..count)
+            .map(|i| {
+                // Without a runtime, no guest could ever run: nothing to go on with.
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for a usocket worker");
+                let handle = runtime.handle().clone();
+                let mut stopped = stopped.clone();
+                thread::Builder::new()
+                    .name(format!("usocket-worker-{i}"))
+                    .spawn(move || {
+                        // Drives this worker's guests until the runner is dropped; dropping
+                        // the runtime then drops the guests left (and their sockets).
+                        runtime.block_on(async { while stopped.changed().await.is_ok() {} });
+                    })
+                    .expect("a usocket worker thread");
+                Worker {
+                    handle,
+                    live: Arc::new(AtomicUsize::new(0)),
+                }
+            })
+            .collect();
+        Workers {
+            workers,
+            _stop: stop,
+        }
+    }
+
+    fn least_busy(&self) -> &Worker {
+        self.workers
+            .iter()
+            .min_by_key(|w| w.live.load(Ordering::Relaxed))
+            .expect("at least one worker")
+    }
+}
+
+/// The memory mappings one guest takes at most: its fiber stack and the stack's guard page
+/// (both made with the pool), and its linear memory, split around the copy-on-write image of
+/// its data (memory before the image, the image, memory after it, the rest of the slot).
+const MAPPINGS_PER_GUEST: usize = 6;
+
+/// The same without the pools: the memory's reservation has a guard region before it too.
+const MAPPINGS_PER_GUEST_ON_DEMAND: usize = 7;
+
+/// Memory mappings left to the rest of the process: threads and their stacks (tokio's blocking
+/// pool has up to 512), malloc's arenas, loaded components, large buffers.
+const MAPPINGS_RESERVE: usize = 4096;
+
+/// The default [`RunnerConfig::max_guests`]: the guests that fit, at `per_guest` mappings
+/// each, in what is left of the process's budget of memory mappings; at most [`MAX_GUESTS`].
+fn default_max_guests(per_guest: usize) -> usize {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    let used = std::fs::read_to_string("/proc/self/maps").map(|maps| maps.lines().count());
+    match (limit, used) {
+        (Some(limit), Ok(used)) => {
+            (limit.saturating_sub(used + MAPPINGS_RESERVE) / per_guest).clamp(1, MAX_GUESTS)
+        }
+        // Not Linux, or no /proc: wasmtime's own default pool size.
+        _ => 1000,
+    }
+}
+
+/// Linear memories of the pool beyond one per guest, so that a runner of few guests (the CLI
+/// runs one) can run a component with several memories.
+const SPARE_MEMORIES: u32 = 16;
+
+/// The wasmtime configuration of a runner of `max_guests` guests: instances come from pools
+/// sized for them, so a guest that finds no room fails alone with a clear error, and every
+/// mapping the pools make is made (or bounded) up front.
+fn pooling(max_guests: usize) -> PoolingAllocationConfig {
+    let guests = u32::try_from(max_guests).unwrap_or(u32::MAX);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(guests)
+        // A guest runs on one fiber at a time (instantiation, then `run`).
+        .total_stacks(guests)
+        // Each slot reserves 4 GiB of address space (the engine's memory reservation, which
+        // lets compiled code skip bounds checks), so one a guest: most components have one.
+        .total_memories(guests.saturating_add(SPARE_MEMORIES))
+        // As large as the slot anyway: each guest's `Limits::max_memory` is enforced by its
+        // `Store`'s limiter, with an error that names it.
+        .max_memory_size(MEMORY_RESERVATION)
+        // Core instances and their tables cost only what they use; componentize-py's Python
+        // components hold 14 core modules.
+        .total_core_instances(guests.saturating_mul(32))
+        .total_tables(guests.saturating_mul(4).saturating_add(64))
+        .max_tables_per_module(8)
+        .max_memories_per_module(4)
+        .table_elements(100_000);
+    pool
+}
+
+/// wasmtime's default memory reservation on 64-bit hosts, which the pool's slots use.
+const MEMORY_RESERVATION: usize = 4 << 30;
