@@ -25,7 +25,7 @@ use usocket_host::audit::{AuditEvent, AuditHook, Verdict};
 use usocket_host::limits::{LimitError, LimitOverrides};
 use usocket_host::policy::{RuleError, parse_deny_rules, parse_rules};
 use usocket_host::policy_file::{self, PolicyFile};
-use usocket_host::run::{Guest, Runner};
+use usocket_host::run::{Guest, Runner, RunnerConfig};
 use usocket_host::{Limits, Policy, Rule, UsocketCtx};
 use wasmtime_wasi::cli::{AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::p2::OutputStream;
@@ -330,7 +330,16 @@ fn main() {
     };
     init_logging();
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread runs the guest and its sockets' I/O: no cross-thread wake-ups (in `block_on`
+    // of a multi-thread runtime, the workers drive the I/O: a guest's 64-byte echo round trip
+    // took 1.29x as long; `cargo bench -p usocket-tests --bench scale -- single`). What must
+    // not hold up that thread stays off it: the guest's stdout and stderr are written by
+    // tokio's blocking pool, name lookups are async, and signals, the time limit's watchdog
+    // and the epoch ticker have threads of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             end(Err(Failure::Host(format!(
@@ -676,8 +685,7 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     let limits = flag_limits.apply(file_limits).map_err(bad_flag)?;
     let audit = AuditSink::new(args.audit.as_deref(), dry_run)?;
 
-    let runner =
-        Runner::new(true).map_err(|e| Failure::Host(format!("cannot set up wasmtime: {e:#}")))?;
+    let runner = one_guest_runner(true).map_err(no_wasmtime)?;
     let component = load_component(&runner, &args.component, args.allow_precompiled)?;
     let name = args
         .component
@@ -740,6 +748,21 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     })
 }
 
+/// A runner for the one guest `usocket` runs (its instance pools hold one guest), with
+/// wasmtime's compilation cache if `cache`. Its compiled code is the same as any runner's:
+/// `usocket compile` output loads in every one.
+fn one_guest_runner(cache: bool) -> wasmtime::Result<Runner> {
+    Runner::with_config(RunnerConfig {
+        cache,
+        max_guests: Some(1),
+        ..RunnerConfig::default()
+    })
+}
+
+fn no_wasmtime(e: wasmtime::Error) -> Failure {
+    Failure::Host(format!("cannot set up wasmtime: {e:#}"))
+}
+
 /// Reads and compiles the component at `path`, or loads it precompiled if allowed.
 fn load_component(
     runner: &Runner,
@@ -797,8 +820,7 @@ fn compile(component: &Path, output: Option<&Path>) -> Result<i32, Failure> {
             component.display()
         )));
     }
-    let runner =
-        Runner::new(false).map_err(|e| Failure::Host(format!("cannot set up wasmtime: {e:#}")))?;
+    let runner = one_guest_runner(false).map_err(no_wasmtime)?;
     let compiled = runner
         .precompile(&bytes)
         .map_err(|e| not_a_component(component, e))?;
@@ -862,7 +884,7 @@ async fn demo() -> Result<i32, String> {
     let policy = Policy::builder()
         .allow(rule, cap_std::ambient_authority())
         .build();
-    let runner = Runner::new(false).map_err(|e| format!("cannot set up wasmtime: {e:#}"))?;
+    let runner = one_guest_runner(false).map_err(|e| format!("cannot set up wasmtime: {e:#}"))?;
     let component = runner
         .compile(DEMO_GUEST)
         .map_err(|e| format!("demo guest: {e:#}"))?;
@@ -872,9 +894,11 @@ async fn demo() -> Result<i32, String> {
         denied_port.to_string(),
     ];
     let guest = Guest {
+        // Async streams, as for `usocket run`: an inherited one would block the runtime's one
+        // thread while the guest writes to a pipe nobody reads.
         wasi: WasiCtxBuilder::new()
-            .inherit_stdout()
-            .inherit_stderr()
+            .stdout(GuestOutput::stdout())
+            .stderr(GuestOutput::stderr())
             .args(&argv)
             .build(),
         usocket: UsocketCtx::new("demo", Arc::new(policy)),
