@@ -265,7 +265,12 @@ impl Datagram {
     }
 
     pub(super) fn revents(&self, mask: u32) -> u32 {
-        self.os().map_or(POLL_CLOSED, |os| os.revents(mask))
+        self.os().map_or(POLL_CLOSED, |os| {
+            // A datagram socket has no state that registering would spoil: later looks can
+            // answer from the reactor.
+            os.watch();
+            os.revents(mask)
+        })
     }
 
     pub(super) async fn readiness(&self, mask: u32) {

@@ -392,7 +392,7 @@ impl Socket {
         if let Inner::Stream(s) = &self.0
             && mask & usocket_abi::POLLIN != 0
         {
-            s.admit_pending(ctx);
+            s.admit_pending(ctx, os::Look::Cached);
         }
     }
 

@@ -9,8 +9,12 @@
 //! kernel's edge-triggered events: each event sets bits, and a bit is cleared only when a
 //! syscall shows it false (would-block; a short stream read or write, see [`Os::wait`]) or a
 //! `poll(2)` does. A blocking call therefore waits on the reactor first and makes its syscall
-//! only when the socket may be ready, as tokio's own `TcpStream` does. A call that must not
-//! wait still makes its syscall (the reactor may not have taken in an event yet).
+//! only when the socket may be ready, as tokio's own `TcpStream` does. And once the reactor
+//! has caught up with the socket ("primed": it reported an event since the registration, or
+//! the kernel said nothing was ready after it), "not ready" from it is the kernel's answer as
+//! of the reactor's last look, so `poll` answers idle sockets without a syscall (an event the
+//! reactor has not taken in yet is seen at its next look, as if it had come a moment later).
+//! A call that must not wait still makes its syscall: for it, such a moment matters.
 
 use std::io;
 use std::net::SocketAddr;
@@ -171,7 +175,8 @@ const CLOSED_RECHECK: Duration = Duration::from_millis(10);
 /// One open OS socket, non-blocking, with the quota slot it takes. Dropping it deregisters
 /// it, closes the descriptor and gives the slot back.
 ///
-/// Registration with tokio waits until the first blocking wait: a TCP socket that has neither
+/// Registration with tokio waits until the first blocking wait (or, for sockets that the
+/// caller says are safe to register, the first `poll`): a TCP socket that has neither
 /// connected nor listened reports EPOLLHUP, which tokio keeps as a final "closed" readiness,
 /// and every later wait would then spin. By the first wait the socket is connecting,
 /// connected or listening (or is a UDP socket, which has no such state).
@@ -206,6 +211,15 @@ impl AsRawFd for RawSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.0
     }
+}
+
+/// How a look at a socket that must not wait may learn that nothing is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// From the reactor when it knows (`poll`: a moment's lag is as if the event came later).
+    Cached,
+    /// From the syscall itself (a guest's non-blocking call).
+    Kernel,
 }
 
 /// What the reactor knows of a socket's readiness for some interest, now.
@@ -246,6 +260,22 @@ fn drained_bit(interest: Interest) -> Ready {
     } else {
         Ready::READABLE
     }
+}
+
+/// The reactor readiness that can make a `poll` revents for `mask` non-zero: readable (or at
+/// least read-closed, which a hang-up also sets: PRIORITY asks for that alone), writable if
+/// asked for, and errors. Every bit it covers counts for the answer, so a wait on it never
+/// wakes for what the caller did not ask about.
+fn poll_interest(mask: u32) -> Interest {
+    let mut interest = if mask & POLLIN != 0 {
+        Interest::READABLE
+    } else {
+        Interest::PRIORITY
+    };
+    if mask & POLLOUT != 0 {
+        interest |= Interest::WRITABLE;
+    }
+    interest | Interest::ERROR
 }
 
 impl Os {
@@ -296,6 +326,17 @@ impl Os {
     /// The registration, if there is one (never registers).
     fn registered(&self) -> Option<&AsyncFd<RawSocket>> {
         self.reactor.get()?.as_ref().ok()
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_registered(&self) -> bool {
+        self.registered().is_some()
+    }
+
+    /// Registers the socket now, for a caller that knows its state allows it (connected,
+    /// listening, or a datagram socket), so that `poll` can answer from the reactor.
+    pub(crate) fn watch(&self) {
+        let _ = self.reactor();
     }
 
     /// Forgets the registration, e.g. after a failed connect left a final HUP readiness.
@@ -535,16 +576,18 @@ impl Os {
     }
 
     /// The next pending connection if there is one now (never waits; errors count as none).
-    pub(crate) fn accept_now(&self) -> Option<(socket2::Socket, SocketAddr)> {
-        let (conn, peer) = loop {
-            match self.sock.accept() {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other.ok()?,
-            }
-        };
-        let peer = peer.as_socket()?;
-        conn.set_nonblocking(true).ok()?;
-        Some((conn, peer))
+    /// With `Look::Cached` (for `poll`), the reactor's "none pending" is the answer, without
+    /// a syscall.
+    pub(crate) fn accept_now(&self, look: Look) -> Option<(socket2::Socket, SocketAddr)> {
+        let interest = with_errors(Interest::READABLE);
+        let mut op = accept_nonblocking;
+        let (conn, peer) = match self.cached(interest) {
+            Cached::Idle if look == Look::Cached => return None,
+            Cached::Seen(mut guard) => self.try_under(&mut guard, interest, &mut op, &|_| false)?,
+            Cached::Idle | Cached::Unknown => self.once(&mut op),
+        }
+        .ok()?;
+        Some((conn, peer?))
     }
 
     /// Wraps an accepted connection, with the slot it takes.
@@ -618,18 +661,48 @@ impl Os {
         Ok(())
     }
 
-    /// The kernel's `poll` revents for the POLLIN/POLLOUT bits of `mask`, plus POLLERR and
-    /// POLLHUP, in the contract's numbers (which are Linux's).
+    /// The `poll` revents for the POLLIN/POLLOUT bits of `mask`, plus POLLERR and POLLHUP, in
+    /// the contract's numbers (which are Linux's): the kernel's, asked only when the reactor
+    /// does not know them to be none.
     pub(crate) fn revents(&self, mask: u32) -> u32 {
-        let mut events = PollFlags::empty();
-        if mask & POLLIN != 0 {
-            events |= PollFlags::IN;
+        let seen = match self.cached(poll_interest(mask)) {
+            Cached::Idle => return 0,
+            Cached::Seen(guard) => Some(guard),
+            Cached::Unknown => None,
+        };
+        let registered = self.registered().is_some();
+        let kernel = self.kernel_revents();
+        if registered && kernel == 0 {
+            // Nothing was ready after the registration: every change since has an event.
+            self.primed.store(true, Ordering::Relaxed);
         }
-        if mask & POLLOUT != 0 {
-            events |= PollFlags::OUT;
+        if let Some(mut guard) = seen {
+            // What the kernel denies, the reactor forgets: it waits for the next event (the
+            // kernel reports the next change: a poll without POLLOUT asks it to), and an
+            // event since the guard was taken keeps its bits.
+            let stale = [
+                (POLLIN, Ready::READABLE),
+                (POLLOUT, Ready::WRITABLE),
+                (POLLERR, Ready::ERROR),
+            ]
+            .into_iter()
+            .filter(|&(bit, _)| kernel & bit == 0)
+            .fold(Ready::EMPTY, |stale, (_, ready)| stale | ready);
+            let stale = stale & guard.ready();
+            if !stale.is_empty() {
+                guard.clear_ready_matching(stale);
+            }
         }
-        let mut fds = [PollFd::new(&self.sock, events)];
-        let kernel = match rustix::event::poll(&mut fds, Some(&zero())) {
+        kernel & (mask | POLLERR | POLLHUP)
+    }
+
+    /// The kernel's `poll` revents (readable, writable, error, hang-up), in the contract's
+    /// numbers.
+    pub(super) fn kernel_revents(&self) -> u32 {
+        let mut fds = [PollFd::new(&self.sock, PollFlags::IN | PollFlags::OUT)];
+        let polled = rustix::event::poll(&mut fds, Some(&zero())).map_err(io::Error::from);
+        self.note(&polled);
+        let kernel = match polled {
             Ok(_) => fds[0].revents(),
             Err(_) => PollFlags::ERR,
         };
@@ -642,21 +715,18 @@ impl Os {
         .into_iter()
         .filter(|(flag, _)| kernel.contains(*flag))
         .fold(0, |revents, (_, bit)| revents | bit)
-            & (mask | POLLERR | POLLHUP)
     }
 
     /// Waits until `ready()` may have turned true for `mask`. Spurious wake-ups are possible;
     /// the caller re-checks.
     pub(crate) async fn readiness(&self, mask: u32, ready: impl Fn() -> bool) {
-        let mut interest = Interest::READABLE | Interest::ERROR;
-        if mask & POLLOUT != 0 {
-            interest |= Interest::WRITABLE;
-        }
+        let interest = poll_interest(mask);
         let Ok(reactor) = self.reactor() else { return };
         loop {
             let Ok(mut guard) = reactor.ready(interest).await else {
                 return;
             };
+            self.primed.store(true, Ordering::Relaxed);
             if ready() {
                 return;
             }
@@ -667,7 +737,8 @@ impl Os {
                 tokio::time::sleep(CLOSED_RECHECK).await;
                 continue;
             }
-            // Not ready for what was asked: forget this readiness and wait for a new event.
+            // Not ready for what was asked (the interest covers only that, so nothing true is
+            // forgotten): wait for a new event.
             guard.clear_ready();
         }
     }

@@ -34,13 +34,25 @@ pub(crate) async fn poll(
     };
     let deadline = (timeout_ms >= 0)
         .then(|| tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64));
+    // Whether the reactor has taken in the kernel's events since the call began.
+    let mut caught_up = false;
     loop {
         let now = revents(entries);
         if now.iter().any(|&r| r != 0)
-            || timeout_ms == 0
+            || timeout_ms == 0 && (caught_up || entries.is_empty())
             || entries.is_empty() && deadline.is_none()
         {
             return Ok(now);
+        }
+        if timeout_ms == 0 {
+            // Idle sockets are answered from the reactor's readiness, which may lag behind
+            // events the kernel has already queued (say, a guest that polls in a loop on a
+            // runtime busy with it). Before "nothing", let the reactor look once: tokio wakes
+            // a yielded task only after polling its driver. (A poll that waits needs no such
+            // step: its wait wakes at the reactor's next look.)
+            tokio::task::yield_now().await;
+            caught_up = true;
+            continue;
         }
         let mut waiters: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = entries
             .iter()

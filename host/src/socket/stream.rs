@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use rustix::net::RecvFlags;
 use usocket_abi::{POLL_CLOSED, POLLIN};
 
-use super::os::{Deadline, Kind, OptValue, Os, Timeout};
+use super::os::{Deadline, Kind, Look, OptValue, Os, Timeout};
 use super::rx_queue::RxQueue;
 use super::{MAX_RECV, Phase, READ_CHUNK};
 use crate::addr::{self, Family, Purpose};
@@ -287,7 +287,9 @@ impl Stream {
         let deadline = self.timeout.deadline();
         let slot = match ctx.quota().take_slot() {
             Ok(slot) => slot,
-            Err(_) if deadline.is_now() && !self.admit_pending(ctx) => return Err(Errno::EAGAIN),
+            Err(_) if deadline.is_now() && !self.admit_pending(ctx, Look::Kernel) => {
+                return Err(Errno::EAGAIN);
+            }
             Err(e) => return Err(e),
         };
         let connected = |conn, peer| {
@@ -313,8 +315,9 @@ impl Stream {
     /// For a listener: takes the connections pending in the kernel (without waiting), resets
     /// those the policy refuses and keeps the admitted ones for `accept`, up to
     /// [`MAX_ADMITTED`]; so `poll` reports a listener readable only for a connection the guest
-    /// may accept. Whether one is waiting.
-    pub(super) fn admit_pending(&self, ctx: &UsocketCtx) -> bool {
+    /// may accept. Whether one is waiting. `look`: whether the reactor may say "none pending"
+    /// without a syscall.
+    pub(super) fn admit_pending(&self, ctx: &UsocketCtx, look: Look) -> bool {
         let State::Listening(os, admitted) = &self.state else {
             return false;
         };
@@ -323,7 +326,7 @@ impl Stream {
             if waiting.len() >= MAX_ADMITTED {
                 break;
             }
-            let Some((conn, peer)) = os.accept_now() else {
+            let Some((conn, peer)) = os.accept_now(look) else {
                 break;
             };
             if ctx.gate().admits(Use::Accept, peer) {
@@ -755,13 +758,18 @@ impl Stream {
     /// The kernel's revents, plus POLLIN for what the queue holds. A listener's POLLIN is
     /// for admitted connections only (see [`Stream::admit_pending`]), never the kernel's.
     pub(super) fn revents(&self, mask: u32) -> u32 {
+        if let State::Connected(os, _) | State::Listening(os, _) = &self.state {
+            // Safe to register (no HUP left over from an unconnected state): later looks can
+            // answer from the reactor.
+            os.watch();
+        }
         match &self.state {
             State::Closed => POLL_CLOSED,
             State::Connected(os, rx) if mask & POLLIN != 0 && rx.has_news() => {
-                os.revents(mask) | POLLIN
+                os.revents(mask & !POLLIN) | POLLIN
             }
             State::Listening(os, admitted) => {
-                let kernel = os.revents(mask) & !POLLIN;
+                let kernel = os.revents(mask & !POLLIN);
                 if mask & POLLIN != 0 && !admitted.lock().is_empty() {
                     kernel | POLLIN
                 } else {

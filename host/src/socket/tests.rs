@@ -780,6 +780,37 @@ fn counts(sock: &Socket) -> (usize, usize) {
     )
 }
 
+/// Waits (bounded) until `sock`'s revents for `mask` are `want` and come from the reactor
+/// (no syscall): once it has taken in the socket's first event.
+async fn answered_from_the_reactor(sock: &Socket, mask: u32, want: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let before = counts(sock);
+        let got = sock.revents(mask);
+        if got == want && counts(sock) == before {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revents({mask}) stayed {got} (want {want}) or asked the kernel"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (bounded) until `sock`'s revents for `mask` are `want`.
+async fn revents_become(sock: &Socket, mask: u32, want: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sock.revents(mask) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revents({mask}) stayed {} (want {want})",
+            sock.revents(mask)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_socket_waits_on_the_reactor_instead_of_a_failing_recv() {
     let ctx = ctx();
@@ -842,4 +873,106 @@ async fn a_blocking_write_that_fills_the_buffer_makes_no_failing_send() {
         after.0 - before.0
     );
     peer.write_all(b"x").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_answers_idle_sockets_from_the_reactor_with_linux_values() {
+    let ctx = ctx();
+    // A fresh TCP socket is never registered: the kernel's 20, every time.
+    let fresh = stream(&ctx);
+    assert_eq!(fresh.revents(POLLIN | POLLOUT), POLLOUT | POLLHUP);
+    assert_eq!(fresh.revents(POLLIN | POLLOUT), POLLOUT | POLLHUP);
+    assert!(!os_of(&fresh).is_registered());
+
+    // An idle listener: 0, then without a syscall.
+    let mut listener = stream(&ctx);
+    listener.bind(&ctx, "127.0.0.1", 0).unwrap();
+    listener.listen(&ctx, 8).unwrap();
+    let port = listener.local_address().unwrap().port();
+    assert_eq!(
+        poll::poll(&ctx, &[(&listener, POLLIN)], 0).await,
+        Ok(vec![0])
+    );
+    answered_from_the_reactor(&listener, POLLIN, 0).await;
+    let idle = counts(&listener);
+    for _ in 0..100 {
+        assert_eq!(
+            poll::poll(&ctx, &[(&listener, POLLIN)], 0).await,
+            Ok(vec![0])
+        );
+    }
+    assert_eq!(counts(&listener), idle, "an idle listener asked the kernel");
+    // A pending connection: 1.
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(
+        poll::poll(&ctx, &[(&listener, POLLIN)], 5000).await,
+        Ok(vec![POLLIN])
+    );
+    let (mut sock, _) = listener.accept(&ctx).await.unwrap();
+    assert_eq!(
+        poll::poll(&ctx, &[(&listener, POLLIN)], 0).await,
+        Ok(vec![0])
+    );
+
+    // A connected idle socket: POLLOUT with POLLOUT asked, 0 with POLLIN alone, the latter
+    // from the reactor once it has caught up.
+    let mut peer = client;
+    revents_become(&sock, POLLIN | POLLOUT, POLLOUT).await;
+    answered_from_the_reactor(&sock, POLLIN, 0).await;
+    let idle = counts(&sock);
+    for _ in 0..100 {
+        assert_eq!(sock.revents(POLLIN), 0);
+    }
+    assert_eq!(counts(&sock), idle, "an idle connection asked the kernel");
+    assert_eq!(sock.revents(POLLIN | POLLOUT), POLLOUT);
+    assert_eq!(
+        os_of(&sock).kernel_revents(),
+        POLLOUT,
+        "the kernel agrees with the answers"
+    );
+
+    // Data: POLLIN | POLLOUT; once read (a short read), 0 again without asking the kernel.
+    peer.write_all(b"data").unwrap();
+    assert_eq!(
+        poll::poll(&ctx, &[(&sock, POLLIN | POLLOUT)], 5000).await,
+        Ok(vec![POLLIN | POLLOUT])
+    );
+    assert_eq!(sock.recv(&ctx, 100, 0).await, Ok(b"data".to_vec()));
+    let drained = counts(&sock);
+    assert_eq!(poll::poll(&ctx, &[(&sock, POLLIN)], 0).await, Ok(vec![0]));
+    assert_eq!(
+        counts(&sock),
+        drained,
+        "a drained connection asked the kernel"
+    );
+
+    // Bytes held in the host count as POLLIN (one write: the two lines arrive together).
+    peer.write_all(b"one\ntwo\n").unwrap();
+    sock.set_timeout(Some(5.0)).unwrap();
+    assert_eq!(sock.readline(&ctx, None).await, Ok(Some(b"one\n".to_vec())));
+    assert_eq!(
+        poll::poll(&ctx, &[(&sock, POLLIN)], 0).await,
+        Ok(vec![POLLIN])
+    );
+    assert_eq!(sock.readline(&ctx, None).await, Ok(Some(b"two\n".to_vec())));
+    let drained = counts(&sock);
+    assert_eq!(poll::poll(&ctx, &[(&sock, POLLIN)], 0).await, Ok(vec![0]));
+    assert_eq!(counts(&sock), drained);
+
+    // Peer reset: POLLIN | POLLERR | POLLHUP, as Linux says.
+    socket2::SockRef::from(&peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer);
+    assert_eq!(
+        poll::poll(&ctx, &[(&sock, POLLIN)], 5000).await,
+        Ok(vec![POLLIN | POLLERR | POLLHUP])
+    );
+    assert_eq!(
+        sock.revents(POLLIN),
+        os_of(&sock).kernel_revents() & !POLLOUT
+    );
+    // Closed locally: 32.
+    sock.close();
+    assert_eq!(sock.revents(POLLIN), POLL_CLOSED);
 }
