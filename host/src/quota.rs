@@ -116,6 +116,13 @@ impl Quota {
         })
     }
 
+    /// Whether [`Quota::take_slot`] would succeed now, without taking one (so that a call can
+    /// refuse at once what it would refuse later, yet hold no slot while it waits).
+    pub(crate) fn slot_free(&self) -> bool {
+        self.open.load(Ordering::Acquire) < self.limits.max_sockets
+            && self.ceiling.0.open.load(Ordering::Acquire) < self.ceiling.0.max
+    }
+
     /// How many of `want` bytes the send quota lets go out now: ENOMEM when it is used up.
     pub(crate) fn send_budget(&self, want: usize) -> SockResult<usize> {
         budget(want, self.limits.max_bytes_sent, &self.stats.bytes_sent)

@@ -563,16 +563,25 @@ impl Os {
         let _ = rustix::net::recv(&self.sock, &mut [0u8; 1][..], RecvFlags::DONTWAIT);
     }
 
-    /// The next pending connection: the new socket (non-blocking) and its peer.
-    pub(crate) async fn accept(
+    /// The next pending connection: the new socket (non-blocking), its peer, and the slot
+    /// `slot` gave it. The slot is taken only once the reactor says a connection may be
+    /// waiting, just before `accept(2)`: a call waiting for a connection holds none, and when
+    /// `slot` fails (ENOMEM) the connection stays in the kernel's queue for a later accept.
+    pub(crate) async fn accept<S>(
         &self,
         deadline: Deadline,
-    ) -> SockResult<(socket2::Socket, SocketAddr)> {
+        slot: impl Fn() -> SockResult<S>,
+    ) -> SockResult<(socket2::Socket, SocketAddr, S)> {
+        let op = |s: &socket2::Socket| {
+            let slot = slot().map_err(|e| io::Error::from_raw_os_error(e.0))?;
+            let (conn, peer) = accept_nonblocking(s)?;
+            Ok((conn, peer, slot))
+        };
         // One connection says nothing of whether another is queued behind it.
-        let (conn, peer) = self
-            .wait(Interest::READABLE, deadline, accept_nonblocking, |_| false)
+        let (conn, peer, slot) = self
+            .wait(Interest::READABLE, deadline, op, |_| false)
             .await?;
-        Ok((conn, peer.ok_or(Errno::EIO)?))
+        Ok((conn, peer.ok_or(Errno::EIO)?, slot))
     }
 
     /// The next pending connection if there is one now (never waits; errors count as none).

@@ -181,8 +181,18 @@ impl Admitted {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pop(&self) -> Option<(socket2::Socket, SocketAddr)> {
-        self.lock().pop_front()
+    /// The first admitted connection, with the slot `slot` gives it; `None` when there is
+    /// none, and `slot`'s error (the connection staying) when it has no slot to give.
+    fn pop_with<S>(
+        &self,
+        slot: impl FnOnce() -> SockResult<S>,
+    ) -> SockResult<Option<(socket2::Socket, SocketAddr, S)>> {
+        let mut waiting = self.lock();
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        let slot = slot()?;
+        Ok(waiting.pop_front().map(|(conn, peer)| (conn, peer, slot)))
     }
 }
 
@@ -275,9 +285,11 @@ impl Stream {
     /// The next connection whose peer the policy admits (others are reset unseen), in this
     /// socket's timeout mode: first those already admitted, then the kernel's.
     ///
-    /// The socket quota: a call that would wait gets ENOMEM at once when it is full; a
-    /// non-blocking one looks first, and says EAGAIN when no admitted connection is waiting
-    /// (ENOMEM when one is; it stays waiting for a later accept).
+    /// The socket quota: a call that starts with it full gets ENOMEM at once (a non-blocking
+    /// one looks first, and says EAGAIN when no admitted connection is waiting). Otherwise a
+    /// slot is taken only for a connection in hand, so a call waiting in `accept` holds none;
+    /// if the quota filled meanwhile (a ceiling shared with other guests), ENOMEM, and the
+    /// connection stays waiting for a later accept.
     pub(super) async fn accept(&mut self, ctx: &UsocketCtx) -> SockResult<(Stream, SocketAddr)> {
         let (os, admitted) = match &self.state {
             State::Listening(os, admitted) => (os, admitted),
@@ -285,28 +297,31 @@ impl Stream {
             _ => return Err(Errno::EINVAL),
         };
         let deadline = self.timeout.deadline();
-        let slot = match ctx.quota().take_slot() {
-            Ok(slot) => slot,
-            Err(_) if deadline.is_now() && !self.admit_pending(ctx, Look::Kernel) => {
-                return Err(Errno::EAGAIN);
-            }
-            Err(e) => return Err(e),
-        };
-        let connected = |conn, peer| {
+        let quota = ctx.quota();
+        if !quota.slot_free() {
+            return Err(
+                if deadline.is_now() && !self.admit_pending(ctx, Look::Kernel) {
+                    Errno::EAGAIN
+                } else {
+                    Errno::ENOMEM
+                },
+            );
+        }
+        let connected = |conn, peer, slot| {
             let conn = Stream {
                 family: self.family,
                 timeout: self.timeout,
-                state: State::Connected(Os::accepted(conn, slot), Rx::new(ctx.quota())),
+                state: State::Connected(Os::accepted(conn, slot), Rx::new(quota)),
             };
             Ok((conn, peer))
         };
-        if let Some((conn, peer)) = admitted.pop() {
-            return connected(conn, peer);
+        if let Some((conn, peer, slot)) = admitted.pop_with(|| quota.take_slot())? {
+            return connected(conn, peer, slot);
         }
         loop {
-            let (conn, peer) = os.accept(deadline).await?;
+            let (conn, peer, slot) = os.accept(deadline, || quota.take_slot()).await?;
             if ctx.gate().admits(Use::Accept, peer) {
-                return connected(conn, peer);
+                return connected(conn, peer, slot);
             }
             Os::refuse(conn);
         }

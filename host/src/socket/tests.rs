@@ -976,3 +976,67 @@ async fn poll_answers_idle_sockets_from_the_reactor_with_linux_values() {
     sock.close();
     assert_eq!(sock.revents(POLLIN), POLL_CLOSED);
 }
+
+/// A listener on 127.0.0.1 and its port.
+fn listener(ctx: &UsocketCtx) -> (Socket, u16) {
+    let mut l = stream(ctx);
+    l.bind(ctx, "127.0.0.1", 0).unwrap();
+    l.listen(ctx, 8).unwrap();
+    let port = l.local_address().unwrap().port();
+    (l, port)
+}
+
+/// Whether `fut` is still pending after a while (it is polled, and stays usable).
+async fn still_waiting<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
+    tokio::time::timeout(Duration::from_millis(150), fut)
+        .await
+        .is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_waiting_in_accept_hold_no_socket_slot() {
+    // Three listeners blocked in accept under max_sockets 4 hold their own three slots only
+    // (before, each waiting accept took one more, and the second got ENOMEM at once); the
+    // ceiling shared with other guests sees the same.
+    let ceiling = crate::SocketCeiling::new(100);
+    let ctx = ctx_with(crate::Limits {
+        max_sockets: 4,
+        ..crate::Limits::default()
+    })
+    .with_ceiling(ceiling.clone());
+    let (mut a, port_a) = listener(&ctx);
+    let (mut b, port_b) = listener(&ctx);
+    let (mut c, _) = listener(&ctx);
+    let mut accept_a = Box::pin(a.accept(&ctx));
+    let mut accept_b = Box::pin(b.accept(&ctx));
+    let mut accept_c = Box::pin(c.accept(&ctx));
+    assert!(still_waiting(&mut accept_a).await);
+    assert!(still_waiting(&mut accept_b).await);
+    assert!(still_waiting(&mut accept_c).await);
+    assert_eq!(ctx.open_sockets(), 3, "the waiting accepts took no slot");
+    assert_eq!(ceiling.open(), 3);
+    drop(stream(&ctx));
+
+    // A connection arrives: its accept takes the fourth slot then.
+    let _client_a = std::net::TcpStream::connect(("127.0.0.1", port_a)).unwrap();
+    let (conn_a, _) = accept_a.await.unwrap();
+    assert_eq!(ctx.open_sockets(), 4);
+    assert!(
+        still_waiting(&mut accept_c).await,
+        "c still waits, slot-less"
+    );
+
+    // The quota is full when b's connection arrives: ENOMEM, and the connection stays in the
+    // kernel's queue...
+    let client_b = std::net::TcpStream::connect(("127.0.0.1", port_b)).unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), &mut accept_b).await;
+    assert_eq!(refused.unwrap().err(), Some(Errno::ENOMEM));
+    drop(accept_b);
+    // ...for the accept after a slot came back.
+    drop(conn_a);
+    b.set_timeout(Some(5.0)).unwrap();
+    let (_conn_b, peer) = b.accept(&ctx).await.expect("the connection waited");
+    assert_eq!(peer, client_b.local_addr().unwrap());
+    assert!(still_waiting(&mut accept_c).await);
+    assert_eq!(ctx.open_sockets(), 4);
+}
