@@ -15,9 +15,10 @@
 //! runner's worker threads (one per core unless [`RunnerConfig::workers`] says otherwise),
 //! each a current-thread runtime, choosing the worker with the fewest guests. A guest's
 //! execution and its sockets' I/O then stay on one thread, with no cross-thread wake-ups.
-//! Measured on two cores with 1,000 echo clients (`cargo bench -p usocket-tests --bench
-//! scale`), this served more requests per second than one multi-thread runtime (see the
-//! README's measured figures).
+//! Against one multi-thread runtime running the same guests, this served as many requests per
+//! second or more in every echo load measured (100 and 1,000 clients, one guest for all or one
+//! per client: `cargo bench -p usocket-tests --bench scale`; `docs/scaling.md` in the
+//! repository has the figures).
 //!
 //! To cancel a guest, drop (or abort the task running) the future of [`Runner::run`] or the
 //! [`JoinHandle`] of [`Runner::spawn`] (`abort`), or call the `Canceller` of its context
@@ -30,9 +31,11 @@
 //! A runner runs at most [`Runner::max_guests`] guests at once; one more is refused at once
 //! with a [`RunnerFull`] error (the running ones go on). Instances come from wasmtime's pooling
 //! allocator, sized for that many guests: a guest that finds no room in a pool fails alone
-//! with wasmtime's error, never by the process running out of memory mappings (each guest
-//! takes a few of them, and Linux allows `vm.max_map_count`, 65,530 by default, per process).
-//! The default number of guests is derived from that budget ([`RunnerConfig::max_guests`]).
+//! with wasmtime's error, never by the process running out of memory mappings. Each guest
+//! takes up to 6 of them (its fiber stack and guard page, made with the pool, and its linear
+//! memory split around its data's copy-on-write image), and Linux allows a process
+//! `vm.max_map_count`, 65,530 by default: the default number of guests is what fits, 10,233
+//! with that default ([`RunnerConfig::max_guests`]).
 //!
 //! Each guest's `Store` has a resource limiter that holds its linear memories and tables to
 //! [`Limits::max_memory`](crate::Limits::max_memory) (default 256 MiB): a `memory.grow` past
@@ -117,8 +120,12 @@ pub struct RunnerConfig {
     pub cache: bool,
     /// The most guests the runner runs at once (at least 1); one more is refused with
     /// [`RunnerFull`]. `None`: as many as the process's budget of memory mappings allows
-    /// (`vm.max_map_count` less a reserve for the host, at a few mappings per guest), at most
-    /// [`MAX_GUESTS`]. The instance pools are sized for this many guests.
+    /// (`vm.max_map_count` less what the process uses already and a reserve for the host, at
+    /// 6 mappings per guest: 10,233 with Linux's default 65,530), at most [`MAX_GUESTS`]. The
+    /// instance pools are sized for this many guests.
+    ///
+    /// A larger number risks the process running out of memory mappings: a guest's
+    /// instantiation then fails alone, but so may any allocation of the host, which aborts.
     pub max_guests: Option<usize>,
     /// Worker threads of [`Runner::spawn`], each a current-thread runtime. `None`: one per
     /// core (`std::thread::available_parallelism`).
@@ -186,7 +193,16 @@ impl Runner {
     /// A runner set up as `config` says.
     pub fn with_config(config: RunnerConfig) -> wasmtime::Result<Runner> {
         let mut max_guests = match config.max_guests {
-            Some(n) => n.max(1),
+            Some(n) => {
+                if let Some(budget) = mapping_budget(MAPPINGS_PER_GUEST).filter(|&b| n > b) {
+                    tracing::warn!(
+                        "a runner of {n} guests may run out of memory mappings \
+                         (vm.max_map_count) after about {budget}: then allocations anywhere in \
+                         the process fail, and it aborts"
+                    );
+                }
+                n.max(1)
+            }
             None => default_max_guests(MAPPINGS_PER_GUEST),
         };
         let mut wasm = Config::new();
@@ -329,6 +345,25 @@ impl Runner {
     ///
     /// A runner at [`Runner::max_guests`] refuses the guest here, before it starts: the handle
     /// then yields [`RunnerFull`]. Aborting the handle stops the guest and closes its sockets.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use usocket_host::run::{Guest, Runner};
+    /// # use usocket_host::{Policy, UsocketCtx};
+    /// # fn main() -> wasmtime::Result<()> {
+    /// let runner = Runner::new(true)?;
+    /// let component = runner.compile(&std::fs::read("guest.wasm")?)?;
+    /// let guest = Guest {
+    ///     wasi: wasmtime_wasi::WasiCtx::builder().args(&["guest"]).build(),
+    ///     usocket: UsocketCtx::new("guest", Arc::new(Policy::deny_all())),
+    ///     time_limit: None,
+    /// };
+    /// let handle = runner.spawn(&component, guest);
+    /// // From any runtime: `handle.await??` is its exit code; `handle.abort()` stops it.
+    /// # drop(handle);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn(&self, component: &Component, guest: Guest) -> JoinHandle<wasmtime::Result<i32>> {
         let worker = self.shared.workers().least_busy();
         // Set up here, so that the task holds only the guest's `Store` while it runs.
@@ -548,20 +583,22 @@ const MAPPINGS_PER_GUEST_ON_DEMAND: usize = 7;
 /// pool has up to 512), malloc's arenas, loaded components, large buffers.
 const MAPPINGS_RESERVE: usize = 4096;
 
-/// The default [`RunnerConfig::max_guests`]: the guests that fit, at `per_guest` mappings
-/// each, in what is left of the process's budget of memory mappings; at most [`MAX_GUESTS`].
+/// The guests that fit, at `per_guest` mappings each, in what is left of the process's budget
+/// of memory mappings (`vm.max_map_count`); `None` without /proc (not Linux).
+fn mapping_budget(per_guest: usize) -> Option<usize> {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?;
+    let limit: usize = limit.trim().parse().ok()?;
+    let used = std::fs::read_to_string("/proc/self/maps")
+        .ok()?
+        .lines()
+        .count();
+    Some(limit.saturating_sub(used + MAPPINGS_RESERVE) / per_guest)
+}
+
+/// The default [`RunnerConfig::max_guests`]: the [`mapping_budget`], at most [`MAX_GUESTS`]
+/// (or wasmtime's own default pool size, 1000, where there is no budget to read).
 fn default_max_guests(per_guest: usize) -> usize {
-    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|text| text.trim().parse::<usize>().ok());
-    let used = std::fs::read_to_string("/proc/self/maps").map(|maps| maps.lines().count());
-    match (limit, used) {
-        (Some(limit), Ok(used)) => {
-            (limit.saturating_sub(used + MAPPINGS_RESERVE) / per_guest).clamp(1, MAX_GUESTS)
-        }
-        // Not Linux, or no /proc: wasmtime's own default pool size.
-        _ => 1000,
-    }
+    mapping_budget(per_guest).map_or(1000, |n| n.clamp(1, MAX_GUESTS))
 }
 
 /// Linear memories of the pool beyond one per guest, so that a runner of few guests (the CLI
