@@ -90,8 +90,13 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
+    // `USOCKET_SCALE_MAX_GUESTS=N`: a runner of N guests, beyond the default if need be.
+    let max_guests = std::env::var("USOCKET_SCALE_MAX_GUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok());
     let runner = Runner::with_config(RunnerConfig {
         cache: true,
+        max_guests,
         ..RunnerConfig::default()
     })
     .expect("runner");
@@ -176,17 +181,20 @@ impl Progress {
         })
     }
 
-    /// Waits (bounded) until the guest made `n` decisions; false if it did not in time.
-    async fn reached(&self, n: u32) -> bool {
+    /// Waits (bounded) until the guest made `n` decisions; false if it did not in time or its
+    /// task ended first.
+    async fn reached(&self, n: u32, task: &JoinHandle<wasmtime::Result<i32>>) -> bool {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let notified = self.changed.notified();
             if self.decisions.load(Ordering::Relaxed) >= n {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if task.is_finished() || tokio::time::Instant::now() >= deadline {
                 return false;
             }
+            // Short waits: a guest that ends (refused, trapped) makes no decision to wake us.
+            let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
         }
     }
 }
@@ -273,6 +281,8 @@ async fn idle(runner: &Runner, components: &Components, n: usize, mode: &str, fd
     let mut starts = Vec::with_capacity(n);
     let mut ports_used = Vec::with_capacity(n);
     let mut failed = 0usize;
+    let mut failures: HashMap<String, usize> = HashMap::new();
+    let mut running = Vec::with_capacity(n);
     let began = Instant::now();
     let mut ports_left = ports.into_iter();
     for i in 0..n {
@@ -290,10 +300,15 @@ async fn idle(runner: &Runner, components: &Components, n: usize, mode: &str, fd
             (vec!["hold-accept".into(), port.to_string()], 2)
         };
         let mut g = guest("probe", &args, &policy, Limits::default());
+        let stderr = MemoryOutputPipe::new(64 << 10);
+        g.wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .args(&[&["probe".to_string()], &args[..]].concat())
+            .build();
         g.usocket = g.usocket.with_audit(progress.hook());
         let t = Instant::now();
         let handle = runner.spawn(&components.probe, g);
-        let ready = progress.reached(decisions).await;
+        let ready = progress.reached(decisions, &handle).await;
         if let Some(first) = *progress.first.lock().unwrap() {
             starts.push(first - t);
         }
@@ -307,15 +322,15 @@ async fn idle(runner: &Runner, components: &Components, n: usize, mode: &str, fd
         };
         if !ready || (recv && conn.is_none()) || handle.is_finished() {
             failed += 1;
-            if failed <= 3 {
-                report_failure(i, handle).await;
-                handles.push(tokio::spawn(async { Ok(0) }));
-                peers.push(None);
-                continue;
-            }
+            *failures.entry(failure(handle, &stderr).await).or_insert(0) += 1;
+            handles.push(tokio::spawn(async { Ok(0) }));
+            peers.push(None);
+            running.push(false);
+            continue;
         }
         handles.push(handle);
         peers.push(conn);
+        running.push(true);
     }
     let started = began.elapsed();
     // Let the last guest reach its blocking call.
@@ -327,6 +342,9 @@ async fn idle(runner: &Runner, components: &Components, n: usize, mode: &str, fd
         started.as_secs_f64(),
         failed
     );
+    for (why, count) in &failures {
+        println!("    {count} failed: {why}");
+    }
     let per = |total: f64| total / live.max(1) as f64;
     println!(
         "  resident memory: {:.0} MiB before, {:.0} MiB with them: {:.1} KiB a guest \
@@ -360,7 +378,7 @@ async fn idle(runner: &Runner, components: &Components, n: usize, mode: &str, fd
     // wakes the guest, which returns from accept (or recv) and exits, closing its sockets.
     let mut trips = Vec::new();
     let accept_ports: HashMap<usize, u16> = ports_used.into_iter().collect();
-    for i in (0..n).rev().take(5) {
+    for i in (0..n).rev().filter(|&i| running[i]).take(5) {
         let t = Instant::now();
         let done = match (accept_ports.get(&i), peers[i].as_mut()) {
             (Some(port), _) => async {
@@ -413,15 +431,23 @@ async fn idle(runner: &Runner, components: &Components, n: usize, mode: &str, fd
     );
 }
 
-async fn report_failure(i: usize, handle: JoinHandle<wasmtime::Result<i32>>) {
+/// Why a guest did not get ready: the runner's error, or the last line the guest wrote to
+/// stderr (a Rust guest's panic message) when it trapped.
+async fn failure(handle: JoinHandle<wasmtime::Result<i32>>, stderr: &MemoryOutputPipe) -> String {
     handle.abort();
+    let said = String::from_utf8_lossy(&stderr.contents())
+        .lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with("note:"))
+        .unwrap_or("")
+        .to_string();
     match tokio::time::timeout(Duration::from_secs(1), handle).await {
-        Ok(Ok(Err(e))) => {
+        Ok(Ok(Err(e))) if said.is_empty() => {
             let e = format!("{e:#}");
-            println!("  guest {i} failed: {}", e.lines().next().unwrap_or(""));
+            e.lines().next().unwrap_or("").to_string()
         }
-        Ok(Ok(Ok(code))) => println!("  guest {i} exited with {code}"),
-        _ => println!("  guest {i} did not get ready"),
+        Ok(Ok(Err(_))) => format!("the guest trapped: {said}"),
+        Ok(Ok(Ok(code))) => format!("the guest exited with {code}"),
+        _ => "the guest did not get ready in time".to_string(),
     }
 }
 
@@ -455,6 +481,10 @@ impl UsocketView for Bare {
 /// then whole runs through the runner of a guest that exits at once (instantiation, the
 /// guest's start-up, its exit and the teardown).
 async fn timings(runner: &Runner, components: &Components, policy: &Arc<Policy>, when: &str) {
+    if runner.guests() >= runner.max_guests() {
+        println!("  instantiate ({when}): skipped, the runner is full (and so are its pools)");
+        return;
+    }
     let engine: &Engine = runner.engine();
     let mut linker = Linker::<Bare>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
@@ -709,9 +739,9 @@ fn guest_round(
         guests.push(start(runner, rt, layout, component, name, args, limits));
     }
     // Listening: bind and listen decided.
-    for (i, (_, progress)) in guests.iter().enumerate() {
+    for (i, (handle, progress)) in guests.iter().enumerate() {
         assert!(
-            rt.block_on(progress.reached(2)),
+            rt.block_on(progress.reached(2, handle)),
             "guest {i} of {} did not start listening",
             guests.len()
         );
