@@ -153,3 +153,46 @@ async fn a_trapping_guest_gives_its_place_back() {
         .expect("the place is free again");
     assert_eq!(code, 3);
 }
+
+#[test]
+fn a_spinning_guest_does_not_hold_up_the_others_on_its_worker() {
+    let runner = Runner::with_config(RunnerConfig {
+        cache: true,
+        max_guests: Some(8),
+        workers: Some(1),
+    })
+    .expect("runner");
+    let component = probe(&runner);
+    let out = MemoryOutputPipe::new(4096);
+    let spinner = runner.spawn(&component, guest(&["spin"], &out));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        while c.read_exact(&mut buf).is_ok() && c.write_all(&buf).is_ok() {}
+    });
+    // 20 round trips on the spinner's worker: each wake-up waits at most an epoch tick
+    // (10 ms) for the spinner to yield, about 0.6 s in all (12 s if the worker polled for I/O
+    // only every 61 task polls, tokio's default).
+    let started = std::time::Instant::now();
+    let echo = runner.spawn(&component, guest(&["echo", &port, "20"], &out));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), echo).await })
+        .expect("the echo guest ends")
+        .expect("its task ends normally")
+        .expect("it runs");
+    assert_eq!(code, 0);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "20 round trips took {took:?}"
+    );
+    assert!(!spinner.is_finished());
+    spinner.abort();
+}
