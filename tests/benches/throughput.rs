@@ -300,7 +300,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+// The guests run as the `usocket` CLI runs its guest: on a current-thread runtime, where a
+// guest's wake-ups never cross threads (docs/scaling.md compares the layouts).
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     // Compile the guests before timing anything.
     usocket_tests::component("bench");
@@ -322,9 +324,9 @@ async fn main() {
         ("send", ">= 0.95"),
         ("recv", ">= 0.95"),
         ("echo", ">= 0.87 (time <= 1.15x)"),
-        ("read_line", ">= 0.8"),
-        ("readline", "report"),
-        ("udp", "report"),
+        ("read_line", ">= 0.9"),
+        ("readline", ">= 0.8"),
+        ("udp", ">= 0.8"),
     ] {
         if !only.is_empty() && !only.iter().any(|o| o == mode) {
             continue;
