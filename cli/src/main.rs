@@ -763,14 +763,18 @@ fn no_wasmtime(e: wasmtime::Error) -> Failure {
     Failure::Host(format!("cannot set up wasmtime: {e:#}"))
 }
 
+fn read_component(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path)
+        .map_err(|e| Failure::Host(format!("cannot read component `{}`: {e}", path.display())))
+}
+
 /// Reads and compiles the component at `path`, or loads it precompiled if allowed.
 fn load_component(
     runner: &Runner,
     path: &Path,
     allow_precompiled: bool,
 ) -> Result<wasmtime::component::Component, Failure> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Failure::Host(format!("cannot read component `{}`: {e}", path.display())))?;
+    let bytes = read_component(path)?;
     if Runner::is_precompiled(&bytes) {
         if !allow_precompiled {
             return Err(Failure::Usage(format!(
@@ -808,15 +812,18 @@ fn not_a_component(path: &Path, e: wasmtime::Error) -> Failure {
 
 /// `usocket compile COMPONENT [-o OUTPUT]`: the component compiled for `run --allow-precompiled`.
 fn compile(component: &Path, output: Option<&Path>) -> Result<i32, Failure> {
-    let bytes = std::fs::read(component).map_err(|e| {
-        Failure::Host(format!(
-            "cannot read component `{}`: {e}",
-            component.display()
-        ))
-    })?;
+    let bytes = read_component(component)?;
     if Runner::is_precompiled(&bytes) {
         return Err(Failure::Usage(format!(
             "`{}` is already precompiled: give the .wasm component",
+            component.display()
+        )));
+    }
+    // Checked before compiling: a spelling such as ./x.wasm of the same file counts too.
+    let output = output.map_or_else(|| component.with_extension("cwasm"), Path::to_path_buf);
+    if std::fs::canonicalize(&output).ok() == std::fs::canonicalize(component).ok() {
+        return Err(Failure::Usage(format!(
+            "the output would overwrite the component `{}`: give another -o FILE",
             component.display()
         )));
     }
@@ -824,13 +831,6 @@ fn compile(component: &Path, output: Option<&Path>) -> Result<i32, Failure> {
     let compiled = runner
         .precompile(&bytes)
         .map_err(|e| not_a_component(component, e))?;
-    let output = output.map_or_else(|| component.with_extension("cwasm"), Path::to_path_buf);
-    if output == component {
-        return Err(Failure::Usage(format!(
-            "the output would overwrite the component `{}`: give another -o FILE",
-            component.display()
-        )));
-    }
     std::fs::write(&output, compiled)
         .map_err(|e| Failure::Host(format!("cannot write `{}`: {e}", output.display())))?;
     Ok(0)

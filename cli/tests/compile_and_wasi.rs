@@ -83,6 +83,17 @@ fn compile_writes_next_to_the_component_by_default_and_never_over_it() {
         text(&out.stderr)
     );
 
+    // Another spelling of the same file is refused too.
+    let dotted = format!("{}/./g.wasm", dir.display());
+    let out = usocket(&["compile", wasm.to_str().unwrap(), "-o", &dotted]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("overwrite"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(std::fs::read(&wasm).unwrap().starts_with(b"\0asm"));
+
     let out = usocket(&["compile", dir.join("g.cwasm").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
