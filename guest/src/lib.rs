@@ -146,6 +146,7 @@ mod addr;
 pub mod errno;
 mod error;
 pub mod process;
+mod scan;
 pub mod select;
 mod socket;
 mod stream;

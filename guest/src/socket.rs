@@ -9,6 +9,7 @@ use std::rc::Rc;
 use crate::addr::{self, AddrArg, SockAddr};
 use crate::bindings::usocket::net::usocket as wit;
 use crate::error::{OSError, Result};
+use crate::scan::{find_byte, find_line};
 use crate::{SOCK_DGRAM, errno};
 
 /// MicroPython's default `listen()` backlog.
@@ -130,27 +131,6 @@ pub(crate) struct Ahead {
 /// How much `readline` asks the host to hand over beyond the line, per host call.
 pub(crate) const READ_AHEAD: u32 = 64 * 1024;
 
-/// The position of the first `byte` in `s`. Eight bytes at a time: on wasm32 `memchr`'s
-/// portable code works on `usize` (four bytes), while wasm's 64-bit integers are native.
-pub(crate) fn find_byte(byte: u8, s: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let splat = LO * u64::from(byte);
-    let mut chunks = s.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default()) ^ splat;
-        // Has a zero byte: the lowest flagged byte is exact (false flags only follow it).
-        let zero = w.wrapping_sub(LO) & !w & HI;
-        if zero != 0 {
-            return Some(at + (zero.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let tail = chunks.remainder();
-    tail.iter().position(|&b| b == byte).map(|i| at + i)
-}
-
 impl Ahead {
     pub(crate) fn len(&self) -> usize {
         self.data.len() - self.pos
@@ -186,13 +166,23 @@ impl Ahead {
     /// used up and not appended (`InvalidData`), as std's `read_line` does.
     fn take_line_str(&mut self, buf: &mut String) -> Option<io::Result<usize>> {
         let rest = self.rest();
-        let n = find_byte(b'\n', rest)? + 1;
-        let result = match core::str::from_utf8(&rest[..n]) {
-            Ok(line) => {
-                buf.push_str(line);
-                Ok(n)
+        let (newline, ascii) = find_line(rest)?;
+        let n = newline + 1;
+        let line = &rest[..n];
+        let result = if ascii {
+            // SAFETY: every byte of `line` is ASCII (checked by the scan that found its end,
+            // so a line is read in one pass), and ASCII is UTF-8.
+            #[allow(unsafe_code)]
+            buf.push_str(unsafe { core::str::from_utf8_unchecked(line) });
+            Ok(n)
+        } else {
+            match core::str::from_utf8(line) {
+                Ok(line) => {
+                    buf.push_str(line);
+                    Ok(n)
+                }
+                Err(_) => Err(invalid_utf8()),
             }
-            Err(_) => Err(invalid_utf8()),
         };
         self.pos += n;
         Some(result)
@@ -761,27 +751,6 @@ mod tests {
             data: Rc::new(bytes.to_vec()),
             pos: 0,
         }
-    }
-
-    #[test]
-    fn find_byte_finds_the_first() {
-        // Every length and position around the 8-byte steps, with bytes that differ from
-        // the needle only in the high bit or by one (the word trick's near misses).
-        for len in 0..40 {
-            for at in 0..=len {
-                let mut s: Vec<u8> = (0..len).map(|i| [0x8a, 0x0b, 0x09, 0x00][i % 4]).collect();
-                if at < len {
-                    s[at] = b'\n';
-                    if at + 3 < len {
-                        s[at + 3] = b'\n';
-                    }
-                }
-                let want = s.iter().position(|&b| b == b'\n');
-                assert_eq!(find_byte(b'\n', &s), want, "len {len}, at {at}");
-            }
-        }
-        assert_eq!(find_byte(0xff, b"abcdefgh\xffij"), Some(8));
-        assert_eq!(find_byte(0, b"abcdefghij\0"), Some(10));
     }
 
     #[test]
