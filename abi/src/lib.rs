@@ -44,6 +44,9 @@ pub const IPPROTO_TCP: i32 = 6;
 pub const IPPROTO_UDP: i32 = 17;
 /// Option level: IPv6.
 pub const IPPROTO_IPV6: i32 = 41;
+/// Protocol (MicroPython's `IPPROTO_SEC`, SimpleLink's `SL_SEC_SOCKET`): a TLS stream socket,
+/// whose `connect` performs a TLS client handshake.
+pub const IPPROTO_SEC: i32 = 100;
 /// Option level: the socket itself.
 pub const SOL_SOCKET: i32 = 1;
 
@@ -114,6 +117,8 @@ macro_rules! for_each_errno {
             EEXIST = 17, "File exists.";
             EINVAL = 22, "Invalid argument, or a call in the wrong state.";
             EPIPE = 32, "Broken pipe: writing after the connection was shut down.";
+            EPROTO = 71, "TLS protocol error: an alert from the peer, no common version or cipher suite, or a peer that does not speak TLS.";
+            EBADMSG = 74, "TLS: the certificate is malformed, badly signed or otherwise unusable.";
             ENOPROTOOPT = 92, "Protocol not available: an unsupported socket option.";
             EOPNOTSUPP = 95, "Operation not supported on this kind of socket.";
             EAFNOSUPPORT = 97, "Address family not supported.";
@@ -130,6 +135,9 @@ macro_rules! for_each_errno {
             EHOSTUNREACH = 113, "No route to host.";
             EALREADY = 114, "A non-blocking connect is already in progress.";
             EINPROGRESS = 115, "A non-blocking connect has started; its outcome is seen through poll.";
+            ENOKEY = 126, "TLS: the certificate does not chain to a trusted CA (unknown issuer).";
+            EKEYEXPIRED = 127, "TLS: the certificate has expired or is not yet valid.";
+            EKEYREJECTED = 129, "TLS: the certificate is not valid for the name it was verified against.";
         }
     };
 }

@@ -39,7 +39,9 @@ wasmtime::component::bindgen!({
     with: { "usocket:net/usocket.socket": crate::socket::Socket },
 });
 
-use usocket::net::usocket::{self as wit, Addrinfo, Errno as WitErrno, Sockaddr, SockoptValue};
+use usocket::net::usocket::{
+    self as wit, Addrinfo, CertReqs, Errno as WitErrno, Sockaddr, SockoptValue, TlsParams,
+};
 
 /// The `HasData` marker of the `usocket` bindings: its data is the [`UsocketCtxView`] that
 /// [`UsocketView::usocket`] lends.
@@ -269,6 +271,29 @@ impl wit::HostSocket for UsocketCtxView<'_> {
             .map(|()| (sock.family().af(), sock.kind().number())))
     }
 
+    async fn start_tls(
+        &mut self,
+        this: Resource<Socket>,
+        params: TlsParams,
+        handshake: bool,
+    ) -> Res<()> {
+        let sock = self.table.get_mut(&this)?;
+        let params = crate::socket::TlsParams {
+            server_side: params.server_side,
+            server_hostname: params.server_hostname,
+            verify: !matches!(params.cert_reqs, CertReqs::None),
+            cadata: params.cadata,
+            cert: params.cert,
+            key: params.key,
+        };
+        let call = sock.start_tls(self.ctx, params, handshake);
+        out(self.ctx.canceller().guard(call).await?)
+    }
+
+    async fn peer_certificate(&mut self, this: Resource<Socket>) -> Res<Option<Vec<u8>>> {
+        out(self.table.get(&this)?.peer_certificate())
+    }
+
     async fn local_address(&mut self, this: Resource<Socket>) -> Res<Sockaddr> {
         out(self.table.get(&this)?.local_address().map(sockaddr))
     }
@@ -302,7 +327,9 @@ pub mod sync {
         with: { "usocket:net/usocket.socket": crate::socket::Socket },
     });
 
-    use usocket::net::usocket::{self as wit, Addrinfo, Errno, Sockaddr, SockoptValue};
+    use usocket::net::usocket::{
+        self as wit, Addrinfo, CertReqs, Errno, Sockaddr, SockoptValue, TlsParams,
+    };
 
     type Res<T> = wasmtime::Result<Result<T, Errno>>;
 
@@ -455,6 +482,31 @@ pub mod sync {
 
         fn kind(&mut self, this: Resource<Socket>) -> Res<(i32, i32)> {
             in_tokio(asynch::HostSocket::kind(self, this))
+        }
+
+        fn start_tls(
+            &mut self,
+            this: Resource<Socket>,
+            params: TlsParams,
+            handshake: bool,
+        ) -> Res<()> {
+            let params = asynch::TlsParams {
+                server_side: params.server_side,
+                server_hostname: params.server_hostname,
+                cert_reqs: match params.cert_reqs {
+                    CertReqs::None => asynch::CertReqs::None,
+                    CertReqs::Optional => asynch::CertReqs::Optional,
+                    CertReqs::Required => asynch::CertReqs::Required,
+                },
+                cadata: params.cadata,
+                cert: params.cert,
+                key: params.key,
+            };
+            in_tokio(asynch::HostSocket::start_tls(self, this, params, handshake))
+        }
+
+        fn peer_certificate(&mut self, this: Resource<Socket>) -> Res<Option<Vec<u8>>> {
+            in_tokio(asynch::HostSocket::peer_certificate(self, this))
         }
 
         fn local_address(&mut self, this: Resource<Socket>) -> Res<Sockaddr> {

@@ -15,6 +15,7 @@ use crate::policy::AddressPolicy;
 use crate::quota::{Quota, SocketCeiling};
 use crate::resolver::Resolver;
 use crate::stats::Stats;
+use crate::tls::{GuestTls, TlsConfig};
 
 /// Everything `usocket` keeps for one guest. Put one in each guest's `Store` data.
 ///
@@ -24,6 +25,7 @@ pub struct UsocketCtx {
     quota: Quota,
     stats: Arc<Stats>,
     canceller: Canceller,
+    tls: GuestTls,
     /// Whether the embedder chose the ceiling (a [`crate::run::Runner`] then keeps it).
     ceiling_chosen: bool,
 }
@@ -45,6 +47,7 @@ impl UsocketCtx {
             quota: Quota::new(limits, SocketCeiling::from_fd_limit(), stats.clone()),
             stats,
             canceller: Canceller::default(),
+            tls: GuestTls::default(),
             ceiling_chosen: false,
         }
     }
@@ -68,6 +71,13 @@ impl UsocketCtx {
     /// Replaces the system resolver.
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.gate.set_resolver(resolver);
+        self
+    }
+
+    /// What this guest's TLS trusts and presents (default: the system's trust roots, no
+    /// server identity); see [`TlsConfig`].
+    pub fn with_tls(mut self, config: TlsConfig) -> Self {
+        self.tls = GuestTls::new(config);
         self
     }
 
@@ -110,6 +120,10 @@ impl UsocketCtx {
 
     pub(crate) fn gate_mut(&mut self) -> &mut Gate {
         &mut self.gate
+    }
+
+    pub(crate) fn tls(&self) -> &GuestTls {
+        &self.tls
     }
 
     pub(crate) fn quota(&self) -> &Quota {

@@ -203,6 +203,84 @@ impl Gate {
         })
     }
 
+    /// Whether a connection to `addr` was granted by a `tls` rule only (no plain grant): then
+    /// the names that rule grants the address by (empty for a rule by address or class).
+    /// Not audited: [`Gate::grant`] recorded the decision.
+    pub(crate) fn tls_requirement(&self, addr: SocketAddr) -> Option<Vec<String>> {
+        let pinned = self.live_pins(addr.ip());
+        let decision = self.policy.check(&Request {
+            use_: Use::Connect,
+            addr,
+            pinned_names: pinned,
+        });
+        match decision {
+            Decision::Allowed(rule) if rule.use_() == Some(Use::Tls) => {
+                Some(rule.granted_names(pinned))
+            }
+            _ => None,
+        }
+    }
+
+    /// The name a TLS client verifies the server's certificate against, and sends as SNI:
+    /// the guest's `server_hostname` if this guest is granted that name (EACCES, audited,
+    /// if not); else the name it resolved `peer`'s address from; else the address itself.
+    /// Under a `tls` rule (`required`, the names it grants) only those names will do.
+    pub(crate) fn tls_name(
+        &self,
+        peer: SocketAddr,
+        server_hostname: Option<&str>,
+        required: Option<&[String]>,
+    ) -> SockResult<String> {
+        let required = required.filter(|names| !names.is_empty());
+        let Some(asked) = server_hostname else {
+            return Ok(match required {
+                Some(names) => names[0].clone(),
+                None => match self.live_pins(peer.ip()).first() {
+                    Some(name) => name.clone(),
+                    None => peer.ip().to_string(),
+                },
+            });
+        };
+        let name = normalize_name(asked);
+        let granted = match required {
+            Some(names) => names.contains(&name),
+            // A literal is granted by the connect itself; a name must be one this guest may
+            // look up (a name grant covers that).
+            None => {
+                name.parse::<IpAddr>().is_ok_and(|ip| ip == peer.ip())
+                    || self.policy.check_name(&name).is_allowed()
+            }
+        };
+        if granted {
+            return Ok(name);
+        }
+        let decision = Decision::TlsRefused(format!(
+            "server_hostname {name:?} is not a name this guest is granted"
+        ));
+        // A dry run lets it go ahead (reported as would-deny).
+        self.decided(Use::Tls, Target::Name(name.clone()), decision)?;
+        Ok(name)
+    }
+
+    /// Audits a failed TLS handshake with `peer`: its errno and reason.
+    pub(crate) fn tls_failed(&self, peer: Option<SocketAddr>, errno: Errno, reason: &str) {
+        let target = match peer {
+            Some(addr) => Target::Addr(addr),
+            None => Target::Name(String::new()),
+        };
+        let name = errno.name().unwrap_or("?");
+        let decision = Decision::TlsRefused(format!("{reason} ({name})"));
+        // Not a policy decision a dry run could wave through: the handshake failed.
+        let _ = self.decided(Use::Tls, target, decision);
+    }
+
+    /// The live names `ip` is pinned to.
+    fn live_pins(&self, ip: IpAddr) -> &[String] {
+        self.pins
+            .get(&ip)
+            .map_or(&[][..], |names| names.live(Instant::now()))
+    }
+
     /// Whether an inbound connection (`Use::Accept`) or datagram (`Use::Recv`) from `peer`
     /// may reach the guest.
     pub(crate) fn admits(&self, use_: Use, peer: SocketAddr) -> bool {

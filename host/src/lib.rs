@@ -122,6 +122,7 @@ pub mod resolver;
 pub mod run;
 mod socket;
 mod stats;
+pub mod tls;
 
 pub use bindings::{Usocket, add_to_linker_async, add_to_linker_sync};
 pub use ctx::{Canceller, UsocketCtx, UsocketCtxView, UsocketView};
@@ -131,6 +132,7 @@ pub use policy::{AddrCheck, AddressPolicy, Decision, Policy, PolicyBuilder, Rule
 pub use quota::SocketCeiling;
 pub use socket::Socket;
 pub use stats::Stats;
+pub use tls::{TlsConfig, TlsConfigError};
 
 /// The README's Rust examples, compiled and run as doctests of this crate.
 #[cfg(doctest)]

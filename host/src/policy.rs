@@ -121,11 +121,15 @@ pub enum Use {
     Accept,
     /// An inbound UDP datagram, by its sender.
     Recv,
+    /// An outbound TCP connection that must carry TLS verified for the granted name (a rule
+    /// of this use grants `connect` on that condition; audit events of TLS handshakes that
+    /// fail carry it too).
+    Tls,
 }
 
 impl Use {
     /// Every use, in rule-keyword order.
-    pub const ALL: [Use; 8] = [
+    pub const ALL: [Use; 9] = [
         Use::Resolve,
         Use::Connect,
         Use::Send,
@@ -134,6 +138,7 @@ impl Use {
         Use::Listen,
         Use::Accept,
         Use::Recv,
+        Use::Tls,
     ];
 
     /// The rule keyword of this use.
@@ -147,6 +152,7 @@ impl Use {
             Use::Listen => "listen",
             Use::Accept => "accept",
             Use::Recv => "recv",
+            Use::Tls => "tls",
         }
     }
 
@@ -165,6 +171,7 @@ impl Use {
             Use::Listen => "listening on",
             Use::Accept => "accepting connections from",
             Use::Recv => "receiving datagrams from",
+            Use::Tls => "connecting over verified TLS to",
         }
     }
 }
@@ -340,7 +347,7 @@ impl Rule {
     fn matches(&self, req: &Request<'_>, ip: IpAddr) -> bool {
         match self {
             Rule::Addr { use_, hosts, ports } => {
-                *use_ == req.use_
+                (*use_ == req.use_ || (*use_ == Use::Tls && req.use_ == Use::Connect))
                     && ports.contains(req.addr.port())
                     && hosts.contains(ip, req.pinned_names)
             }
@@ -360,6 +367,29 @@ impl Rule {
                 ports,
             } => *use_ == req.use_ && ports.contains(req.addr.port()),
             _ => spellings.iter().any(|ip| self.matches(req, *ip)),
+        }
+    }
+
+    /// Of `pinned` (the names an address is pinned to), those this rule grants by name.
+    pub(crate) fn granted_names(&self, pinned: &[String]) -> Vec<String> {
+        match self {
+            Rule::Addr {
+                hosts: Hosts::Name(names),
+                ..
+            } => pinned
+                .iter()
+                .filter(|n| names.matches(n))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The use of an address rule (`None` for `resolve=`).
+    pub fn use_(&self) -> Option<Use> {
+        match self {
+            Rule::Addr { use_, .. } => Some(*use_),
+            Rule::Resolve(_) => None,
         }
     }
 
@@ -795,6 +825,9 @@ pub enum Decision {
         /// The check's label, as the embedder named it.
         by: Arc<str>,
     },
+    /// A TLS handshake failed (a certificate not valid for the granted name, an unknown CA,
+    /// a protocol error): the connection is refused for this reason.
+    TlsRefused(String),
 }
 
 impl Decision {
@@ -803,7 +836,7 @@ impl Decision {
         match self {
             Decision::Allowed(_) | Decision::Implied => true,
             Decision::Checked { allowed, .. } => *allowed,
-            Decision::DeniedBy(_) | Decision::NotGranted => false,
+            Decision::DeniedBy(_) | Decision::NotGranted | Decision::TlsRefused(_) => false,
         }
     }
 
@@ -811,7 +844,10 @@ impl Decision {
     pub fn rule(&self) -> Option<&Rule> {
         match self {
             Decision::Allowed(rule) | Decision::DeniedBy(rule) => Some(rule),
-            Decision::Implied | Decision::NotGranted | Decision::Checked { .. } => None,
+            Decision::Implied
+            | Decision::NotGranted
+            | Decision::Checked { .. }
+            | Decision::TlsRefused(_) => None,
         }
     }
 }
@@ -825,6 +861,7 @@ impl fmt::Display for Decision {
             Decision::NotGranted => f.write_str("denied: no rule grants it"),
             Decision::Checked { allowed: true, by } => write!(f, "allowed by {by}"),
             Decision::Checked { allowed: false, by } => write!(f, "denied by {by}"),
+            Decision::TlsRefused(reason) => write!(f, "TLS handshake failed: {reason}"),
         }
     }
 }
@@ -905,7 +942,14 @@ impl Policy {
         // Exactly as given: an IPv6 spelling of a granted IPv4 address is another destination
         // to the kernel (the fuzz harness saw `::127.0.0.1` leave the machine).
         let ip = req.addr.ip();
-        match self.allow.iter().find(|r| r.matches(req, ip)) {
+        // A plain grant is the wider one: a `tls` rule decides only where none matches.
+        let mut matching = self.allow.iter().filter(|r| r.matches(req, ip));
+        let first = matching.next();
+        match first {
+            Some(rule) if rule.use_() == Some(Use::Tls) => {
+                let plain = matching.find(|r| r.use_() != Some(Use::Tls));
+                Decision::Allowed(plain.unwrap_or(rule).clone())
+            }
             Some(rule) => Decision::Allowed(rule.clone()),
             None => Decision::NotGranted,
         }

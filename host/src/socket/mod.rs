@@ -17,11 +17,14 @@ mod os;
 pub(crate) mod poll;
 mod rx_queue;
 mod stream;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 
 use rustix::net::RecvFlags;
-use usocket_abi::{IPPROTO_TCP, IPPROTO_UDP, MSG_DONTWAIT, MSG_PEEK, SOCK_DGRAM, SOCK_STREAM};
+use usocket_abi::{
+    IPPROTO_SEC, IPPROTO_TCP, IPPROTO_UDP, MSG_DONTWAIT, MSG_PEEK, SOCK_DGRAM, SOCK_STREAM,
+};
 
 use crate::addr::Family;
 use crate::ctx::UsocketCtx;
@@ -31,6 +34,7 @@ pub(crate) use os::Kind;
 pub(crate) use os::OptValue;
 use os::{Deadline, Os, Timeout};
 use stream::Stream;
+pub(crate) use tls::TlsParams;
 
 /// How much a stream read asks the kernel for at once when it fills the receive queue.
 const READ_CHUNK: usize = 64 * 1024;
@@ -118,12 +122,19 @@ impl Socket {
     ) -> SockResult<Socket> {
         let family = Family::from_af(af).ok_or(Errno::EAFNOSUPPORT)?;
         let kind = Kind::from_number(socktype).ok_or(Errno::EINVAL)?;
-        if proto != 0 && proto != kind.proto() {
+        let sec = kind == Kind::Stream && proto == IPPROTO_SEC;
+        if proto != 0 && proto != kind.proto() && !sec {
             return Err(Errno::EINVAL);
         }
         let os = Os::open(family, kind, ctx.quota().take_slot()?)?;
         Ok(Socket(match kind {
-            Kind::Stream => Inner::Stream(Stream::new(family, os)),
+            Kind::Stream => {
+                let mut stream = Stream::new(family, os);
+                if sec {
+                    stream.tls_on_connect(TlsParams::default());
+                }
+                Inner::Stream(stream)
+            }
             Kind::Datagram => Inner::Datagram(Datagram::new(family, os)),
         }))
     }
@@ -374,6 +385,29 @@ impl Socket {
     }
 
     /// The peer's address (ENOTCONN without one).
+    /// `start-tls`: makes a connected stream a TLS one (see [`tls`]).
+    pub(crate) async fn start_tls(
+        &mut self,
+        ctx: &UsocketCtx,
+        params: TlsParams,
+        handshake: bool,
+    ) -> SockResult<()> {
+        self.ensure_open()?;
+        match &mut self.0 {
+            Inner::Stream(s) => s.start_tls(ctx, params, handshake).await,
+            Inner::Datagram(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// The peer's certificate (DER) once a TLS handshake has finished.
+    pub(crate) fn peer_certificate(&self) -> SockResult<Option<Vec<u8>>> {
+        self.ensure_open()?;
+        match &self.0 {
+            Inner::Stream(s) => Ok(s.peer_certificate()),
+            Inner::Datagram(_) => Ok(None),
+        }
+    }
+
     pub(crate) fn peer_address(&self) -> SockResult<SocketAddr> {
         each_kind!(&self.0, s => s.peer_address())
     }

@@ -24,6 +24,7 @@ use usocket_abi::{POLL_CLOSED, POLLIN};
 
 use super::os::{Deadline, Kind, Look, OptValue, Os, Timeout};
 use super::rx_queue::RxQueue;
+use super::tls::{Tls, TlsParams};
 use super::{MAX_RECV, Phase, READ_CHUNK};
 use crate::addr::{self, Family, Purpose};
 use crate::ctx::UsocketCtx;
@@ -86,6 +87,9 @@ pub(crate) struct Rx {
     queue: RxQueue,
     lent: usize,
     share: Buffered,
+    /// The connection's TLS session, once `start-tls` (or an `IPPROTO_SEC` connect) made it
+    /// a TLS one: the queue then holds plaintext.
+    tls: Option<Box<Tls>>,
 }
 
 impl Rx {
@@ -94,6 +98,7 @@ impl Rx {
             queue: RxQueue::default(),
             lent: 0,
             share: quota.buffered(),
+            tls: None,
         }
     }
 
@@ -208,6 +213,12 @@ pub(crate) struct Stream {
     pub(super) family: Family,
     pub(super) timeout: Timeout,
     state: State,
+    /// TLS to start once the connection is up (`IPPROTO_SEC`, or `start-tls` while a
+    /// non-blocking connect is pending).
+    tls_on_connect: Option<TlsParams>,
+    /// The connection was granted by a `tls` rule only: no plaintext may cross it (EACCES
+    /// until TLS is on). The names that rule granted, for verification.
+    tls_required: Option<Vec<String>>,
 }
 
 impl Stream {
@@ -216,7 +227,14 @@ impl Stream {
             family,
             timeout: Timeout::Blocking,
             state: State::Fresh(os),
+            tls_on_connect: None,
+            tls_required: None,
         }
+    }
+
+    /// Makes this socket start TLS with `params` once connected (`IPPROTO_SEC`).
+    pub(super) fn tls_on_connect(&mut self, params: TlsParams) {
+        self.tls_on_connect = Some(params);
     }
 
     pub(super) fn phase(&self) -> Phase {
@@ -245,6 +263,9 @@ impl Stream {
     /// The connection's descriptor and receive queue; ENOTCONN without one.
     fn connection(&mut self) -> SockResult<(&Os, &mut Rx)> {
         match &mut self.state {
+            State::Connected(_, rx) if rx.tls.is_none() && self.tls_required.is_some() => {
+                Err(Errno::EACCES)
+            }
             State::Connected(os, rx) => Ok((os, rx)),
             State::Closed => Err(Errno::EBADF),
             _ => Err(Errno::ENOTCONN),
@@ -312,6 +333,8 @@ impl Stream {
                 family: self.family,
                 timeout: self.timeout,
                 state: State::Connected(Os::accepted(conn, slot), Rx::new(quota)),
+                tls_on_connect: None,
+                tls_required: None,
             };
             Ok((conn, peer))
         };
@@ -371,15 +394,30 @@ impl Stream {
             State::Bound(_) | State::Closed => None,
         };
         let grant = ctx.gate().grant::<uses::Connect>(addr, implicit_bind)?;
+        self.tls_required = ctx.gate().tls_requirement(addr);
         if self.os()?.connect(&grant)? {
             self.enter(|os| State::Connected(os, Rx::new(ctx.quota())));
-            return Ok(());
+            return self.connected(ctx, self.timeout.deadline()).await;
         }
         self.enter(State::Connecting);
         match self.timeout {
             Timeout::NonBlocking => Err(Errno::EINPROGRESS),
             _ => self.finish_connect(ctx, self.timeout.deadline()).await,
         }
+    }
+
+    /// The TCP connection is up: starts the TLS that was asked for before it was, running
+    /// the handshake within `deadline` (not at all for a non-blocking socket: its first read
+    /// or write does).
+    async fn connected(&mut self, ctx: &UsocketCtx, deadline: Deadline) -> SockResult<()> {
+        let Some(params) = self.tls_on_connect.take() else {
+            return Ok(());
+        };
+        self.install_tls(ctx, params)?;
+        if deadline.is_now() {
+            return Ok(());
+        }
+        self.handshake(ctx, deadline).await
     }
 
     /// Waits (per `deadline`) for a pending connect to resolve.
@@ -400,6 +438,7 @@ impl Stream {
         match outcome {
             Ok(Ok(())) => {
                 self.enter(|os| State::Connected(os, Rx::new(ctx.quota())));
+                self.connected(ctx, deadline).await?;
                 if deadline.is_now() {
                     Err(Errno::EISCONN)
                 } else {
@@ -456,6 +495,9 @@ impl Stream {
         flags: RecvFlags,
     ) -> SockResult<Vec<u8>> {
         self.ensure_peer(ctx, deadline).await?;
+        if self.connection()?.1.tls.is_some() {
+            return self.recv_tls(ctx, max, deadline, flags).await;
+        }
         let quota = ctx.quota();
         let peek = flags.contains(RecvFlags::PEEK);
         let (os, rx) = self.connection()?;
@@ -500,6 +542,38 @@ impl Stream {
         Ok(data)
     }
 
+    /// `recv` on a TLS connection: plaintext goes through the queue (a record holds more than
+    /// one call may want).
+    async fn recv_tls(
+        &mut self,
+        ctx: &UsocketCtx,
+        max: usize,
+        deadline: Deadline,
+        flags: RecvFlags,
+    ) -> SockResult<Vec<u8>> {
+        self.connection()?.1.settle();
+        loop {
+            let (_, rx) = self.connection()?;
+            if rx.len() > 0 {
+                let n = max.min(rx.len());
+                return Ok(if flags.contains(RecvFlags::PEEK) {
+                    rx.peek(n)
+                } else {
+                    rx.take(n)
+                });
+            }
+            if let Some(err) = rx.take_error() {
+                return Err(err);
+            }
+            if rx.is_eof() || max == 0 {
+                return Ok(Vec::new());
+            }
+            if !self.fill(ctx, max.min(MAX_RECV), deadline).await? {
+                return Err(Errno::EAGAIN);
+            }
+        }
+    }
+
     /// Reads from the kernel into the queue: at least one byte, end of stream, or an error.
     /// `Ok(false)` when nothing was available (non-blocking); ETIMEDOUT when the deadline
     /// passed. Both leave the queue as it was. Takes no more than the receive quota, the
@@ -533,7 +607,14 @@ impl Stream {
             };
         }
         let mut chunk = Vec::with_capacity(allowed);
-        let result = os.recv_into(&mut chunk, deadline, RecvFlags::empty()).await;
+        let result = match rx.tls.as_mut() {
+            Some(tls) => {
+                let result = tls.recv(os, &mut chunk, allowed, deadline).await;
+                audit_tls_failure(ctx, os, tls);
+                result
+            }
+            None => os.recv_into(&mut chunk, deadline, RecvFlags::empty()).await,
+        };
         quota.refund(Direction::Recv, allowed - chunk.len());
         quota.received(chunk.len());
         rx.append(chunk);
@@ -676,8 +757,15 @@ impl Stream {
         if allowed == 0 {
             return Err(deadline.missed());
         }
-        let (os, _) = self.connection()?;
-        let result = os.send(&data[..allowed], deadline).await;
+        let (os, rx) = self.connection()?;
+        let result = match rx.tls.as_mut() {
+            Some(tls) => {
+                let result = tls.send(os, &data[..allowed], deadline).await;
+                audit_tls_failure(ctx, os, tls);
+                result
+            }
+            None => os.send(&data[..allowed], deadline).await,
+        };
         let n = *result.as_ref().unwrap_or(&0);
         quota.refund(Direction::Send, allowed - n);
         quota.sent(n);
@@ -695,7 +783,7 @@ impl Stream {
             return Ok(0);
         }
         let quota = ctx.quota();
-        let (os, _) = self.connection()?;
+        let (os, rx) = self.connection()?;
         let mut sent = 0;
         while sent < data.len() {
             let want = quota.send_budget(data.len() - sent)?;
@@ -708,7 +796,15 @@ impl Stream {
                     _ => return Err(Errno::ETIMEDOUT),
                 }
             }
-            let result = os.send(&data[sent..sent + allowed], deadline).await;
+            let piece = &data[sent..sent + allowed];
+            let result = match rx.tls.as_mut() {
+                Some(tls) => {
+                    let result = tls.send(os, piece, deadline).await;
+                    audit_tls_failure(ctx, os, tls);
+                    result
+                }
+                None => os.send(piece, deadline).await,
+            };
             let n = *result.as_ref().unwrap_or(&0);
             quota.refund(Direction::Send, allowed - n);
             quota.sent(n);
@@ -738,12 +834,109 @@ impl Stream {
         if let State::Closed = self.state {
             return;
         }
-        if let State::Connected(os, rx) = &self.state
-            && rx.has_unread()
-        {
-            os.reset_on_close();
+        if let State::Connected(os, rx) = &mut self.state {
+            if rx.has_unread() {
+                os.reset_on_close();
+            } else if let Some(tls) = rx.tls.as_mut() {
+                tls.close(os);
+            }
         }
         self.enter(|_| State::Closed);
+    }
+
+    /// `start-tls`: the connection becomes a TLS one (see [`super::tls`]). While a
+    /// non-blocking connect is pending, TLS starts when it completes.
+    pub(super) async fn start_tls(
+        &mut self,
+        ctx: &UsocketCtx,
+        params: TlsParams,
+        handshake: bool,
+    ) -> SockResult<()> {
+        if [&params.cadata, &params.cert, &params.key].iter().any(|d| {
+            d.as_ref()
+                .is_some_and(|d| d.len() > crate::tls::MAX_GUEST_PEM)
+        }) {
+            return Err(Errno::EINVAL);
+        }
+        match &self.state {
+            State::Connected(_, rx) if rx.tls.is_some() => return Err(Errno::EINVAL),
+            State::Connected(..) => {}
+            State::Connecting(_) if self.tls_on_connect.is_none() && !params.server_side => {
+                self.tls_on_connect = Some(params);
+                return Ok(());
+            }
+            State::Connecting(_) | State::Listening(..) => return Err(Errno::EINVAL),
+            State::Closed => return Err(Errno::EBADF),
+            State::Fresh(_) | State::Bound(_) => return Err(Errno::ENOTCONN),
+        }
+        self.install_tls(ctx, params)?;
+        if !handshake {
+            return Ok(());
+        }
+        match self.handshake(ctx, self.timeout.deadline()).await {
+            // Non-blocking: the rest of the handshake happens in later calls.
+            Err(Errno::EAGAIN) if self.timeout.deadline().is_now() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Makes the TLS session for `params` on this connection: the server side with the
+    /// guest's or the embedder's certificate; the client side verifying against the name
+    /// the policy granted (see [`crate::gate::Gate::tls_name`]).
+    fn install_tls(&mut self, ctx: &UsocketCtx, params: TlsParams) -> SockResult<()> {
+        let State::Connected(os, rx) = &mut self.state else {
+            return Err(Errno::ENOTCONN);
+        };
+        let identity = match (&params.cert, &params.key) {
+            (Some(cert), Some(key)) => Some((cert.as_slice(), key.as_slice())),
+            (Some(cert), None) => Some((cert.as_slice(), cert.as_slice())),
+            (None, Some(_)) => return Err(Errno::EINVAL),
+            (None, None) => None,
+        };
+        let conn: rustls::Connection = if params.server_side {
+            let config = ctx.tls().server(identity)?;
+            rustls::ServerConnection::new(config)
+                .map_err(|_| Errno::EIO)?
+                .into()
+        } else {
+            let peer = os.peer_addr()?;
+            let required = self.tls_required.as_deref();
+            let name = ctx
+                .gate()
+                .tls_name(peer, params.server_hostname.as_deref(), required)?;
+            // A `tls` rule verifies whatever the guest asks.
+            let verify = params.verify || required.is_some();
+            let config = ctx
+                .tls()
+                .client(verify, params.cadata.as_deref(), identity)?;
+            let name = rustls::pki_types::ServerName::try_from(name).map_err(|_| Errno::EINVAL)?;
+            rustls::ClientConnection::new(config, name)
+                .map_err(|_| Errno::EIO)?
+                .into()
+        };
+        rx.tls = Some(Box::new(Tls::new(conn)));
+        Ok(())
+    }
+
+    /// Runs the TLS handshake within `deadline`; a failure is audited with its reason.
+    async fn handshake(&mut self, ctx: &UsocketCtx, deadline: Deadline) -> SockResult<()> {
+        let State::Connected(os, rx) = &mut self.state else {
+            return Err(Errno::ENOTCONN);
+        };
+        let Some(tls) = rx.tls.as_mut() else {
+            return Ok(());
+        };
+        let result = tls.handshake(os, deadline).await;
+        audit_tls_failure(ctx, os, tls);
+        result
+    }
+
+    /// The peer's certificate once a TLS handshake has finished.
+    pub(super) fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match &self.state {
+            State::Connected(_, rx) => rx.tls.as_ref()?.peer_certificate(),
+            _ => None,
+        }
     }
 
     pub(super) fn local_address(&self) -> SockResult<SocketAddr> {
@@ -780,7 +973,10 @@ impl Stream {
         }
         match &self.state {
             State::Closed => POLL_CLOSED,
-            State::Connected(os, rx) if mask & POLLIN != 0 && rx.has_news() => {
+            State::Connected(os, rx)
+                if mask & POLLIN != 0
+                    && (rx.has_news() || rx.tls.as_ref().is_some_and(|t| t.has_news())) =>
+            {
                 os.revents(mask & !POLLIN) | POLLIN
             }
             State::Listening(os, admitted) => {
@@ -806,6 +1002,14 @@ impl Stream {
                 }
             }
         }
+    }
+}
+
+/// Audits a TLS session's failure once, whichever call met it (a handshake also runs inside
+/// the first read or write).
+fn audit_tls_failure(ctx: &UsocketCtx, os: &Os, tls: &mut Tls) {
+    if let Some((errno, reason)) = tls.unaudited_failure() {
+        ctx.gate().tls_failed(os.peer_addr().ok(), errno, &reason);
     }
 }
 
