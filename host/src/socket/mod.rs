@@ -439,3 +439,5 @@ impl Socket {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
