@@ -26,7 +26,7 @@ use usocket_host::limits::{LimitError, LimitOverrides};
 use usocket_host::policy::{RuleError, parse_deny_rules, parse_rules};
 use usocket_host::policy_file::{self, PolicyFile};
 use usocket_host::run::{Guest, Runner, RunnerConfig};
-use usocket_host::{Limits, Policy, Rule, UsocketCtx};
+use usocket_host::{Limits, Policy, Rule, TlsConfig, UsocketCtx};
 use wasmtime_wasi::cli::{AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::p2::OutputStream;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -269,6 +269,21 @@ struct RunArgs {
     /// (repeatable). The guest sees no other variables.
     #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = env_var)]
     env: Vec<EnvVar>,
+    /// Trust the CA certificates in FILE (PEM) for the guest's TLS, besides the system's and
+    /// the policy file's (repeatable).
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Vec<PathBuf>,
+    /// Do not trust the system's CA certificates for the guest's TLS: only the --tls-ca files
+    /// (and the policy file's ca_files).
+    #[arg(long)]
+    tls_no_system_roots: bool,
+    /// The certificate chain (PEM, leaf first) the guest's TLS server side presents when the
+    /// guest passes none of its own; needs --tls-key. Overrides the policy file's cert_file.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of the --tls-cert certificate; it never enters guest memory.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Accept a component precompiled by `usocket compile`. Precompiled code runs as native
     /// code unchecked: pass this only for files you compiled yourself.
     #[arg(long)]
@@ -662,6 +677,7 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         None => (None, Limits::default()),
     };
+    let tls = tls_config(&args)?;
     let dry_run = args.dry_run || file_policy.as_ref().is_some_and(Policy::is_dry_run);
     let mut policy = Policy::builder().dry_run(dry_run);
     let (file_allow, file_deny) = match &file_policy {
@@ -699,7 +715,9 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         );
     }
     let max_memory = limits.max_memory;
-    let mut usocket = UsocketCtx::new(name, Arc::new(policy.build())).with_limits(limits);
+    let mut usocket = UsocketCtx::new(name, Arc::new(policy.build()))
+        .with_limits(limits)
+        .with_tls(tls);
     if let Some(audit) = audit {
         usocket = usocket.with_audit(Arc::new(audit));
     }
@@ -746,6 +764,51 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         Failure::Host(message)
     })
+}
+
+/// The guest's TLS trust and server identity from the --tls-* flags.
+fn tls_config(args: &RunArgs) -> Result<TlsConfig, Failure> {
+    let mut config = if args.tls_no_system_roots {
+        TlsConfig::empty()
+    } else {
+        TlsConfig::default()
+    };
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            Failure::Usage(format!(
+                "{flag} {}: cannot read the file: {e}",
+                path.display()
+            ))
+        })
+    };
+    for path in &args.tls_ca {
+        let data = read("--tls-ca", path)?;
+        config = config
+            .add_roots(&data, &format!("`{}`", path.display()))
+            .map_err(|e| Failure::Usage(format!("--tls-ca {}: {e}", path.display())))?;
+    }
+    match (&args.tls_cert, &args.tls_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            let (chain, key_data) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
+            config = config
+                .with_server_identity(&chain, &key_data, &format!("`{}`", cert.display()))
+                .map_err(|e| Failure::Usage(format!("--tls-cert/--tls-key: {e}")))?;
+        }
+        (Some(_), None) => {
+            return Err(Failure::Usage(
+                "--tls-cert needs --tls-key: give the certificate's private key too (both or neither)"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(Failure::Usage(
+                "--tls-key needs --tls-cert: give the certificate of that key too (both or neither)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(config)
 }
 
 /// A runner for the one guest `usocket` runs (its instance pools hold one guest), with
