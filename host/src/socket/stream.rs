@@ -914,7 +914,11 @@ impl Stream {
                 .map_err(|_| Errno::EIO)?
                 .into()
         };
-        rx.tls = Some(Box::new(Tls::new(conn)));
+        // Bytes received before TLS started are the start of the TLS stream (a client's
+        // hello that arrived with a protocol's plaintext command, or bytes a guest peeked).
+        rx.settle();
+        let received = rx.take_all();
+        rx.tls = Some(Box::new(Tls::new(conn, received)));
         Ok(())
     }
 

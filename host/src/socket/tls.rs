@@ -77,11 +77,12 @@ pub(crate) struct Tls {
 }
 
 impl Tls {
-    pub(crate) fn new(mut conn: Connection) -> Tls {
+    /// A session over `conn`; `received`: bytes of the stream that came before it started.
+    pub(crate) fn new(mut conn: Connection, received: Vec<u8>) -> Tls {
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
         Tls {
             conn,
-            incoming: Vec::new(),
+            incoming: received,
             taken: 0,
             outgoing: Vec::new(),
             sent: 0,
@@ -275,9 +276,11 @@ impl Tls {
                 return Ok(());
             }
             match self.conn.read_tls(&mut &self.incoming[self.taken..]) {
-                Ok(0) => return Ok(()),
-                Ok(n) => self.taken += n,
-                Err(_) => return Ok(()), // rustls's buffers are full: it is read first
+                Ok(n) if n > 0 => self.taken += n,
+                // rustls takes no more with no plaintext to read first: it would never move.
+                _ => {
+                    return Err(self.fail(Errno::EPROTO, "TLS records rustls cannot take".into()));
+                }
             }
         }
     }

@@ -512,3 +512,61 @@ async fn start_tls_checks_its_state_and_arguments() {
         Err(Errno::EINVAL)
     );
 }
+
+#[tokio::test]
+async fn bytes_queued_before_start_tls_are_the_start_of_the_tls_stream() {
+    // STARTTLS: the client sends a plaintext line and its hello at once; the guest's readline
+    // takes the line, and the hello (already in the host's queue) starts the handshake.
+    let ca = ca();
+    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let ctx = loopback(TlsConfig::empty());
+    let mut listener = Socket::create(&ctx, AF_INET, SOCK_STREAM, 0).unwrap();
+    listener.bind(&ctx, "127.0.0.1", 0).unwrap();
+    listener.listen(&ctx, 1).unwrap();
+    let port = listener.local_address().unwrap().port();
+    let ca_pem = ca.pem.clone();
+    let client = thread::spawn(move || {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut conn =
+            rustls::ClientConnection::new(Arc::new(config), "127.0.0.1".try_into().unwrap())
+                .unwrap();
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The line and the ClientHello in one write.
+        let mut first = b"STARTTLS\n".to_vec();
+        conn.write_tls(&mut first).unwrap();
+        tcp.write_all(&first).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    let (mut conn, _) = listener.accept(&ctx).await.unwrap();
+    // Wait until the hello is in the host's queue behind the line.
+    let mut line = Vec::new();
+    for _ in 0..100 {
+        line = conn.readline(&ctx, None).await.unwrap().unwrap();
+        if !line.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(line, b"STARTTLS\n");
+    let params = TlsParams {
+        server_side: true,
+        cert: Some(leaf.cert.clone().into_bytes()),
+        key: Some(leaf.key.clone().into_bytes()),
+        ..TlsParams::default()
+    };
+    conn.start_tls(&ctx, params, true).await.unwrap();
+    conn.write(&ctx, b"secure\n").await.unwrap();
+    conn.close();
+    assert_eq!(client.join().unwrap(), b"secure\n");
+}
