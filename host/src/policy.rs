@@ -17,17 +17,42 @@
 //! | `listen` | `listen` | the local address |
 //! | `accept` | each inbound TCP connection | the peer |
 //! | `recv` | each inbound UDP datagram | the sender |
+//! | `tls` | (allow only) TCP connect, on condition of verified TLS; failed handshakes | the destination |
 //!
 //! An `autobind` is granted with the use that causes it; only deny rules apply to it on its
 //! own, so `deny bind=...` does not break outbound connects while `deny autobind=...` can
 //! still forbid them. An inbound connection or datagram that is not granted is closed or
 //! dropped without waking the guest.
 //!
+//! # TLS rules
+//!
+//! A `tls` rule (`tls=*.example.com:443`, `tls=127.0.0.1:8443`) grants `connect` to what it
+//! covers on one condition: the connection carries TLS, run by the host ([`crate::tls`]),
+//! with the server's certificate verified. Until the guest starts TLS on it, every read and
+//! write of such a connection fails with EACCES, so no plaintext crosses it. The certificate is verified whatever the guest asks (`cert_reqs=CERT_NONE` does not
+//! turn it off), and for a rule by name against the name the rule grants (the name the
+//! address is pinned to), whatever `server_hostname` the guest passes; under a rule by
+//! address or class, against the guest's `server_hostname` if the guest is granted that name,
+//! else the name it looked the address up by, else the address. A handshake that fails is
+//! refused and audited with the use `tls` and a [`Decision::TlsRefused`] naming the reason.
+//!
+//! - **A plain grant wins**: where a `connect` rule covers the same destination too, the
+//!   connection is granted by that rule (the wider grant) and needs no TLS.
+//! - **Allow only**: a deny list refuses `tls` rules ([`parse_deny_rules`], policy files):
+//!   deny `connect=HOST:PORTS` instead, which also refuses everything a `tls` rule grants.
+//!   [`PolicyBuilder::deny`] takes a `tls` rule as the `connect` rule for the same hosts and
+//!   ports.
+//! - A `tls` rule by name grants the lookup of its names, as a `connect` rule by name does,
+//!   and matches only addresses pinned to them.
+//! - A `tls` rule grants nothing but `connect`: no `send`, `bind`, `listen`, `accept` or `recv`.
+//!
 //! # Rule text
 //!
 //! ```text
 //! RULE  = USES=HOST:PORTS | resolve=NAME
 //! USES  = USE[,USE]...                       e.g. bind,listen=127.0.0.1:8000
+//! USE   = connect | send | bind | autobind | listen | accept | recv
+//!       | tls                                allow rules only: connect over verified TLS
 //! HOST  = 127.0.0.1 | 10.0.0.0/8 | [::1] | [fd00::]/8     literal or CIDR (IPv6 in brackets)
 //!       | loopback | private | link-local | metadata | multicast | any | *   a class
 //!       | api.example.com | *.example.com   a name grant: the addresses the resolver returned
@@ -171,7 +196,7 @@ impl Use {
             Use::Listen => "listening on",
             Use::Accept => "accepting connections from",
             Use::Recv => "receiving datagrams from",
-            Use::Tls => "connecting over verified TLS to",
+            Use::Tls => "connecting to",
         }
     }
 }
@@ -474,7 +499,7 @@ impl Rule {
                 format!("resolving host names below {n} (not {n} itself)")
             }
             Rule::Addr { use_, hosts, ports } => {
-                let hosts = match hosts {
+                let place = match hosts {
                     Hosts::Any => "any address".to_string(),
                     Hosts::Net(net) if net.prefix_len() == net.max_prefix_len() => {
                         net.addr().to_string()
@@ -492,7 +517,17 @@ impl Rule {
                     (a, b) if a == b => format!("port {a}"),
                     (a, b) => format!("ports {a} to {b}"),
                 };
-                format!("{} {hosts} on {ports}", use_.verb())
+                let condition = match (*use_, hosts) {
+                    (Use::Tls, Hosts::Name(Names::Exact(n))) => {
+                        format!(", only over TLS with a certificate valid for {n}")
+                    }
+                    (Use::Tls, Hosts::Name(_)) => {
+                        ", only over TLS with a certificate valid for the name granted".into()
+                    }
+                    (Use::Tls, _) => ", only over TLS with a verified certificate".into(),
+                    _ => String::new(),
+                };
+                format!("{} {place} on {ports}{condition}", use_.verb())
             }
         }
     }
@@ -565,8 +600,27 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
 /// addresses some lookup returned, and a guest can use the same address as a literal (or
 /// through another name), so such a rule would deny less than it says. Deny by address or
 /// class, and refuse the lookup itself with `resolve=NAME`.
+///
+/// A `tls` rule is refused too: `tls` is an allow-only use. Deny `connect=HOST:PORTS`
+/// instead, which also refuses what a `tls` rule grants.
 pub fn parse_deny_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
     let rules = parse_rules(text)?;
+    if let Some(Rule::Addr { hosts, ports, .. }) = rules.iter().find(|r| r.use_() == Some(Use::Tls))
+    {
+        let instead = match hosts {
+            // A name cannot be denied either: say what to write for one.
+            Hosts::Name(_) => format!("connect=ADDRESS:{ports} or resolve={hosts}"),
+            _ => format!("connect={hosts}:{ports}"),
+        };
+        return Err(RuleError {
+            rule: text.to_string(),
+            problem: format!(
+                "`tls` is an allow-only use (it grants connect on condition of verified TLS), \
+                 so a deny rule cannot be a tls rule: deny {instead} instead (a deny of \
+                 connect also refuses every connection a tls rule grants)"
+            ),
+        });
+    }
     if let Some(Rule::Addr {
         use_,
         hosts: Hosts::Name(names),
@@ -975,10 +1029,15 @@ impl Policy {
         let mut refused = None;
         for rule in self.allow.iter().filter(|r| r.grants_name(name)) {
             let wholly_denied = match rule {
-                Rule::Addr { use_, .. } => self
-                    .deny
-                    .iter()
-                    .find(|d| d.denies_every_use_of(*use_, name)),
+                Rule::Addr { use_, .. } => {
+                    // A tls rule grants connect (deny lists hold no tls rules).
+                    let use_ = if *use_ == Use::Tls {
+                        Use::Connect
+                    } else {
+                        *use_
+                    };
+                    self.deny.iter().find(|d| d.denies_every_use_of(use_, name))
+                }
                 Rule::Resolve(_) => None,
             };
             match wholly_denied {
@@ -1131,8 +1190,24 @@ impl PolicyBuilder {
     /// ([`Rule::names_hosts`]) is one [`parse_deny_rules`] refuses; given here anyway, it
     /// refuses its use on its ports for every address (and every lookup for that use, if it
     /// covers every port), since a name may stand for any address.
+    ///
+    /// A `tls` rule (which [`parse_deny_rules`] refuses: `tls` is an allow-only use) is kept
+    /// as the `connect` rule for the same hosts and ports: refusing a connection refuses it
+    /// with or without TLS.
     pub fn deny(mut self, rule: Rule) -> Self {
-        self.policy.deny.push(rule.canonical());
+        let rule = match rule.canonical() {
+            Rule::Addr {
+                use_: Use::Tls,
+                hosts,
+                ports,
+            } => Rule::Addr {
+                use_: Use::Connect,
+                hosts,
+                ports,
+            },
+            rule => rule,
+        };
+        self.policy.deny.push(rule);
         self
     }
 
@@ -1187,6 +1262,12 @@ mod tests {
             "resolve=localhost",
             "resolve=*.example.com",
             "resolve=*",
+            "tls=*.example.com:443",
+            "tls=api.example.com:443",
+            "tls=127.0.0.1:8443",
+            "tls=[::1]:8000-8010",
+            "tls=loopback:*",
+            "tls=*:443",
         ] {
             assert_eq!(rule(text).to_string(), text);
         }
@@ -1247,6 +1328,223 @@ mod tests {
             "connecting to the addresses names below example.com resolved to on port 443"
         );
         assert_eq!(rule("resolve=*").describe(), "resolving any host name");
+        assert_eq!(
+            rule("tls=*.example.com:443").describe(),
+            "connecting to the addresses names below example.com resolved to on port 443, \
+             only over TLS with a certificate valid for the name granted"
+        );
+        assert_eq!(
+            rule("tls=api.example.com:443").describe(),
+            "connecting to the addresses api.example.com resolved to on port 443, only over \
+             TLS with a certificate valid for api.example.com"
+        );
+        assert_eq!(
+            rule("tls=127.0.0.1:8443").describe(),
+            "connecting to 127.0.0.1 on port 8443, only over TLS with a verified certificate"
+        );
+    }
+
+    #[test]
+    fn a_tls_rule_grants_connect_and_the_decision_names_it() {
+        let p = policy(&["tls=127.0.0.1:8443"], &[]);
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:8443")),
+            Decision::Allowed(rule("tls=127.0.0.1:8443"))
+        );
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:8444")),
+            Decision::NotGranted
+        );
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("[::ffff:127.0.0.1]:8443")),
+            Decision::NotGranted,
+            "granted as written, as connect rules are"
+        );
+        // The implicit bind of that connect comes with it.
+        assert_eq!(
+            p.check_addr(Use::AutoBind, sa("0.0.0.0:0")),
+            Decision::Implied
+        );
+    }
+
+    #[test]
+    fn a_plain_connect_rule_wins_over_a_tls_rule_for_the_same_address() {
+        for (allow, plain) in [
+            (["tls=127.0.0.1:8443", "connect=127.0.0.1:8443"], 1),
+            (["connect=loopback:*", "tls=127.0.0.1:8443"], 0),
+            (["tls=loopback:*", "connect=127.0.0.0/8:8000-9000"], 1),
+        ] {
+            let p = policy(&allow, &[]);
+            assert_eq!(
+                p.check_addr(Use::Connect, sa("127.0.0.1:8443")),
+                Decision::Allowed(rule(allow[plain])),
+                "{allow:?}"
+            );
+        }
+        // Elsewhere, the tls rule still decides.
+        let p = policy(&["tls=loopback:*", "connect=127.0.0.1:80"], &[]);
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:443")),
+            Decision::Allowed(rule("tls=loopback:*"))
+        );
+        // A plain rule of another use is no plain connect grant.
+        let p = policy(&["tls=127.0.0.1:8443", "send=127.0.0.1:8443"], &[]);
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:8443")),
+            Decision::Allowed(rule("tls=127.0.0.1:8443"))
+        );
+    }
+
+    #[test]
+    fn deny_connect_beats_a_tls_allow() {
+        let p = policy(&["tls=*:443"], &["connect=private:*"]);
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("10.0.0.1:443")),
+            Decision::DeniedBy(rule("connect=private:*"))
+        );
+        assert!(
+            p.check_addr(Use::Connect, sa("93.184.216.34:443"))
+                .is_allowed()
+        );
+        // A denied address in any IPv6 spelling stays denied.
+        assert!(matches!(
+            p.check_addr(Use::Connect, sa("[::ffff:10.0.0.1]:443")),
+            Decision::DeniedBy(_)
+        ));
+    }
+
+    #[test]
+    fn deny_lists_refuse_tls_rules_and_say_to_deny_connect() {
+        for (text, instead) in [
+            ("tls=127.0.0.1:443", "deny connect=127.0.0.1:443 instead"),
+            ("tls=loopback:*", "deny connect=loopback:* instead"),
+            (
+                "connect,tls=10.0.0.0/8:*",
+                "deny connect=10.0.0.0/8:* instead",
+            ),
+            (
+                "tls=*.example.com:443",
+                "deny connect=ADDRESS:443 or resolve=*.example.com instead",
+            ),
+        ] {
+            let err = parse_deny_rules(text).unwrap_err().to_string();
+            assert!(err.contains("`tls` is an allow-only use"), "{err}");
+            assert!(err.contains(instead), "{text}: {err}");
+            assert!(
+                err.contains("a deny of connect also refuses every connection a tls rule grants"),
+                "{err}"
+            );
+            assert!(parse_rules(text).is_ok(), "an allow list takes {text}");
+        }
+        let err = Policy::from_texts(
+            &["connect=*:*"],
+            &["tls=127.0.0.1:443"],
+            ambient_authority(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("allow-only"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_rule_given_to_the_builders_deny_is_the_connect_rule() {
+        let p = Policy::builder()
+            .allow(rule("connect=*:*"), ambient_authority())
+            .allow(rule("tls=*:*"), ambient_authority())
+            .deny(rule("tls=127.0.0.1:443"))
+            .build();
+        assert_eq!(p.denied(), [rule("connect=127.0.0.1:443")]);
+        assert_eq!(
+            p.check_addr(Use::Connect, sa("127.0.0.1:443")),
+            Decision::DeniedBy(rule("connect=127.0.0.1:443"))
+        );
+        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:80")).is_allowed());
+        // By name, it stands for every address on its ports (as a connect rule by name does).
+        let p = Policy::builder()
+            .allow(rule("tls=*.example.com:443"), ambient_authority())
+            .deny(rule("tls=bad.example.com:*"))
+            .build();
+        assert_eq!(p.denied(), [rule("connect=bad.example.com:*")]);
+        let pinned = ["good.example.com".to_string()];
+        assert!(matches!(
+            p.check(&Request {
+                use_: Use::Connect,
+                addr: sa("93.184.216.34:443"),
+                pinned_names: &pinned
+            }),
+            Decision::DeniedBy(_)
+        ));
+    }
+
+    #[test]
+    fn tls_rules_grant_nothing_but_connect() {
+        let p = policy(&["tls=*:*", "tls=*.example.com:*"], &[]);
+        let pinned = ["www.example.com".to_string()];
+        for use_ in [Use::Send, Use::Bind, Use::Listen, Use::Accept, Use::Recv] {
+            for pinned_names in [&[][..], &pinned[..]] {
+                let req = Request {
+                    use_,
+                    addr: sa("127.0.0.1:443"),
+                    pinned_names,
+                };
+                assert_eq!(p.check(&req), Decision::NotGranted, "{use_:?}");
+            }
+        }
+        assert!(p.check_addr(Use::Connect, sa("127.0.0.1:443")).is_allowed());
+        // Nor any lookup but of the names a tls rule by name covers.
+        assert!(
+            !policy(&["tls=*:*"], &[])
+                .check_name("localhost")
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn a_tls_name_rule_grants_only_pinned_addresses_like_a_connect_name_rule() {
+        let p = policy(&["tls=*.example.com:443"], &["connect=private:*"]);
+        let addr = sa("93.184.216.34:443");
+        let check = |addr, names: &[&str]| {
+            let pinned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            p.check(&Request {
+                use_: Use::Connect,
+                addr,
+                pinned_names: &pinned,
+            })
+        };
+        assert_eq!(
+            check(addr, &["www.example.com"]),
+            Decision::Allowed(rule("tls=*.example.com:443"))
+        );
+        assert_eq!(
+            rule("tls=*.example.com:443")
+                .granted_names(&["www.example.com".into(), "x.test".into()]),
+            ["www.example.com"]
+        );
+        assert_eq!(check(addr, &["www.evil.test"]), Decision::NotGranted);
+        assert_eq!(check(addr, &[]), Decision::NotGranted);
+        assert_eq!(check(addr, &["example.com"]), Decision::NotGranted);
+        assert_eq!(
+            check(sa("93.184.216.34:80"), &["www.example.com"]),
+            Decision::NotGranted
+        );
+        // A granted name that rebinds to a denied address stays denied.
+        assert!(matches!(
+            check(sa("10.0.0.5:443"), &["www.example.com"]),
+            Decision::DeniedBy(_)
+        ));
+        // It grants the lookup of its names, and only of those.
+        assert_eq!(
+            p.check_name("www.example.com"),
+            Decision::Allowed(rule("tls=*.example.com:443"))
+        );
+        assert!(!p.check_name("example.com").is_allowed());
+        // Unless connect is denied on every port and address: then nothing could use it.
+        let p = policy(&["tls=*.example.com:443"], &["connect=*:*"]);
+        assert!(matches!(
+            p.check_name("www.example.com"),
+            Decision::DeniedBy(_)
+        ));
+        let p = policy(&["tls=*.example.com:443"], &["connect=*:443"]);
+        assert!(p.check_name("www.example.com").is_allowed());
     }
 
     #[test]

@@ -530,8 +530,12 @@ mod properties {
             let back: Rule = text.parse().map_err(|e| TestCaseError::fail(format!("{e}")))?;
             prop_assert_eq!(&back, &r, "{}", text);
             prop_assert_eq!(back.to_string(), text);
-            // A deny list takes it back too, unless it names hosts by name.
-            prop_assert_eq!(parse_deny_rules(&r.to_string()).is_ok(), !r.names_hosts());
+            // A deny list takes it back too, unless it names hosts by name or is a tls rule
+            // (an allow-only use).
+            prop_assert_eq!(
+                parse_deny_rules(&r.to_string()).is_ok(),
+                !r.names_hosts() && r.use_() != Some(Use::Tls)
+            );
         }
 
         /// Texts assembled from keywords in any case, look-alikes, names and whitespace:
@@ -610,7 +614,7 @@ mod properties {
         fn any_text_parses_without_panic_and_what_parses_prints_back(
             text in prop_oneof![
                 "[a-zA-Z0-9=:,./*_\\[\\] \t-]{0,40}",
-                "(connect|send|bind|resolve|Connect)=[a-fA-F0-9:.\\[\\]/*_-]{0,30}:[0-9*-]{0,8}",
+                "(connect|send|bind|resolve|tls|Connect)=[a-fA-F0-9:.\\[\\]/*_-]{0,30}:[0-9*-]{0,8}",
                 any::<String>(),
             ],
         ) {
