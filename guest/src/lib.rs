@@ -89,6 +89,10 @@
 //! | `p.poll(ms)`, `p.poll()` | [`select::Poll::poll`]`(ms)`, `poll(-1)` → `Vec<(Socket, u32)>` | 11, 14, 17-21, 28, 30, m3 |
 //! | `p.ipoll(ms, flags)` | [`select::Poll::ipoll`]`(ms, flags)` → a `Vec` instead of an iterator | 30, m3 |
 //! | `select.POLLIN`, ... | [`select::POLLIN`], ... (`u32`) | 11, 18-21, 26, 30, m3 |
+//! | `ssl.wrap_socket(sock, server_side=.., key=.., cert=.., cert_reqs=.., cadata=.., server_hostname=.., do_handshake=..)` | [`ssl::wrap_socket`]`(sock, `[`ssl::WrapOptions`]` { .. })` → the same [`Socket`] type, now TLS (see [`ssl`]) | none (TLS tests: `tests/tests/tls.rs`) |
+//! | `ssl.SSLContext(protocol)`, `ctx.verify_mode`, `ctx.load_cert_chain(cert, key)`, `ctx.load_verify_locations(cadata)`, `ctx.wrap_socket(sock, ...)` | [`ssl::SSLContext::new`]`(protocol)`, the field `verify_mode`, `load_cert_chain`, `load_verify_locations`, [`ssl::SSLContext::wrap_socket`] / `wrap_socket_with` (with `do_handshake_on_connect`) | none |
+//! | `ssock.getpeercert(True)` | [`Socket::getpeercert`]`(true)` → `Option<Vec<u8>>` (DER) | none |
+//! | `ssl.CERT_NONE`, `CERT_OPTIONAL`, `CERT_REQUIRED`, `PROTOCOL_TLS_CLIENT`, `PROTOCOL_TLS_SERVER`; `socket.IPPROTO_SEC` | [`ssl::CERT_NONE`], ... (`i32`); [`IPPROTO_SEC`] (a socket whose `connect` runs a verifying TLS client handshake) | none |
 //!
 //! # Reading lines
 //!
@@ -149,6 +153,7 @@ pub mod process;
 mod scan;
 pub mod select;
 mod socket;
+pub mod ssl;
 mod stream;
 
 pub use addr::{AddrArg, AddrInfo, SockAddr};
@@ -160,9 +165,9 @@ use bindings::usocket::net::usocket as wit;
 // MicroPython's `usocket` constants (`i32`), defined once in `usocket-abi` for this library and
 // the host alike.
 pub use usocket_abi::{
-    AF_INET, AF_INET6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MSG_DONTWAIT, MSG_PEEK,
-    SO_BROADCAST, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_DGRAM,
-    SOCK_STREAM, SOL_SOCKET, TCP_NODELAY,
+    AF_INET, AF_INET6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_SEC, IPPROTO_TCP, IPPROTO_UDP,
+    MSG_DONTWAIT, MSG_PEEK, SO_BROADCAST, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF, SO_REUSEADDR,
+    SO_SNDBUF, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, TCP_NODELAY,
 };
 
 /// `getaddrinfo(host, port)`: [`getaddrinfo_with`] with af, type, proto and flags 0.

@@ -25,7 +25,9 @@ pub(crate) fn size_arg(n: usize) -> u32 {
 /// `af`: [`AF_INET`](crate::AF_INET) or [`AF_INET6`](crate::AF_INET6); `socktype`:
 /// [`SOCK_STREAM`](crate::SOCK_STREAM) or [`SOCK_DGRAM`](crate::SOCK_DGRAM); `proto`: 0 (the
 /// type's own protocol), [`IPPROTO_TCP`](crate::IPPROTO_TCP) with `SOCK_STREAM` or
-/// [`IPPROTO_UDP`](crate::IPPROTO_UDP) with `SOCK_DGRAM`. MicroPython's `socket()` with no
+/// [`IPPROTO_UDP`](crate::IPPROTO_UDP) with `SOCK_DGRAM`, or
+/// [`IPPROTO_SEC`](crate::IPPROTO_SEC) with `SOCK_STREAM` (a TLS socket: `connect` runs a
+/// verifying client handshake, see [`ssl`](crate::ssl)). MicroPython's `socket()` with no
 /// arguments is `socket(AF_INET, SOCK_STREAM, 0)`.
 ///
 /// # Errors
