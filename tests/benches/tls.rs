@@ -1,0 +1,273 @@
+//! `cargo bench -p usocket-tests --bench tls`: TLS over usocket (terminated in the host)
+//! against native tokio-rustls, in the same run, against the same native TLS server on
+//! loopback.
+//!
+//! Workloads: `recv` (the server sends 64 MiB, the client reads it in 64 KiB reads), `send`
+//! (the client writes 64 MiB in 64 KiB writes to a server that reads it all), `handshakes`
+//! (200 connections one after another: TCP connect, a full TLS 1.3 handshake verified
+//! against a test CA, one byte from the server, close). The server offers no session
+//! resumption, so every handshake is a full one for both clients. Prints medians of 7 rounds
+//! (`USOCKET_BENCH_ROUNDS`) and usocket / native.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateParams, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use usocket_host::{Policy, TlsConfig, UsocketCtx};
+
+const BULK: u64 = 64 << 20;
+const CHUNK: usize = 64 * 1024;
+const HANDSHAKES: u32 = 200;
+const ROUNDS: usize = 7;
+
+struct Pki {
+    cert_pem: String,
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+/// A self-signed certificate for 127.0.0.1: its own CA.
+fn pki() -> Pki {
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Pki {
+        cert_pem: cert.pem(),
+        cert: cert.der().clone(),
+        key: key.serialize_der(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key.clone()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![pki.cert.clone()], key)
+        .unwrap();
+    // Full handshakes only.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Arc::new(config)
+}
+
+/// A native TLS server on loopback: `serve` runs on each of `conns` connections in turn.
+fn server(
+    config: Arc<rustls::ServerConfig>,
+    conns: u32,
+    serve: fn(&mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>),
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for _ in 0..conns {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_nodelay(true).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            serve(&mut s);
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    });
+    port
+}
+
+fn source(s: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>) {
+    let chunk = vec![0xa5u8; CHUNK];
+    let mut sent = 0;
+    while sent < BULK {
+        s.write_all(&chunk).unwrap();
+        sent += CHUNK as u64;
+    }
+}
+
+fn sink(s: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>) {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < BULK {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n as u64,
+        }
+    }
+    assert_eq!(got, BULK, "the sink got everything");
+}
+
+fn one_byte(s: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>) {
+    s.write_all(b"!").unwrap();
+}
+
+fn port_for(mode: &str, config: &Arc<rustls::ServerConfig>) -> u16 {
+    match mode {
+        "recv" => server(config.clone(), 1, source),
+        "send" => server(config.clone(), 1, sink),
+        "handshakes" => server(config.clone(), HANDSHAKES, one_byte),
+        _ => unreachable!(),
+    }
+}
+
+/// The native client: tokio-rustls on this (current-thread) runtime.
+async fn native(mode: &str, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> Duration {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.cert.clone()).unwrap();
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let port = port_for(mode, config);
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        connector.connect(name.clone(), tcp).await.unwrap()
+    };
+    let start;
+    match mode {
+        "recv" => {
+            let mut s = connect().await;
+            start = Instant::now();
+            let mut buf = vec![0u8; CHUNK];
+            let mut got = 0u64;
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+            assert_eq!(got, BULK);
+        }
+        "send" => {
+            let mut s = connect().await;
+            start = Instant::now();
+            let chunk = vec![0x5au8; CHUNK];
+            let mut sent = 0;
+            while sent < BULK {
+                s.write_all(&chunk).await.unwrap();
+                sent += CHUNK as u64;
+            }
+            s.shutdown().await.unwrap();
+            // The server's close_notify: it has read everything.
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        }
+        _ => {
+            start = Instant::now();
+            for _ in 0..HANDSHAKES {
+                let mut s = connect().await;
+                let mut one = [0u8; 1];
+                s.read_exact(&mut one).await.unwrap();
+                s.shutdown().await.unwrap();
+            }
+        }
+    }
+    start.elapsed()
+}
+
+/// The usocket guest `bench_tls`, verifying against the test certificate given to the host.
+async fn guest(mode: &str, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> Duration {
+    let port = port_for(mode, config).to_string();
+    let count = match mode {
+        "handshakes" => HANDSHAKES.to_string(),
+        _ => BULK.to_string(),
+    };
+    let policy = Policy::from_texts(
+        &["connect=127.0.0.1:*"],
+        &[] as &[&str],
+        cap_std::ambient_authority(),
+    )
+    .unwrap();
+    let tls = TlsConfig::empty()
+        .add_roots(pki.cert_pem.as_bytes(), "bench certificate")
+        .unwrap();
+    let ctx = UsocketCtx::new("bench_tls", Arc::new(policy)).with_tls(tls);
+    let out = usocket_tests::run_with(
+        "bench_tls",
+        &[mode, &port, &count],
+        ctx,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("bench_tls guest");
+    assert_eq!(out.code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let nanos: u64 = out
+        .stdout_text()
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("elapsed_ns");
+    Duration::from_nanos(nanos)
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+// As the `usocket` CLI runs its guest: one current-thread runtime (the native client too).
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    usocket_tests::component("bench_tls");
+    let pki = pki();
+    let config = server_config(&pki);
+    let rounds = std::env::var("USOCKET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    println!(
+        "{:<11} {:>14} {:>14} {:>24}  target",
+        "workload", "native", "usocket", "usocket/native min/med/max"
+    );
+    for mode in ["recv", "send", "handshakes"] {
+        if !only.is_empty() && !only.iter().any(|o| o == mode) {
+            continue;
+        }
+        let (mut n, mut u, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let nt = native(mode, &pki, &config).await;
+            let ut = guest(mode, &pki, &config).await;
+            ratios.push(nt.as_secs_f64() / ut.as_secs_f64());
+            n.push(nt.as_secs_f64());
+            u.push(ut.as_secs_f64());
+        }
+        let show = |secs: f64| match mode {
+            "handshakes" => format!("{:.0} /s", f64::from(HANDSHAKES) / secs),
+            _ => format!("{:.2} GB/s", BULK as f64 / secs / 1e9),
+        };
+        let (_, n_med, _) = stats(n);
+        let (_, u_med, _) = stats(u);
+        let (lo, med, hi) = stats(ratios);
+        println!(
+            "{mode:<11} {:>14} {:>14} {:>24}  >= 0.9",
+            show(n_med),
+            show(u_med),
+            format!("{lo:.2} / {med:.2} / {hi:.2}")
+        );
+    }
+    println!(
+        "medians of {rounds} rounds; usocket/native = native time / usocket time per round \
+         (higher is better for usocket)"
+    );
+}
