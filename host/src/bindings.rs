@@ -303,8 +303,11 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     }
 
     async fn drop(&mut self, this: Resource<Socket>) -> wasmtime::Result<()> {
-        // Dropping the socket closes the OS socket and gives the quota slot back.
-        self.table.delete(this)?;
+        // Dropping the socket closes the OS socket and gives the quota slot back. A drop by
+        // the guest is a deliberate close (a TLS stream ends with close_notify); a guest that
+        // ends drops its table instead, and its TLS streams end without one.
+        let mut sock = self.table.delete(this)?;
+        sock.dropped_by_guest();
         Ok(())
     }
 }

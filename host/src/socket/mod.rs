@@ -374,6 +374,14 @@ impl Socket {
         }
     }
 
+    /// The guest dropped its handle: a stream closes as with `close` (a TLS one sends
+    /// close_notify); the descriptor goes when the socket is dropped.
+    pub(crate) fn dropped_by_guest(&mut self) {
+        if let Inner::Stream(s) = &mut self.0 {
+            s.dropped_by_guest();
+        }
+    }
+
     /// `close()`: idempotent.
     pub(crate) fn close(&mut self) {
         each_kind!(&mut self.0, s => s.close())

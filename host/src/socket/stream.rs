@@ -825,19 +825,27 @@ impl Stream {
         if let State::Connected(_, rx) = &mut self.state {
             rx.settle();
         }
-        self.shut();
+        self.shut(true);
+    }
+
+    /// The guest dropped the socket: as `close`, except that read-ahead still lent counts as
+    /// unread (a library gives it back before dropping).
+    pub(super) fn dropped_by_guest(&mut self) {
+        self.shut(true);
     }
 
     /// Closes: a reset if received data is unread, in the host's queue or lent to the guest
-    /// library; a FIN otherwise.
-    fn shut(&mut self) {
+    /// library; a FIN otherwise, after close_notify on a TLS connection if the guest closed it
+    /// (`deliberate`). A TLS connection that ends because its guest did (exited, trapped, ran
+    /// out of time) sends no close_notify, so its peer can tell the stream may be cut short.
+    fn shut(&mut self, deliberate: bool) {
         if let State::Closed = self.state {
             return;
         }
         if let State::Connected(os, rx) = &mut self.state {
             if rx.has_unread() {
                 os.reset_on_close();
-            } else if let Some(tls) = rx.tls.as_mut() {
+            } else if let Some(tls) = rx.tls.as_mut().filter(|_| deliberate) {
                 tls.close(os);
             }
         }
@@ -1022,6 +1030,6 @@ impl Drop for Stream {
     /// time): unread data, including read-ahead the guest library never gave back, resets the
     /// connection.
     fn drop(&mut self) {
-        self.shut();
+        self.shut(false);
     }
 }

@@ -570,3 +570,38 @@ async fn bytes_queued_before_start_tls_are_the_start_of_the_tls_stream() {
     conn.close();
     assert_eq!(client.join().unwrap(), b"secure\n");
 }
+
+#[tokio::test]
+async fn close_notify_only_when_the_guest_closes_not_when_it_ends() {
+    let ca = ca();
+    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let ctx = loopback(ca.config());
+    for by_guest in [true, false] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (port, server) = tls_server(&leaf, move |mut s| {
+            let mut buf = [0u8; 64];
+            let clean = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(_) => continue,
+                    Err(_) => break false,
+                }
+            };
+            tx.send(clean).unwrap();
+        });
+        let mut sock = connect(&ctx, port, 0).await.unwrap();
+        sock.start_tls(&ctx, client(true), true).await.unwrap();
+        sock.write(&ctx, b"bye").await.unwrap();
+        if by_guest {
+            // What the bindings do when the guest drops its handle.
+            sock.dropped_by_guest();
+        }
+        drop(sock); // the guest's end: its table goes
+        server.join().unwrap();
+        assert_eq!(
+            rx.recv().unwrap(),
+            by_guest,
+            "clean close iff the guest closed"
+        );
+    }
+}
