@@ -164,7 +164,7 @@ impl Tls {
         self.check()?;
         loop {
             if let Some(n) = self.take_plaintext(out, max)? {
-                return Ok(n);
+                return Ok(self.take_more(out, n, max));
             }
             // Handshake messages or alerts rustls wants to send go out before waiting for
             // the answer to them; a full send buffer does not stop a read.
@@ -210,6 +210,22 @@ impl Tls {
             self.conn.send_close_notify();
         }
         let _ = now(self.flush(os, Deadline::Now));
+    }
+
+    /// After `n` bytes were taken: more from records already read from the kernel, up to
+    /// `max` in all (a kernel read holds several records; no syscall here).
+    fn take_more(&mut self, out: &mut Vec<u8>, mut n: usize, max: usize) -> usize {
+        while n > 0 && n < max && self.taken < self.incoming.len() {
+            // A failure is kept for the next call: what was taken is returned first.
+            if self.process().is_err() {
+                break;
+            }
+            match self.take_plaintext(out, max - n) {
+                Ok(Some(more)) if more > 0 => n += more,
+                _ => break,
+            }
+        }
+        n
     }
 
     /// Plaintext rustls holds, up to `max`, appended to `out`: `None` if there is none yet.
