@@ -24,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 use usocket_host::audit::{AuditEvent, AuditHook, Verdict};
 use usocket_host::limits::{LimitError, LimitOverrides};
 use usocket_host::policy::{RuleError, parse_deny_rules, parse_rules};
-use usocket_host::policy_file::{self, PolicyFile};
+use usocket_host::policy_file::{self, PolicyFile, TlsFileError, TlsFiles};
 use usocket_host::run::{Guest, Runner, RunnerConfig};
 use usocket_host::{Limits, Policy, Rule, TlsConfig, UsocketCtx};
 use wasmtime_wasi::cli::{AsyncStdoutStream, StdoutStream};
@@ -89,6 +89,10 @@ RULE grammar (deny by default; a --deny rule beats every --allow rule):
                       listen    listening on a local address
                       accept    inbound TCP peers
                       recv      inbound UDP sources
+                      tls       (--allow only) connect, with no plaintext: the connection
+                                must carry TLS whose certificate is verified for the granted
+                                name (tls=*.example.com:443); a connect rule for the same
+                                address grants it without TLS
   resolve=NAME      host names getaddrinfo may look up
   HOST  = 127.0.0.1 | 10.0.0.0/8 | [::1] | [fd00::]/8 | *
         | a class: loopback, private, link-local, metadata, multicast, any
@@ -99,7 +103,9 @@ Rules have no spaces. Classes match in any case; a name spelt like a class (link
 metadata.) is refused. IPv6 spellings of IPv4 addresses ([::ffff:127.0.0.1], NAT64) are the
 IPv4 address in rules; an --allow rule grants an address only as written, a --deny rule refuses
 it in every spelling. --deny rules take addresses and classes, not host names; deny a lookup
-with --deny resolve=NAME.
+with --deny resolve=NAME. tls rules are allow-only: --deny connect=... refuses them too.
+TLS (run by the host): guests trust the system's CAs, --tls-ca files and a policy file's
+ca_files; --tls-cert/--tls-key (both or neither) are presented by a guest's TLS server side.
 Policy files hold the same rules and the limits: see `usocket policy check --help`.
 Exit status: the guest's own; 2 for bad input (rules, flags, policy file); 125 when usocket or
 the guest failed (invalid component, trap, time limit); 143 on SIGTERM and 130 on SIGINT (the
@@ -121,8 +127,15 @@ A policy file (TOML; every key optional, any other key is an error):
   pin_ttl_secs = 300                   # longest life of a name -> address pin
   max_buffered_total = 67108864        # bytes the host queues for all sockets together
   max_memory = 268435456               # bytes of guest memory (linear memories and tables)
+  [tls]
+  ca_files = [\"ca.pem\"]                # PEM files of CAs to trust too (as --tls-ca)
+  system_roots = true                  # false: trust only ca_files (as --tls-no-system-roots)
+  cert_file = \"server.pem\"             # the server identity a guest's TLS server side
+  key_file = \"server.key\"              #   presents if it passes none; both or neither
 Limits are whole numbers of at least 1 (the byte totals may be 0); pin_ttl_secs is at most
 604800 (7 days); max_memory is at least 65536 (one wasm page). The limit flags of `usocket run` follow the same rules.
+The [tls] files are read from the policy file's folder (relative paths) and checked when it is
+loaded; --tls-ca adds to ca_files, --tls-cert/--tls-key replace cert_file/key_file.
 Use it with `usocket run --policy FILE`; examples are in examples/policies/.";
 
 /// The rules of one `--allow`/`--deny` text (one text may name several uses).
@@ -209,8 +222,9 @@ fn env_var(text: &str) -> Result<EnvVar, String> {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Take rules and limits from this TOML policy file (see `usocket policy check --help`);
-    /// --allow and --deny add to its rules, limit flags override its limits.
+    /// Take rules, limits and TLS files from this TOML policy file (see `usocket policy check
+    /// --help`); --allow and --deny add to its rules, limit flags override its limits, --tls-*
+    /// flags add to (--tls-ca) or override its [tls] files.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Grant a use of the network (repeatable).
@@ -668,16 +682,19 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     flag_limits.validate().map_err(bad_flag)?;
 
     // The file's rules and limits first; the flags add rules and override limits.
-    let (file_policy, file_limits) = match &args.policy {
+    let (file_policy, file_limits, file_tls) = match &args.policy {
         Some(path) => {
-            let PolicyFile { policy, limits } =
-                policy_file::load(path, cap_std::ambient_authority())
-                    .map_err(|e| Failure::Usage(e.to_string()))?;
-            (Some(policy), limits)
+            let PolicyFile {
+                policy,
+                limits,
+                tls,
+            } = policy_file::load(path, cap_std::ambient_authority())
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            (Some(policy), limits, Some(tls))
         }
-        None => (None, Limits::default()),
+        None => (None, Limits::default(), None),
     };
-    let tls = tls_config(&args)?;
+    let tls = tls_config(&args, file_tls)?;
     let dry_run = args.dry_run || file_policy.as_ref().is_some_and(Policy::is_dry_run);
     let mut policy = Policy::builder().dry_run(dry_run);
     let (file_allow, file_deny) = match &file_policy {
@@ -766,49 +783,52 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     })
 }
 
-/// The guest's TLS trust and server identity from the --tls-* flags.
-fn tls_config(args: &RunArgs) -> Result<TlsConfig, Failure> {
-    let mut config = if args.tls_no_system_roots {
-        TlsConfig::empty()
-    } else {
-        TlsConfig::default()
-    };
-    let read = |flag: &str, path: &Path| {
-        std::fs::read(path).map_err(|e| {
-            Failure::Usage(format!(
-                "{flag} {}: cannot read the file: {e}",
-                path.display()
-            ))
-        })
+/// The guest's TLS trust and server identity: the policy file's `[tls]` files (`file`), with
+/// the --tls-* flags' CA files added, system roots turned off by --tls-no-system-roots, and
+/// the identity replaced by --tls-cert/--tls-key.
+fn tls_config(args: &RunArgs, file: Option<TlsFiles>) -> Result<TlsConfig, Failure> {
+    let mut tls = file.unwrap_or_default();
+    if args.tls_no_system_roots {
+        tls.set_system_roots(false);
+    }
+    let flag_error = |flag: &str, path: &Path, e: TlsFileError| {
+        Failure::Usage(format!("{flag} {}: {e}", path.display()))
     };
     for path in &args.tls_ca {
-        let data = read("--tls-ca", path)?;
-        config = config
-            .add_roots(&data, &format!("`{}`", path.display()))
-            .map_err(|e| Failure::Usage(format!("--tls-ca {}: {e}", path.display())))?;
+        tls.add_ca_file(path)
+            .map_err(|e| flag_error("--tls-ca", path, e))?;
     }
     match (&args.tls_cert, &args.tls_key) {
         (None, None) => {}
         (Some(cert), Some(key)) => {
-            let (chain, key_data) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
-            config = config
-                .with_server_identity(&chain, &key_data, &format!("`{}`", cert.display()))
-                .map_err(|e| Failure::Usage(format!("--tls-cert/--tls-key: {e}")))?;
+            tls.set_identity_files(cert, key).map_err(|e| {
+                let (flag, path) = if e.key_at_fault() {
+                    ("--tls-key", key)
+                } else {
+                    ("--tls-cert", cert)
+                };
+                flag_error(flag, path, e)
+            })?;
         }
-        (Some(_), None) => {
-            return Err(Failure::Usage(
-                "--tls-cert needs --tls-key: give the certificate's private key too (both or neither)"
-                    .into(),
-            ));
+        (Some(cert), None) => {
+            return Err(Failure::Usage(format!(
+                "--tls-cert {} needs --tls-key: the server identity is a certificate and its \
+                 private key\n  fix: add --tls-key KEY.pem (the certificate's private key), or \
+                 leave out --tls-cert",
+                cert.display()
+            )));
         }
-        (None, Some(_)) => {
-            return Err(Failure::Usage(
-                "--tls-key needs --tls-cert: give the certificate of that key too (both or neither)"
-                    .into(),
-            ));
+        (None, Some(key)) => {
+            return Err(Failure::Usage(format!(
+                "--tls-key {} needs --tls-cert: the server identity is a certificate and its \
+                 private key\n  fix: add --tls-cert CERT.pem (the key's certificate chain), or \
+                 leave out --tls-key",
+                key.display()
+            )));
         }
     }
-    Ok(config)
+    tls.config()
+        .map_err(|e| Failure::Usage(format!("the TLS files cannot be used: {e}")))
 }
 
 /// A runner for the one guest `usocket` runs (its instance pools hold one guest), with

@@ -14,6 +14,12 @@
 //! pin_ttl_secs = 300                   # longest life of a name -> address pin
 //! max_buffered_total = 67108864        # bytes the host queues for all sockets together
 //! max_memory = 268435456               # bytes of guest memory (linear memories and tables)
+//!
+//! [tls]                                # optional; every key optional
+//! ca_files = ["ca.pem"]                # PEM files of CAs to trust too
+//! system_roots = true                  # trust the system's CAs (default true)
+//! cert_file = "server.pem"             # the server identity a guest's TLS server side
+//! key_file = "server.key"              #   presents when it passes none: both or neither
 //! ```
 //!
 //! `allow` and `deny` hold rule texts, exactly as `--allow` and `--deny` take them (one text
@@ -25,11 +31,23 @@
 //! follow the rules of [`Limits::validate`] (the `usocket run` flags follow the same ones,
 //! through [`LimitOverrides`]). Every error names the file, the line and the column, and says
 //! how to fix it. [`PolicyFile::explain`] puts a valid file in plain words.
+//!
+//! The `[tls]` table says what the guest's TLS ([`crate::tls`], terminated in the host)
+//! trusts and presents, as [`TlsFiles`]: `ca_files` are PEM files of CA certificates trusted
+//! besides the system's (or instead of them, with `system_roots = false`); `cert_file` and
+//! `key_file` are the certificate chain (leaf first) and private key a guest's server side
+//! presents when it passes none of its own. Relative paths are read from the policy file's
+//! folder ([`load`]; [`parse`] reads them from the current directory, [`parse_in`] from the
+//! folder given). The files are read and checked when the policy file is: a missing file,
+//! one without a certificate (or key), and a key that is not the certificate's are errors
+//! placed on their entry. The private key is kept by the host; it never enters guest memory.
+//! Without a `[tls]` table, guests trust the system's CAs and have no server identity
+//! ([`crate::TlsConfig::default`]).
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cap_std::AmbientAuthority;
@@ -37,7 +55,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::limits::{Limit, LimitOverrides, Limits};
-use crate::policy::{Policy, Rule, parse_deny_rules, parse_rules};
+use crate::policy::{Policy, Rule, Use, parse_deny_rules, parse_rules};
+use crate::tls::{TlsConfig, TlsConfigError};
 
 /// A parsed policy file: the policy and the guest limits it sets (defaults for keys it omits).
 #[derive(Debug)]
@@ -46,6 +65,9 @@ pub struct PolicyFile {
     pub policy: Policy,
     /// [`Limits::default`] with the file's `[limits]` keys applied.
     pub limits: Limits,
+    /// The `[tls]` table's files, read and checked ([`TlsFiles::default`] without one): make
+    /// the guest's [`TlsConfig`] with [`TlsFiles::config`].
+    pub tls: TlsFiles,
 }
 
 impl PolicyFile {
@@ -65,7 +87,11 @@ impl PolicyFile {
     /// # Ok::<(), usocket_host::policy_file::PolicyFileError>(())
     /// ```
     pub fn explain(&self, origin: &str) -> String {
-        let PolicyFile { policy, limits } = self;
+        let PolicyFile {
+            policy,
+            limits,
+            tls,
+        } = self;
         let mut out = String::new();
         let _ = writeln!(out, "{origin}: a valid policy.");
         if policy.is_dry_run() {
@@ -142,10 +168,356 @@ impl PolicyFile {
         );
         let _ = writeln!(
             out,
+            "\nTLS (run by the host; private keys never enter the guest):"
+        );
+        out.push_str(&tls.explain());
+        let tls_rules = policy
+            .allowed()
+            .iter()
+            .filter(|r| r.use_() == Some(Use::Tls))
+            .count();
+        if tls_rules > 0 && tls.trusts_nothing() {
+            let _ = writeln!(
+                out,
+                "  warning: no CA is trusted, so every connection the tls rules grant fails its \
+                 handshake (unless the guest passes CA data of its own): add ca_files, or \
+                 leave system_roots at true"
+            );
+        }
+        let _ = writeln!(
+            out,
             "\nA deny rule beats every allow rule; everything no allow rule grants is denied."
         );
         out
     }
+}
+
+/// TLS settings made of files: a policy file's `[tls]` table, or `usocket run`'s `--tls-*`
+/// flags. Each file is read and checked when it is added, and kept in memory; [`config`]
+/// makes the [`TlsConfig`] to give guests ([`crate::UsocketCtx::with_tls`]).
+///
+/// ```no_run
+/// use std::path::Path;
+/// use usocket_host::policy_file::TlsFiles;
+/// let mut files = TlsFiles::default(); // the system's CAs, no server identity
+/// files.add_ca_file(Path::new("ca.pem"))?;
+/// files.set_identity_files(Path::new("server.pem"), Path::new("server.key"))?;
+/// let config = files.config()?;
+/// # Ok::<(), usocket_host::policy_file::TlsFileError>(())
+/// ```
+///
+/// [`config`]: TlsFiles::config
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    system_roots: bool,
+    cas: Vec<Loaded>,
+    identity: Option<(Loaded, Loaded)>,
+}
+
+/// A file's path and contents.
+#[derive(Clone)]
+struct Loaded {
+    path: PathBuf,
+    data: Vec<u8>,
+}
+
+impl fmt::Debug for Loaded {
+    /// The path only: the contents may be a private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.path, f)
+    }
+}
+
+impl Loaded {
+    fn read(path: &Path, what: &str, fix: &str) -> Result<Loaded, TlsFileError> {
+        let data = std::fs::read(path).map_err(|e| TlsFileError {
+            path: path.to_path_buf(),
+            key_at_fault: what == "key file",
+            message: format!("cannot read the {what} `{}`: {e}", path.display()),
+            fix: fix.to_string(),
+        })?;
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            data,
+        })
+    }
+
+    fn name(&self) -> String {
+        format!("`{}`", self.path.display())
+    }
+
+    fn is_pem(&self) -> bool {
+        self.data.windows(11).any(|w| w == b"-----BEGIN ")
+    }
+}
+
+/// A TLS file that cannot be used: what is wrong, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFileError {
+    path: PathBuf,
+    /// The key file of a server identity is at fault (not its certificate file).
+    key_at_fault: bool,
+    message: String,
+    fix: String,
+}
+
+impl TlsFileError {
+    /// The file at fault (for a key that is not the certificate's: the key file).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the key file of a server identity is at fault (a key missing, unreadable, or
+    /// not the certificate's), rather than its certificate file.
+    pub fn key_at_fault(&self) -> bool {
+        self.key_at_fault
+    }
+
+    /// What is wrong (names the file).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// How to fix it.
+    pub fn fix(&self) -> &str {
+        &self.fix
+    }
+}
+
+impl fmt::Display for TlsFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n  fix: {}", self.message, self.fix)
+    }
+}
+
+impl std::error::Error for TlsFileError {}
+
+const CA_FIX: &str = "give a PEM file of CA certificates (-----BEGIN CERTIFICATE-----), such as \
+     the ca.pem that signed the servers' certificates";
+const CERT_FIX: &str = "give the server's certificate chain as PEM (-----BEGIN CERTIFICATE-----, \
+     the server's own certificate first)";
+const KEY_FIX: &str = "give the certificate's private key as PEM (-----BEGIN PRIVATE KEY-----, \
+     RSA PRIVATE KEY or EC PRIVATE KEY), not encrypted";
+
+impl Default for TlsFiles {
+    /// The system's CAs, no more; no server identity (as [`TlsConfig::default`]).
+    fn default() -> Self {
+        TlsFiles {
+            system_roots: true,
+            cas: Vec::new(),
+            identity: None,
+        }
+    }
+}
+
+impl TlsFiles {
+    /// Whether the system's CAs are trusted.
+    pub fn system_roots(&self) -> bool {
+        self.system_roots
+    }
+
+    /// Trusts the system's CAs (`true`, the default) or only the CA files.
+    pub fn set_system_roots(&mut self, on: bool) {
+        self.system_roots = on;
+    }
+
+    /// The CA files, in the order added.
+    pub fn ca_files(&self) -> impl Iterator<Item = &Path> {
+        self.cas.iter().map(|ca| ca.path.as_path())
+    }
+
+    /// The server identity's certificate and key files, if set.
+    pub fn identity_files(&self) -> Option<(&Path, &Path)> {
+        self.identity
+            .as_ref()
+            .map(|(cert, key)| (cert.path.as_path(), key.path.as_path()))
+    }
+
+    /// Reads the PEM file of CA certificates at `path` and trusts them too.
+    pub fn add_ca_file(&mut self, path: &Path) -> Result<(), TlsFileError> {
+        let ca = Loaded::read(path, "CA file", CA_FIX)?;
+        if let Err(e) = TlsConfig::empty().add_roots(&ca.data, &ca.name()) {
+            return Err(ca_error(&ca, e));
+        }
+        self.cas.push(ca);
+        Ok(())
+    }
+
+    /// Reads the certificate chain (PEM, leaf first) and private key (PEM) a guest's server
+    /// side presents when it passes none, and checks that the key is the certificate's.
+    /// Replaces an identity set before.
+    pub fn set_identity_files(&mut self, cert: &Path, key: &Path) -> Result<(), TlsFileError> {
+        let cert = Loaded::read(cert, "certificate file", CERT_FIX)?;
+        let key = Loaded::read(key, "key file", KEY_FIX)?;
+        if let Err(e) = TlsConfig::empty().with_server_identity(&cert.data, &key.data, "") {
+            return Err(identity_error(&cert, &key, e));
+        }
+        self.identity = Some((cert, key));
+        Ok(())
+    }
+
+    /// The configuration to give guests.
+    pub fn config(&self) -> Result<TlsConfig, TlsFileError> {
+        let mut config = if self.system_roots {
+            TlsConfig::default()
+        } else {
+            TlsConfig::empty()
+        };
+        for ca in &self.cas {
+            config = config
+                .add_roots(&ca.data, &ca.name())
+                .map_err(|e| ca_error(ca, e))?;
+        }
+        if let Some((cert, key)) = &self.identity {
+            config = config
+                .with_server_identity(&cert.data, &key.data, "")
+                .map_err(|e| identity_error(cert, key, e))?;
+        }
+        Ok(config)
+    }
+
+    /// Whether no CA is trusted (no system roots, no CA files).
+    fn trusts_nothing(&self) -> bool {
+        !self.system_roots && self.cas.is_empty()
+    }
+
+    /// The settings in plain words, two indented lines.
+    fn explain(&self) -> String {
+        let mut trusted = Vec::new();
+        if self.system_roots {
+            let n = TlsConfig::default().root_count();
+            trusted.push(format!("the system's CAs ({n} certificates)"));
+        }
+        for ca in &self.cas {
+            let n = TlsConfig::empty()
+                .add_roots(&ca.data, "")
+                .map_or(0, |c| c.root_count());
+            let s = if n == 1 { "" } else { "s" };
+            trusted.push(format!("{n} certificate{s} from {}", ca.path.display()));
+        }
+        let trusted = if trusted.is_empty() {
+            "none: every verified TLS connection fails unless the guest passes CA data of its own"
+                .to_string()
+        } else {
+            trusted.join(", ")
+        };
+        let identity = match &self.identity {
+            Some((cert, key)) => format!(
+                "{} with the key {} (presented by a guest's server side that passes none)",
+                cert.path.display(),
+                key.path.display()
+            ),
+            None => "none: a guest's TLS server side must pass its own certificate and key".into(),
+        };
+        format!("  trusted CAs: {trusted}\n  server identity: {identity}\n")
+    }
+}
+
+fn ca_error(ca: &Loaded, e: TlsConfigError) -> TlsFileError {
+    let message = match e {
+        _ if !ca.is_pem() => format!(
+            "{} is not PEM: it holds no -----BEGIN CERTIFICATE----- block (nor one DER certificate)",
+            ca.name()
+        ),
+        TlsConfigError::NoCertificate { .. } => format!(
+            "{} holds no certificate (no -----BEGIN CERTIFICATE----- block; a private key or \
+             certificate request is no CA certificate)",
+            ca.name()
+        ),
+        e => e.to_string(),
+    };
+    TlsFileError {
+        path: ca.path.clone(),
+        key_at_fault: false,
+        message,
+        fix: CA_FIX.into(),
+    }
+}
+
+fn identity_error(cert: &Loaded, key: &Loaded, e: TlsConfigError) -> TlsFileError {
+    let (at_fault, message, fix) = match e {
+        TlsConfigError::NoCertificate { .. } if !cert.is_pem() => (
+            Which::Cert,
+            format!(
+                "the certificate file {} is not PEM: it holds no -----BEGIN CERTIFICATE----- block",
+                cert.name()
+            ),
+            CERT_FIX.to_string(),
+        ),
+        TlsConfigError::NoCertificate { .. } => (
+            Which::Cert,
+            format!(
+                "the certificate file {} holds no certificate (no -----BEGIN CERTIFICATE----- \
+                 block)",
+                cert.name()
+            ),
+            CERT_FIX.to_string(),
+        ),
+        TlsConfigError::NoKey { .. } if !key.is_pem() => (
+            Which::Key,
+            format!(
+                "the key file {} is not PEM: it holds no -----BEGIN PRIVATE KEY----- block",
+                key.name()
+            ),
+            KEY_FIX.to_string(),
+        ),
+        TlsConfigError::NoKey { .. } => (
+            Which::Key,
+            format!(
+                "the key file {} holds no private key (no -----BEGIN PRIVATE KEY-----, RSA \
+                 PRIVATE KEY or EC PRIVATE KEY block)",
+                key.name()
+            ),
+            KEY_FIX.to_string(),
+        ),
+        TlsConfigError::Refused { reason, .. } if reason.contains("KeyMismatch") => (
+            Which::Key,
+            format!(
+                "the key in {} does not match the certificate in {}: it is another \
+                 certificate's key",
+                key.name(),
+                cert.name()
+            ),
+            "give the private key made with this certificate (`openssl x509 -noout -pubkey -in \
+             CERT` and `openssl pkey -pubout -in KEY` print the same public key for a pair)"
+                .to_string(),
+        ),
+        TlsConfigError::Refused { reason, .. } if !cert.is_pem() => (
+            Which::Cert,
+            format!("the certificate file {} is not PEM ({reason})", cert.name()),
+            CERT_FIX.to_string(),
+        ),
+        TlsConfigError::Refused { reason, .. } if reason.contains("private key") => (
+            Which::Key,
+            format!("the key file {} cannot be used: {reason}", key.name()),
+            KEY_FIX.to_string(),
+        ),
+        TlsConfigError::Refused { reason, .. } => (
+            Which::Cert,
+            format!(
+                "the certificate {} with the key {} cannot be used: {reason}",
+                cert.name(),
+                key.name()
+            ),
+            format!("{CERT_FIX}, and {KEY_FIX}"),
+        ),
+    };
+    let (path, key_at_fault) = match at_fault {
+        Which::Cert => (cert.path.clone(), false),
+        Which::Key => (key.path.clone(), true),
+    };
+    TlsFileError {
+        path,
+        key_at_fault,
+        message,
+        fix,
+    }
+}
+
+/// Which file of a server identity is at fault.
+enum Which {
+    Cert,
+    Key,
 }
 
 /// ` (10 MiB)` for sizes that read better in binary units, else nothing.
@@ -279,6 +651,18 @@ struct RawFile {
     deny: Vec<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    tls: RawTls,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    ca_files: Vec<Spanned<String>>,
+    system_roots: Option<bool>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -326,16 +710,19 @@ impl RawLimits {
     }
 }
 
-const KNOWN_KEYS: &str = "at the top level dry_run, allow, deny and the [limits] table; in \
-     [limits] max_sockets, max_buffered, max_bytes_sent, max_bytes_received, rate, pin_ttl_secs, \
-     max_buffered_total, max_memory";
+const KNOWN_KEYS: &str = "at the top level dry_run, allow, deny and the [limits] and [tls] \
+     tables; in [limits] max_sockets, max_buffered, max_bytes_sent, max_bytes_received, rate, \
+     pin_ttl_secs, max_buffered_total, max_memory; in [tls] ca_files, system_roots, cert_file, \
+     key_file";
 
-/// Reads and parses the policy file at `path` (see [`parse`]).
+/// Reads and parses the policy file at `path` (see [`parse`]); the `[tls]` table's relative
+/// paths are read from the file's folder.
 ///
 /// # Ambient Authority
 ///
 /// The file's allow rules grant the guest access to the host's network from the ambient
-/// authority of the host process, hence the [`AmbientAuthority`] token.
+/// authority of the host process, hence the [`AmbientAuthority`] token; the `[tls]` files
+/// are read with it too.
 pub fn load(path: &Path, ambient: AmbientAuthority) -> Result<PolicyFile, PolicyFileError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| PolicyFileError {
@@ -344,10 +731,12 @@ pub fn load(path: &Path, ambient: AmbientAuthority) -> Result<PolicyFile, Policy
         message: format!("cannot read the policy file: {e}"),
         fix: Some("give the path of a readable UTF-8 TOML file".into()),
     })?;
-    parse(&text, &origin, ambient)
+    let dir = path.parent().unwrap_or(Path::new(""));
+    parse_in(&text, &origin, dir, ambient)
 }
 
-/// Parses a policy file's text; `origin` names it in errors (usually its path).
+/// Parses a policy file's text; `origin` names it in errors (usually its path). The `[tls]`
+/// table's relative paths are read from the current directory ([`parse_in`] takes another).
 ///
 /// # Ambient Authority
 ///
@@ -355,6 +744,21 @@ pub fn load(path: &Path, ambient: AmbientAuthority) -> Result<PolicyFile, Policy
 pub fn parse(
     text: &str,
     origin: &str,
+    ambient: AmbientAuthority,
+) -> Result<PolicyFile, PolicyFileError> {
+    parse_in(text, origin, Path::new(""), ambient)
+}
+
+/// As [`parse`], with the `[tls]` table's relative paths read from `dir` (the policy file's
+/// folder).
+///
+/// # Ambient Authority
+///
+/// As [`load`].
+pub fn parse_in(
+    text: &str,
+    origin: &str,
+    dir: &Path,
     ambient: AmbientAuthority,
 ) -> Result<PolicyFile, PolicyFileError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| toml_error(text, origin, &e))?;
@@ -404,10 +808,89 @@ pub fn parse(
             ))
         })?;
 
+    let tls = tls_files(&raw.tls, text, origin, dir)?;
+
     Ok(PolicyFile {
         policy: policy.build(),
         limits,
+        tls,
     })
+}
+
+/// The `[tls]` table's files, read from `dir` and checked; errors are placed on their entry.
+fn tls_files(
+    raw: &RawTls,
+    text: &str,
+    origin: &str,
+    dir: &Path,
+) -> Result<TlsFiles, PolicyFileError> {
+    let at = |entry: &Spanned<String>, message: String| {
+        PolicyFileError::at(origin, text, Some(entry.span()), message)
+    };
+    let path = |entry: &Spanned<String>, key: &str| {
+        let name = entry.get_ref();
+        if name.is_empty() {
+            return Err(at(entry, format!("`{key}` is an empty path"))
+                .with_fix("give the file's path, relative to the policy file's folder"));
+        }
+        Ok(dir.join(name))
+    };
+    let failed = |entry: &Spanned<String>, e: TlsFileError| {
+        let fix = if e.message().starts_with("cannot read") {
+            format!(
+                "{}; relative paths are read from the policy file's folder",
+                e.fix()
+            )
+        } else {
+            e.fix().to_string()
+        };
+        at(entry, e.message().to_string()).with_fix(fix)
+    };
+    let mut files = TlsFiles::default();
+    files.set_system_roots(raw.system_roots.unwrap_or(true));
+    for entry in &raw.ca_files {
+        files
+            .add_ca_file(&path(entry, "ca_files")?)
+            .map_err(|e| failed(entry, e))?;
+    }
+    match (&raw.cert_file, &raw.key_file) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            let (cert_path, key_path) = (path(cert, "cert_file")?, path(key, "key_file")?);
+            files
+                .set_identity_files(&cert_path, &key_path)
+                .map_err(|e| {
+                    // Placed on the file that is wrong; a pair that does not match, on the key.
+                    let entry = if e.key_at_fault { key } else { cert };
+                    failed(entry, e)
+                })?;
+        }
+        (Some(cert), None) => {
+            return Err(at(
+                cert,
+                "`cert_file` without `key_file`: the server identity is a certificate and its \
+                 private key"
+                    .into(),
+            )
+            .with_fix(
+                "add key_file = \"KEY.pem\" (the certificate's private key) to [tls], or remove \
+                 cert_file",
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(at(
+                key,
+                "`key_file` without `cert_file`: the server identity is a certificate and its \
+                 private key"
+                    .into(),
+            )
+            .with_fix(
+                "add cert_file = \"CERT.pem\" (the key's certificate chain) to [tls], or remove \
+                 key_file",
+            ));
+        }
+    }
+    Ok(files)
 }
 
 /// The limit whose `key = value` line holds byte `at` of `text`, if it is one.
@@ -444,8 +927,10 @@ fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> PolicyFileError 
                 )
             }
             None => "allow and deny are lists of rule strings (allow = \
-                     [\"connect=127.0.0.1:8080\"]), dry_run is true or false, and limits are \
-                     whole numbers of at least 0"
+                     [\"connect=127.0.0.1:8080\"]), dry_run is true or false, limits are \
+                     whole numbers of at least 0; in [tls], ca_files is a list of file names \
+                     (ca_files = [\"ca.pem\"]), system_roots is true or false, cert_file and \
+                     key_file are file names"
                 .to_string(),
         }
     } else {
@@ -814,6 +1299,322 @@ pin_ttl_secs = 300
         assert_eq!(p.source_line, "bé = [\"x\"]");
         let p = place(text, text.len()..text.len());
         assert_eq!((p.line, p.column), (3, 5));
+    }
+
+    /// A folder of TLS files made at test time (removed when dropped): `ca.pem` with two CA
+    /// certificates, `other-ca.pem` with one, `server.pem` and `server.key` (a pair),
+    /// `stray.key` (another key), `note.txt` (not PEM).
+    struct TlsDir(std::path::PathBuf);
+
+    impl TlsDir {
+        fn new() -> TlsDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "usocket-policy-file-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let cert = |name: &str| rcgen::generate_simple_self_signed(vec![name.into()]).unwrap();
+            let (ca1, ca2, ca3) = (cert("ca1.test"), cert("ca2.test"), cert("ca3.test"));
+            let server = cert("localhost");
+            let stray = cert("stray.test");
+            for (name, text) in [
+                ("ca.pem", ca1.cert.pem() + &ca2.cert.pem()),
+                ("other-ca.pem", ca3.cert.pem()),
+                ("server.pem", server.cert.pem()),
+                ("server.key", server.signing_key.serialize_pem()),
+                ("stray.key", stray.signing_key.serialize_pem()),
+                ("note.txt", "not a certificate\n".to_string()),
+            ] {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            TlsDir(dir)
+        }
+
+        fn parse(&self, text: &str) -> Result<PolicyFile, PolicyFileError> {
+            parse_in(text, "test.toml", &self.0, ambient_authority())
+        }
+
+        fn parse_ok(&self, text: &str) -> PolicyFile {
+            self.parse(text).unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        fn parse_err(&self, text: &str) -> PolicyFileError {
+            match self.parse(text) {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => e,
+            }
+        }
+    }
+
+    impl Drop for TlsDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn without_a_tls_table_guests_trust_the_system_and_present_nothing() {
+        let file = parse_ok("allow = [\"tls=*.example.com:443\"]");
+        assert!(file.tls.system_roots());
+        assert_eq!(file.tls.ca_files().count(), 0);
+        assert!(file.tls.identity_files().is_none());
+        let config = file.tls.config().unwrap();
+        assert!(!config.has_server_identity());
+        assert_eq!(
+            config.root_count(),
+            crate::TlsConfig::default().root_count()
+        );
+    }
+
+    #[test]
+    fn a_tls_table_reads_its_files_from_the_policy_files_folder() {
+        let dir = TlsDir::new();
+        let text = "allow = [\"tls=127.0.0.1:8443\"]\n[tls]\nca_files = [\"ca.pem\", \
+                    \"other-ca.pem\"]\nsystem_roots = false\ncert_file = \"server.pem\"\n\
+                    key_file = \"server.key\"\n";
+        let file = dir.parse_ok(text);
+        assert!(!file.tls.system_roots());
+        assert_eq!(
+            file.tls.ca_files().collect::<Vec<_>>(),
+            [dir.0.join("ca.pem"), dir.0.join("other-ca.pem")]
+        );
+        assert_eq!(
+            file.tls.identity_files(),
+            Some((
+                dir.0.join("server.pem").as_path(),
+                dir.0.join("server.key").as_path()
+            ))
+        );
+        let config = file.tls.config().unwrap();
+        assert_eq!(config.root_count(), 3);
+        assert!(config.has_server_identity());
+
+        // `load` reads them from the policy file's folder, whatever the current directory.
+        let path = dir.0.join("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = load(&path, ambient_authority()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.tls.config().unwrap().root_count(), 3);
+        // An absolute path is taken as it is.
+        let absolute = format!(
+            "[tls]\nca_files = [{:?}]\n",
+            dir.0.join("other-ca.pem").display().to_string()
+        );
+        let file = parse_in(
+            &absolute,
+            "t.toml",
+            Path::new("/nonexistent"),
+            ambient_authority(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            file.tls.config().unwrap().root_count(),
+            crate::TlsConfig::default().root_count() + 1,
+            "system roots stay on by default"
+        );
+    }
+
+    #[test]
+    fn a_tls_table_is_explained() {
+        let dir = TlsDir::new();
+        let text = dir
+            .parse_ok(
+                "allow = [\"tls=127.0.0.1:8443\"]\n[tls]\nca_files = [\"ca.pem\", \
+                 \"other-ca.pem\"]\nsystem_roots = false\ncert_file = \"server.pem\"\n\
+                 key_file = \"server.key\"\n",
+            )
+            .explain("p.toml");
+        let ca = dir.0.join("ca.pem").display().to_string();
+        let other = dir.0.join("other-ca.pem").display().to_string();
+        let server = dir.0.join("server.pem").display().to_string();
+        let key = dir.0.join("server.key").display().to_string();
+        assert!(
+            text.contains(&format!(
+                "\nTLS (run by the host; private keys never enter the guest):\n  trusted CAs: 2 \
+                 certificates from {ca}, 1 certificate from {other}\n  server identity: {server} \
+                 with the key {key} (presented by a guest's server side that passes none)\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  tls=127.0.0.1:8443  connecting to 127.0.0.1 on port 8443, only over TLS"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("warning"), "{text}");
+        assert!(text.find("\nLimits:").unwrap() < text.find("\nTLS").unwrap());
+
+        let text = parse_ok("").explain("p.toml");
+        assert!(text.contains("  trusted CAs: the system's CAs ("), "{text}");
+        assert!(
+            text.contains("  server identity: none: a guest's TLS server side must pass its own"),
+            "{text}"
+        );
+        // tls rules with nothing trusted cannot work: said so.
+        let text =
+            parse_ok("allow = [\"tls=*:443\"]\n[tls]\nsystem_roots = false\n").explain("p.toml");
+        assert!(
+            text.contains("  trusted CAs: none: every verified TLS connection fails"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  warning: no CA is trusted, so every connection the tls rules grant"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_placed_on_its_entry() {
+        let dir = TlsDir::new();
+        let e = dir.parse_err("[tls]\nca_files = [\"ca.pem\", \"missing.pem\"]\n");
+        assert_eq!((e.line(), e.column()), (Some(2), Some(23)), "{e}");
+        let missing = dir.0.join("missing.pem").display().to_string();
+        assert!(
+            e.message()
+                .starts_with(&format!("cannot read the CA file `{missing}`: ")),
+            "{e}"
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("fix: give a PEM file of CA certificates"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("relative paths are read from the policy file's folder"),
+            "{shown}"
+        );
+        for (key, line) in [("cert_file", 2), ("key_file", 3)] {
+            let text = "[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n"
+                .replace(&format!("{key} = \"server."), &format!("{key} = \"gone."));
+            let e = dir.parse_err(&text);
+            assert_eq!(e.line(), Some(line), "{e}");
+            assert!(e.message().starts_with("cannot read the "), "{e}");
+            assert!(e.message().contains("gone."), "{e}");
+        }
+        let e = dir.parse_err("[tls]\nca_files = [\"\"]\n");
+        assert!(e.message().contains("`ca_files` is an empty path"), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_or_holds_no_certificate_is_explained() {
+        let dir = TlsDir::new();
+        let e = dir.parse_err("[tls]\nca_files = [\"note.txt\"]\n");
+        assert_eq!((e.line(), e.column()), (Some(2), Some(13)), "{e}");
+        assert!(e.message().contains("note.txt` is not PEM"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("fix: give a PEM file of CA certificates"),
+            "{e}"
+        );
+        let e = dir.parse_err("[tls]\nca_files = [\"server.key\"]\n");
+        assert!(
+            e.message().contains("server.key` holds no certificate"),
+            "{e}"
+        );
+        assert!(e.message().contains("a private key"), "{e}");
+    }
+
+    #[test]
+    fn a_server_identity_needs_both_files_and_a_matching_pair() {
+        let dir = TlsDir::new();
+        let e = dir.parse_err("[tls]\nsystem_roots = true\ncert_file = \"server.pem\"\n");
+        assert_eq!((e.line(), e.column()), (Some(3), Some(13)), "{e}");
+        assert!(
+            e.message().starts_with("`cert_file` without `key_file`"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("fix: add key_file = "), "{e}");
+        let e = dir.parse_err("[tls]\nkey_file = \"server.key\"\n");
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(
+            e.message().starts_with("`key_file` without `cert_file`"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("fix: add cert_file = "), "{e}");
+
+        // Another certificate's key: placed on the key.
+        let e = dir.parse_err("[tls]\ncert_file = \"server.pem\"\nkey_file = \"stray.key\"\n");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(
+            e.message()
+                .contains("stray.key` does not match the certificate in"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("fix: give the private key made with this"),
+            "{e}"
+        );
+        // A key file with no key, a certificate file with no certificate.
+        let e = dir.parse_err("[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.pem\"\n");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(e.message().contains("holds no private key"), "{e}");
+        let e = dir.parse_err("[tls]\ncert_file = \"note.txt\"\nkey_file = \"server.key\"\n");
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(e.message().contains("note.txt` is not PEM"), "{e}");
+        let e = dir.parse_err("[tls]\ncert_file = \"server.key\"\nkey_file = \"server.key\"\n");
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(e.message().contains("holds no certificate"), "{e}");
+        let e = dir.parse_err("[tls]\ncert_file = \"server.pem\"\nkey_file = \"note.txt\"\n");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(e.message().contains("note.txt` is not PEM"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_in_the_tls_table_are_errors() {
+        let e = parse_err("[tls]\nsystem_roots = true\nca_file = [\"ca.pem\"]\n");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(e.message().contains("unknown field `ca_file`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("in [tls] ca_files, system_roots, cert_file, key_file"),
+            "{e}"
+        );
+        for (text, line) in [
+            ("[tls]\nca_files = \"ca.pem\"\n", 2),
+            ("[tls]\n\nsystem_roots = \"no\"\n", 3),
+            ("[tls]\ncert_file = [\"a.pem\"]\nkey_file = \"k.pem\"\n", 2),
+            ("tls = true\n", 1),
+        ] {
+            let e = parse_err(text);
+            assert_eq!(e.line(), Some(line), "{text}: {e}");
+            assert!(e.to_string().contains("fix:"), "{e}");
+        }
+        let e = parse_err("[tls]\nca_files = \"ca.pem\"\n");
+        assert!(
+            e.to_string().contains("ca_files is a list of file names"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_files_added_one_by_one_say_which_file_is_wrong() {
+        let dir = TlsDir::new();
+        let mut files = TlsFiles::default();
+        files.add_ca_file(&dir.0.join("ca.pem")).unwrap();
+        let e = files.add_ca_file(&dir.0.join("note.txt")).unwrap_err();
+        assert_eq!(e.path(), dir.0.join("note.txt"));
+        assert!(e.to_string().contains("\n  fix: "), "{e}");
+        files.set_system_roots(false);
+        assert_eq!(
+            files.config().unwrap().root_count(),
+            2,
+            "a failed add adds nothing"
+        );
+        let e = files
+            .set_identity_files(&dir.0.join("server.pem"), &dir.0.join("stray.key"))
+            .unwrap_err();
+        assert_eq!(e.path(), dir.0.join("stray.key"));
+        assert!(files.identity_files().is_none());
+        files
+            .set_identity_files(&dir.0.join("server.pem"), &dir.0.join("server.key"))
+            .unwrap();
+        assert!(files.config().unwrap().has_server_identity());
+        // The contents (a private key) stay out of Debug.
+        assert!(!format!("{files:?}").contains("PRIVATE"), "{files:?}");
     }
 
     #[test]
