@@ -1071,6 +1071,72 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_add_to_the_policy_files_cas_and_replace_its_identity() {
+        let dir = std::env::temp_dir().join(format!("usocket-cli-unit-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = |name: &str| rcgen::generate_simple_self_signed(vec![name.into()]).unwrap();
+        let (a, b, server) = (cert("a.test"), cert("b.test"), cert("localhost"));
+        let path = |name: &str| dir.join(name);
+        std::fs::write(path("a.pem"), a.cert.pem() + &b.cert.pem()).unwrap();
+        std::fs::write(path("c.pem"), cert("c.test").cert.pem()).unwrap();
+        std::fs::write(path("server.pem"), server.cert.pem()).unwrap();
+        std::fs::write(path("server.key"), server.signing_key.serialize_pem()).unwrap();
+        let text = |p: PathBuf| p.display().to_string();
+
+        // The file: its two CAs only, and an identity.
+        let mut file = TlsFiles::default();
+        file.set_system_roots(false);
+        file.add_ca_file(&path("a.pem")).unwrap();
+        file.set_identity_files(&path("server.pem"), &path("server.key"))
+            .unwrap();
+        let args = run_args(&["x.wasm"]);
+        let config = tls_config(&args, Some(file.clone())).unwrap();
+        assert_eq!(config.root_count(), 2);
+        assert!(config.has_server_identity());
+        // --tls-ca adds to them.
+        let args = run_args(&["--tls-ca", &text(path("c.pem")), "x.wasm"]);
+        assert_eq!(
+            tls_config(&args, Some(file.clone())).unwrap().root_count(),
+            3
+        );
+        // Without a file: the system's CAs and the flags', unless the system's are turned off.
+        let system = TlsConfig::default().root_count();
+        assert_eq!(tls_config(&args, None).unwrap().root_count(), system + 1);
+        let args = run_args(&[
+            "--tls-no-system-roots",
+            "--tls-ca",
+            &text(path("c.pem")),
+            "x.wasm",
+        ]);
+        let config = tls_config(&args, None).unwrap();
+        assert_eq!(config.root_count(), 1);
+        assert!(!config.has_server_identity());
+        // A file that trusts the system's CAs stops trusting them with the flag.
+        let mut with_system = TlsFiles::default();
+        with_system.add_ca_file(&path("a.pem")).unwrap();
+        assert_eq!(
+            tls_config(&args, Some(with_system)).unwrap().root_count(),
+            3
+        );
+        // The flags' identity replaces the file's; a bad one is the flag's error.
+        let args = run_args(&[
+            "--tls-cert",
+            &text(path("server.pem")),
+            "--tls-key",
+            &text(path("a.pem")),
+            "x.wasm",
+        ]);
+        let Err(Failure::Usage(message)) = tls_config(&args, Some(file)) else {
+            panic!("a key file without a key was taken")
+        };
+        assert!(
+            message.starts_with(&format!("--tls-key {}: ", text(path("a.pem")))),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_audit_sink_writes_one_json_object_a_line() {
         let path =
             std::env::temp_dir().join(format!("usocket-cli-unit-{}.jsonl", std::process::id()));

@@ -785,3 +785,297 @@ fn numbers_in_policy_files_are_whole_numbers_in_range() {
         }
     }
 }
+
+/// A temporary folder of TLS files made at test time (removed when dropped): `ca.pem` (two CA
+/// certificates), `server.pem` + `server.key` (a pair), `stray.key` (another key) and
+/// `note.txt` (not PEM).
+struct TlsDir(PathBuf);
+
+impl TlsDir {
+    fn new() -> TlsDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "usocket-policy-cli-tls-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = |name: &str| rcgen::generate_simple_self_signed(vec![name.into()]).unwrap();
+        let (ca1, ca2, server, stray) = (
+            cert("ca1.test"),
+            cert("ca2.test"),
+            cert("localhost"),
+            cert("stray.test"),
+        );
+        for (name, contents) in [
+            ("ca.pem", ca1.cert.pem() + &ca2.cert.pem()),
+            ("server.pem", server.cert.pem()),
+            ("server.key", server.signing_key.serialize_pem()),
+            ("stray.key", stray.signing_key.serialize_pem()),
+            ("note.txt", "not a certificate\n".to_string()),
+        ] {
+            std::fs::write(dir.join(name), contents).unwrap();
+        }
+        TlsDir(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+
+    /// Writes the policy file `name` into the folder; its path.
+    fn policy(&self, name: &str, contents: &str) -> String {
+        std::fs::write(self.0.join(name), contents).unwrap();
+        self.path(name)
+    }
+}
+
+impl Drop for TlsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn tls_flags_refuse_files_that_cannot_work_before_running_anything() {
+    let dir = TlsDir::new();
+    let (ca, note, server, key, stray) = (
+        dir.path("ca.pem"),
+        dir.path("note.txt"),
+        dir.path("server.pem"),
+        dir.path("server.key"),
+        dir.path("stray.key"),
+    );
+    let missing = dir.path("missing.pem");
+    // No component there: valid flags would end in exit 125 (cannot read the component).
+    let wasm = dir.path("absent.wasm");
+    for (flags, needles) in [
+        (
+            vec!["--tls-ca", &missing],
+            vec![
+                format!("--tls-ca {missing}: cannot read the CA file `{missing}`: "),
+                "fix: give a PEM file of CA certificates".into(),
+            ],
+        ),
+        (
+            vec!["--tls-ca", &ca, "--tls-ca", &note],
+            vec![format!(
+                "--tls-ca {note}: `{note}` is not PEM: it holds no -----BEGIN CERTIFICATE----- block"
+            )],
+        ),
+        (
+            vec!["--tls-ca", &key],
+            vec![format!("--tls-ca {key}: `{key}` holds no certificate")],
+        ),
+        (
+            vec!["--tls-cert", &server],
+            vec![
+                format!("--tls-cert {server} needs --tls-key"),
+                "fix: add --tls-key KEY.pem".into(),
+            ],
+        ),
+        (
+            vec!["--tls-key", &key],
+            vec![
+                format!("--tls-key {key} needs --tls-cert"),
+                "fix: add --tls-cert CERT.pem".into(),
+            ],
+        ),
+        (
+            vec!["--tls-cert", &server, "--tls-key", &stray],
+            vec![
+                format!(
+                    "--tls-key {stray}: the key in `{stray}` does not match the certificate in \
+                     `{server}`"
+                ),
+                "fix: give the private key made with this certificate".into(),
+            ],
+        ),
+        (
+            vec!["--tls-cert", &note, "--tls-key", &key],
+            vec![format!(
+                "--tls-cert {note}: the certificate file `{note}` is not PEM"
+            )],
+        ),
+        (
+            vec!["--tls-cert", &server, "--tls-key", &missing],
+            vec![format!(
+                "--tls-key {missing}: cannot read the key file `{missing}`: "
+            )],
+        ),
+    ] {
+        let mut args = vec!["run"];
+        args.extend(&flags);
+        args.push(&wasm);
+        let out = usocket(&args);
+        for needle in &needles {
+            assert_usage_error(&out, needle);
+        }
+    }
+    // With files that work, the next problem is the component's.
+    let out = usocket(&[
+        "run",
+        "--tls-ca",
+        &ca,
+        "--tls-no-system-roots",
+        "--tls-cert",
+        &server,
+        "--tls-key",
+        &key,
+        &wasm,
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot read component"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_guest_runs_with_tls_files_from_flags_and_a_policy_file() {
+    let dir = TlsDir::new();
+    let (port, accepted) = http_server();
+    let policy = dir.policy(
+        "tls.toml",
+        &format!(
+            "allow = [\"connect=127.0.0.1:{port}\"]\n[tls]\nca_files = [\"ca.pem\"]\n\
+             system_roots = false\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n"
+        ),
+    );
+    let out = http_get(
+        &[
+            "--policy",
+            &policy,
+            "--tls-ca",
+            &dir.path("ca.pem"),
+            "--tls-cert",
+            &dir.path("server.pem"),
+            "--tls-key",
+            &dir.path("server.key"),
+        ],
+        port,
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    accepted
+        .recv_timeout(WAIT)
+        .expect("the guest reached the server");
+}
+
+#[test]
+fn policy_check_explains_the_tls_table_and_tls_rules() {
+    let dir = TlsDir::new();
+    let policy = dir.policy(
+        "tls.toml",
+        "allow = [\"tls=*.example.com:443\", \"tls=127.0.0.1:8443\"]\n[tls]\n\
+         ca_files = [\"ca.pem\"]\nsystem_roots = false\ncert_file = \"server.pem\"\n\
+         key_file = \"server.key\"\n",
+    );
+    let out = usocket(&["policy", "check", &policy]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for part in [
+        "\n  tls=*.example.com:443  connecting to the addresses names below example.com \
+         resolved to on port 443, only over TLS with a certificate valid for the name granted\n"
+            .to_string(),
+        "\n  tls=127.0.0.1:8443     connecting to 127.0.0.1 on port 8443, only over TLS with a \
+         verified certificate\n"
+            .to_string(),
+        format!(
+            "\nTLS (run by the host; private keys never enter the guest):\n  trusted CAs: 2 \
+             certificates from {}\n  server identity: {} with the key {} (presented by a \
+             guest's server side that passes none)\n",
+            dir.path("ca.pem"),
+            dir.path("server.pem"),
+            dir.path("server.key")
+        ),
+    ] {
+        assert!(stdout.contains(&part), "no {part:?} in\n{stdout}");
+    }
+    assert!(stdout.find("\nLimits:").unwrap() < stdout.find("\nTLS (").unwrap());
+
+    // Without a [tls] table: the system's CAs, no identity.
+    let (_file, out) = check_file("no-tls.toml", "allow = [\"tls=*:443\"]\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("  trusted CAs: the system's CAs ("),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  server identity: none: a guest's TLS server side must pass its own"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("warning"), "{stdout}");
+    // tls rules that nothing trusted can satisfy are pointed out.
+    let (_file, out) = check_file(
+        "trusts-nothing.toml",
+        "allow = [\"tls=*:443\"]\n[tls]\nsystem_roots = false\n",
+    );
+    assert!(
+        text(&out.stdout).contains("  warning: no CA is trusted, so every connection the tls"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_bad_tls_table_or_tls_deny_rule_is_refused_by_check_and_run_alike() {
+    let dir = TlsDir::new();
+    let wasm = example("http_get");
+    let missing = dir.path("missing.pem");
+    for (contents, place, needle) in [
+        (
+            "allow = []\n[tls]\nca_files = [\"ca.pem\", \"missing.pem\"]\n",
+            ":3:23: ",
+            format!("cannot read the CA file `{missing}`"),
+        ),
+        (
+            "[tls]\nca_files = [\"note.txt\"]\n",
+            ":2:13: ",
+            "note.txt` is not PEM".to_string(),
+        ),
+        (
+            "[tls]\ncert_file = \"server.pem\"\n",
+            ":2:13: ",
+            "`cert_file` without `key_file`".to_string(),
+        ),
+        (
+            "[tls]\nkey_file = \"server.key\"\n",
+            ":2:12: ",
+            "`key_file` without `cert_file`".to_string(),
+        ),
+        (
+            "[tls]\ncert_file = \"server.pem\"\nkey_file = \"stray.key\"\n",
+            ":3:12: ",
+            "stray.key` does not match the certificate in".to_string(),
+        ),
+        (
+            "[tls]\nsystem_roots = true\nca_file = [\"ca.pem\"]\n",
+            ":3:1: ",
+            "unknown field `ca_file`".to_string(),
+        ),
+        (
+            "[tls]\nca_files = \"ca.pem\"\n",
+            ":2:12: ",
+            "ca_files is a list of file names".to_string(),
+        ),
+        (
+            "allow = [\"connect=*:*\"]\ndeny = [\"tls=127.0.0.1:443\"]\n",
+            ":2:9: ",
+            "deny connect=127.0.0.1:443 instead".to_string(),
+        ),
+    ] {
+        let policy = dir.policy("bad.toml", contents);
+        let out = usocket(&["policy", "check", &policy]);
+        assert_usage_error(&out, &format!("{policy}{place}"));
+        assert_usage_error(&out, &needle);
+        assert_usage_error(&out, "fix: ");
+        assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+        let out = usocket(&["run", "--policy", &policy, &wasm]);
+        assert_usage_error(&out, &needle);
+    }
+    let out = usocket(&["run", "--deny", "tls=loopback:*", &wasm]);
+    assert_usage_error(&out, "`tls` is an allow-only use");
+    assert_usage_error(&out, "deny connect=loopback:* instead");
+}
