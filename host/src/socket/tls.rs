@@ -125,9 +125,11 @@ impl Tls {
     }
 
     /// Whether a read would find something now without the kernel: plaintext, the end of
-    /// the stream or a failure (what makes `poll` report POLLIN).
+    /// the stream, a failure, or records rustls has not taken yet (bytes received before
+    /// `start-tls`: the kernel has already said all it will about them) (what makes `poll`
+    /// report POLLIN).
     pub(crate) fn has_news(&self) -> bool {
-        self.plaintext > 0 || self.eof || self.failed.is_some()
+        self.plaintext > 0 || self.eof || self.failed.is_some() || self.taken < self.incoming.len()
     }
 
     /// Runs the handshake to its end within `deadline` (non-blocking: as far as it goes
