@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use usocket_host::run::{Guest, Runner};
-use usocket_host::{Limits, Policy, UsocketCtx};
+use usocket_host::{Limits, Policy, TlsConfig, UsocketCtx};
 use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -88,6 +88,8 @@ pub struct Options {
     pub limits: Limits,
     /// Its time limit (tests always bound guests).
     pub time_limit: Duration,
+    /// What its TLS trusts and presents (`None`: the host's default, the system's roots).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Options {
@@ -96,13 +98,17 @@ impl Default for Options {
             policy: conformance_policy(),
             limits: Limits::default(),
             time_limit: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
 
 /// Runs guest program `name` with `args`, capturing its output.
 pub async fn run(name: &str, args: &[&str], opts: Options) -> wasmtime::Result<Outcome> {
-    let ctx = UsocketCtx::new(name, opts.policy).with_limits(opts.limits);
+    let mut ctx = UsocketCtx::new(name, opts.policy).with_limits(opts.limits);
+    if let Some(tls) = opts.tls {
+        ctx = ctx.with_tls(tls);
+    }
     run_with(name, args, ctx, opts.time_limit).await
 }
 
