@@ -35,6 +35,11 @@ impl Stats {
     }
 
     /// How many decisions each reason made, e.g. `"connect: denied by connect=private:*"`.
+    ///
+    /// At most 256 reasons are kept one by one; decisions for reasons beyond them are counted
+    /// under `"other reasons"`. (Rule reasons are as many as the rules, but a TLS
+    /// refusal's reason holds text a guest or a peer chooses: a `server_hostname`, a
+    /// certificate's names.)
     pub fn by_reason(&self) -> BTreeMap<String, u64> {
         self.reasons
             .lock()
@@ -50,11 +55,53 @@ impl Stats {
             Verdict::WouldDeny => &self.would_deny,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        *self
-            .reasons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(format!("{}: {decision}", use_.keyword()))
-            .or_default() += 1;
+        let reason = format!("{}: {decision}", use_.keyword());
+        let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if reasons.len() < MAX_REASONS || reasons.contains_key(&reason) {
+            reason
+        } else {
+            OTHER_REASONS.to_string()
+        };
+        *reasons.entry(key).or_default() += 1;
+    }
+}
+
+/// How many reasons [`Stats::by_reason`] keeps one by one.
+pub(crate) const MAX_REASONS: usize = 256;
+
+/// The reason [`Stats::by_reason`] counts decisions under once it keeps [`MAX_REASONS`].
+pub(crate) const OTHER_REASONS: &str = "other reasons";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_chosen_by_a_guest_or_a_peer_cannot_grow_the_counters_without_bound() {
+        let stats = Stats::default();
+        for i in 0..MAX_REASONS + 100 {
+            let decision = Decision::TlsRefused(format!(
+                "server_hostname \"h{i}.test\" is not a name this guest is granted"
+            ));
+            stats.decided(Use::Tls, Verdict::Deny, &decision);
+        }
+        stats.decided(Use::Connect, Verdict::Deny, &Decision::NotGranted);
+        stats.decided(
+            Use::Tls,
+            Verdict::Deny,
+            &Decision::TlsRefused(
+                "server_hostname \"h0.test\" is not a name this guest is granted".into(),
+            ),
+        );
+        let reasons = stats.by_reason();
+        assert_eq!(reasons.len(), MAX_REASONS + 1, "{reasons:?}");
+        assert_eq!(reasons[OTHER_REASONS], 101);
+        assert_eq!(
+            reasons["tls: TLS handshake failed: server_hostname \"h0.test\" is not a name this \
+                     guest is granted"],
+            2,
+            "a reason kept goes on counting"
+        );
+        assert_eq!(Stats::get(&stats.denied), MAX_REASONS + 102);
     }
 }
