@@ -2,16 +2,64 @@
 //! server on 127.0.0.1 with a certificate for `localhost` from a CA made here (trusted with
 //! `--tls-ca`). Every wait is bounded: the peer's read timeout and `RUN_LIMIT` for the run.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+use std::thread;
 use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 mod common;
 use common::{example, text, usocket};
 
-#[path = "common/tls.rs"]
-mod tls;
-use tls::{Ca, Leaf, ServerStream, read_line, send, tls_server};
+/// How long the native server waits for the guest's next bytes.
+const PEER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A CA made for one test.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "usocket https_get test CA");
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A rustls server configuration presenting a certificate for `name` signed by this CA.
+    fn server_for(&self, name: &str) -> Arc<rustls::ServerConfig> {
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+}
 
 /// A folder of its own for this test's files, removed when dropped.
 struct TempDir(PathBuf);
@@ -40,29 +88,39 @@ impl Drop for TempDir {
     }
 }
 
-/// An HTTPS server presenting `leaf` for one connection: it sends the request's lines
-/// (up to the empty one) through the channel, answers `hello over tls`, and ends with
-/// close_notify.
-fn https_server(leaf: &Leaf) -> (u16, mpsc::Receiver<Vec<String>>) {
+/// An HTTPS server on 127.0.0.1 for one connection, with `config`: it sends the request's
+/// lines (up to the empty one) through the channel, answers `hello over tls`, and ends with
+/// close_notify. A refused handshake ends it (its first read fails).
+fn https_server(config: Arc<rustls::ServerConfig>) -> (u16, mpsc::Receiver<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
-    let port = tls_server(leaf, 1, move |mut s: ServerStream| {
-        let mut request = Vec::new();
-        loop {
-            match read_line(&mut s) {
-                Ok(line) if line.is_empty() || line == "\r\n" => break,
-                Ok(line) => request.push(line),
-                Err(_) => return, // the guest refused the handshake
+    thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else {
+            return;
+        };
+        tcp.set_read_timeout(Some(PEER_TIMEOUT)).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
             }
         }
-        let _ = tx.send(request);
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let lines = head.split_inclusive("\r\n").map(str::to_string);
+        let _ = tx.send(lines.filter(|l| l != "\r\n").collect());
         let body = "hello over tls\n";
         let reply = format!(
             "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        send(&mut s, reply.as_bytes());
+        let _ = s.write_all(reply.as_bytes());
         s.conn.send_close_notify();
-        let _ = std::io::Write::flush(&mut s);
+        let _ = s.flush();
     });
     (port, rx)
 }
@@ -80,9 +138,9 @@ fn run_https_get(allow: &str, ca: Option<&str>, url: &str) -> std::process::Outp
 #[test]
 fn https_get_fetches_over_verified_tls() {
     let dir = TempDir::new("ok");
-    let ca = Ca::new("usocket CLI test CA");
+    let ca = Ca::new();
     let ca_file = dir.file("ca.pem", &ca.pem);
-    let (port, requests) = https_server(&ca.leaf(&["localhost"]));
+    let (port, requests) = https_server(ca.server_for("localhost"));
     // A tls rule: the connection is granted only with the certificate verified.
     let allow = format!("tls=localhost:{port}");
     let out = run_https_get(
@@ -112,9 +170,9 @@ fn https_get_fetches_over_verified_tls() {
 #[test]
 fn https_get_reports_a_certificate_for_another_name_as_ekeyrejected() {
     let dir = TempDir::new("mismatch");
-    let ca = Ca::new("usocket CLI test CA");
+    let ca = Ca::new();
     let ca_file = dir.file("ca.pem", &ca.pem);
-    let (port, requests) = https_server(&ca.leaf(&["other.test"]));
+    let (port, requests) = https_server(ca.server_for("other.test"));
     let allow = format!("tls=localhost:{port}");
     let out = run_https_get(
         &allow,
@@ -136,8 +194,8 @@ fn https_get_reports_a_certificate_for_another_name_as_ekeyrejected() {
 
 #[test]
 fn https_get_without_the_ca_is_enokey() {
-    let ca = Ca::new("usocket CLI test CA");
-    let (port, _requests) = https_server(&ca.leaf(&["localhost"]));
+    let ca = Ca::new();
+    let (port, _requests) = https_server(ca.server_for("localhost"));
     // Only the system's CAs: the test CA is not among them.
     let allow = format!("connect=localhost:{port}");
     let out = run_https_get(&allow, None, &format!("https://localhost:{port}/"));
