@@ -266,12 +266,19 @@ impl Gate {
     pub(crate) fn tls_failed(&self, peer: Option<SocketAddr>, errno: Errno, reason: &str) {
         let target = match peer {
             Some(addr) => Target::Addr(addr),
-            None => Target::Name(String::new()),
+            None => Target::Name("(peer address unknown)".into()),
         };
         let name = errno.name().unwrap_or("?");
         let decision = Decision::TlsRefused(format!("{reason} ({name})"));
-        // Not a policy decision a dry run could wave through: the handshake failed.
-        let _ = self.decided(Use::Tls, target, decision);
+        // Not a policy decision a dry run waves through: the handshake did fail.
+        self.record(Use::Tls, target, Verdict::Deny, decision);
+    }
+
+    /// Audits a refusal of TLS parameters a policy does not allow (EACCES, even in a dry run:
+    /// a guest must not choose its own trust where a `tls` rule applies).
+    pub(crate) fn tls_refused(&self, peer: SocketAddr, reason: &str) {
+        let decision = Decision::TlsRefused(reason.to_string());
+        self.record(Use::Tls, Target::Addr(peer), Verdict::Deny, decision);
     }
 
     /// The live names `ip` is pinned to.
@@ -359,11 +366,20 @@ impl Gate {
     }
 
     fn decided(&self, use_: Use, target: Target, decision: Decision) -> SockResult<()> {
-        let (verdict, result) = match (decision.is_allowed(), self.policy.is_dry_run()) {
-            (true, _) => (Verdict::Allow, Ok(())),
-            (false, true) => (Verdict::WouldDeny, Ok(())),
-            (false, false) => (Verdict::Deny, Err(Errno::EACCES)),
+        let verdict = match (decision.is_allowed(), self.policy.is_dry_run()) {
+            (true, _) => Verdict::Allow,
+            (false, true) => Verdict::WouldDeny,
+            (false, false) => Verdict::Deny,
         };
+        self.record(use_, target, verdict, decision);
+        match verdict {
+            Verdict::Deny => Err(Errno::EACCES),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts and audits a decision with its verdict.
+    fn record(&self, use_: Use, target: Target, verdict: Verdict, decision: Decision) {
         self.stats.decided(use_, verdict, &decision);
         let event = AuditEvent {
             time: std::time::SystemTime::now(),
@@ -382,7 +398,6 @@ impl Gate {
         for event in &out {
             self.emit(event);
         }
-        result
     }
 
     fn emit(&self, event: &AuditEvent) {

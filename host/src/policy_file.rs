@@ -470,7 +470,7 @@ fn identity_error(cert: &Loaded, key: &Loaded, e: TlsConfigError) -> TlsFileErro
             ),
             KEY_FIX.to_string(),
         ),
-        TlsConfigError::Refused { reason, .. } if reason.contains("KeyMismatch") => (
+        TlsConfigError::KeyMismatch { .. } => (
             Which::Key,
             format!(
                 "the key in {} does not match the certificate in {}: it is another \

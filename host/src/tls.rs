@@ -56,6 +56,12 @@ pub enum TlsConfigError {
         /// What was read.
         what: String,
     },
+    /// The private key is not the key of the certificate.
+    #[error("in {what}, the private key is not the certificate's key: give the key made with it")]
+    KeyMismatch {
+        /// What was given.
+        what: String,
+    },
     /// rustls refused the certificate or key.
     #[error("{what} cannot be used: {reason}")]
     Refused {
@@ -118,7 +124,12 @@ impl TlsConfig {
     ) -> Result<Self, TlsConfigError> {
         let identity = load_identity(chain, key, what)?;
         // Checked now, so a bad pair is the embedder's error, not every guest's.
-        server_config(&identity).map_err(|e| refused(what.to_string(), e))?;
+        server_config(&identity).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsConfigError::KeyMismatch {
+                what: what.to_string(),
+            },
+            e => refused(what.to_string(), e),
+        })?;
         self.identity = Some(Arc::new(identity));
         Ok(self)
     }

@@ -909,6 +909,14 @@ impl Stream {
         } else {
             let peer = os.peer_addr()?;
             let required = self.tls_required.as_deref();
+            // Under a `tls` rule the host's roots decide what is trusted, not the guest.
+            if required.is_some() && params.cadata.is_some() {
+                ctx.gate().tls_refused(
+                    peer,
+                    "cadata under a tls rule: the host's trust roots decide there",
+                );
+                return Err(Errno::EACCES);
+            }
             let name = ctx
                 .gate()
                 .tls_name(peer, params.server_hostname.as_deref(), required)?;

@@ -605,3 +605,33 @@ async fn close_notify_only_when_the_guest_closes_not_when_it_ends() {
         );
     }
 }
+
+#[tokio::test]
+async fn under_a_tls_rule_the_guest_cannot_bring_its_own_trust() {
+    let ca = ca();
+    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let (port, server) = tls_server(&leaf, |mut s| {
+        let _ = s.read(&mut [0u8; 16]);
+    });
+    // The host trusts nothing; the guest offers the server's CA itself.
+    let ctx = ctx_with(&["tls=127.0.0.1:*"], TlsConfig::empty());
+    let mut sock = connect(&ctx, port, 0).await.unwrap();
+    let own_trust = TlsParams {
+        cadata: Some(ca.pem.clone().into_bytes()),
+        ..TlsParams::default()
+    };
+    assert_eq!(
+        sock.start_tls(&ctx, own_trust, true).await,
+        Err(Errno::EACCES)
+    );
+    assert!(
+        ctx.stats()
+            .by_reason()
+            .keys()
+            .any(|r| r.contains("cadata under a tls rule")),
+        "{:?}",
+        ctx.stats().by_reason()
+    );
+    drop(sock);
+    server.join().unwrap();
+}
