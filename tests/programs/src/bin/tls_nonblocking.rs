@@ -2,17 +2,20 @@
 //! `setblocking(False)` and `select.poll`, as a MicroPython event loop does.
 //!
 //! `tls_nonblocking HOST PORT CA MODE`: MODE `handshake` wraps with `do_handshake=True`
-//! (which returns at once on a non-blocking socket), `lazy` with `do_handshake=False`; either
-//! way the handshake finishes inside the writes and reads that follow. Writes `hello\n`,
+//! (which returns at once on a non-blocking socket), `lazy` with `do_handshake=False`, `sec`
+//! makes an `IPPROTO_SEC` socket instead (its connect starts TLS, verified with the host's
+//! roots; CA is then unused); either way the handshake finishes inside the writes and reads
+//! that follow. Writes `hello\n`,
 //! reads the echoed line, and prints `connected`, `wrapped`, `wrote N`, `line REPR`, `cert
-//! some` and `waits N` (how many times a call said "not yet"); any failure prints `errno N`
+//! some`, `waits N` (how many times a call said "not yet") and `writable-but-not N` (how many
+//! writes wrote nothing right after poll said POLLOUT); any failure prints `errno N`
 //! or `stuck WHAT` and ends the program. Every wait is bounded (200 polls of 50 ms).
 
 use std::process::ExitCode;
 
 use usocket::select::{self, POLLIN, POLLOUT};
 use usocket::ssl::{self, WrapOptions};
-use usocket::{AF_INET, SOCK_STREAM, errno, socket};
+use usocket::{AF_INET, IPPROTO_SEC, SOCK_STREAM, errno, socket};
 use usocket_test_programs::bytes_repr;
 
 const POLLS: usize = 200;
@@ -37,7 +40,8 @@ fn run() -> Result<(), String> {
         .map_err(e)?
         .remove(0)
         .sockaddr;
-    let s = socket(AF_INET, SOCK_STREAM, 0).map_err(e)?;
+    let proto = if mode == "sec" { IPPROTO_SEC } else { 0 };
+    let s = socket(AF_INET, SOCK_STREAM, proto).map_err(e)?;
     s.setblocking(false).map_err(e)?;
     match s.connect(&addr) {
         Err(err) if err.errno() == errno::EINPROGRESS => {}
@@ -57,21 +61,32 @@ fn run() -> Result<(), String> {
         do_handshake: mode == "handshake",
         ..WrapOptions::default()
     };
-    let s = ssl::wrap_socket(&s, opts).map_err(e)?;
+    let s = if mode == "sec" {
+        s // TLS since connect
+    } else {
+        ssl::wrap_socket(&s, opts).map_err(e)?
+    };
     println!("wrapped");
 
     p.modify(&s, POLLIN | POLLOUT).map_err(e)?;
     let request = b"hello\n";
     let mut written = 0;
+    // Writes that found nothing writable right after poll said POLLOUT.
+    let mut writable_but_not = 0;
+    let mut said_pollout = false;
     for _ in 0..POLLS {
         match s.write(&request[written..]).map_err(e)? {
             Some(n) => written += n,
-            None => waits += 1,
+            None => {
+                waits += 1;
+                writable_but_not += usize::from(said_pollout);
+            }
         }
         if written == request.len() {
             break;
         }
-        p.poll(50).map_err(e)?;
+        let ready = p.poll(50).map_err(e)?;
+        said_pollout = ready.iter().any(|(_, revents)| revents & POLLOUT != 0);
     }
     if written < request.len() {
         return Err(format!("stuck writing after {written} bytes"));
@@ -100,6 +115,7 @@ fn run() -> Result<(), String> {
         None => println!("cert none"),
     }
     println!("waits {waits}");
+    println!("writable-but-not {writable_but_not}");
     s.close();
     Ok(())
 }
