@@ -10,8 +10,8 @@ runs the script given at run time with sys.argv == ["/app/script.py", ARGS...] (
 `app`: a component whose `wasi:cli/run` runs PROGRAM.py as __main__ (sys.argv ==
 ["PROGRAM.py", ARGS...]); it needs no --dir.
 
-Both have the usocket modules (usocket, uselect, uerrno, utime) and MicroPython's names
-(socket, select, errno, asyncio; time.ticks_ms and friends) in place; see README.md.
+Both have the usocket modules (usocket, uselect, uerrno, utime, tls) and MicroPython's names
+(socket, select, errno, asyncio, ssl; time.ticks_ms and friends) in place; see README.md.
 
 The build uses componentize-py 0.25.1 (pinned), installed on first use into a venv:
 <repo>/target/usocket-python/venv, or $USOCKET_PYTHON_VENV. It assembles the WIT world from
@@ -397,7 +397,7 @@ def program_modules(program):
 
 
 # Names micropython_env replaces in sys.modules: a program that imports them means the alias.
-ALIASED = {"socket", "select", "errno", "asyncio"}
+ALIASED = {"socket", "select", "errno", "asyncio", "ssl"}
 
 
 def split_program_modules(names, optional, local, program):

@@ -1,9 +1,10 @@
 """MicroPython's module names for Python guests: importing this module makes ``socket``,
 ``select`` and ``errno`` the usocket modules (``usocket``, ``uselect``, ``uerrno``, with
 MicroPython's numbers and behaviour), ``asyncio`` the guest's ``uasyncio`` (when it is
-built in), and adds MicroPython's extras (``ticks_ms``, ``ticks_diff``, ``sleep_ms``, ...) to
-CPython's own ``time`` module. The ``u``-prefixed names of the other MicroPython modules
-(``ustruct``, ``ujson``, ``ubinascii``, ...) are the CPython modules, where those are built in.
+built in) and ``ssl`` (and ``ussl``) the guest's ``ssl`` over ``tls``, and adds MicroPython's
+extras (``ticks_ms``, ``ticks_diff``, ``sleep_ms``, ...) to CPython's own ``time`` module. The
+``u``-prefixed names of the other MicroPython modules (``ustruct``, ``ujson``, ``ubinascii``,
+...) are the CPython modules, where those are built in.
 
 The runner and app components import it before the program runs, so a program may simply
 ``import socket``. It replaces entries of ``sys.modules`` only: a CPython module that imported
@@ -11,6 +12,7 @@ the originals keeps them (and CPython's own ``OSError``s carry WASI's errno numb
 these).
 """
 
+import os
 import sys
 import time
 
@@ -57,6 +59,29 @@ for _u, _std in (
             sys.modules[_u] = __import__(_std)
         except ImportError:
             pass
+
+
+def _load_ssl():
+    """This library's ``ssl`` (beside ``tls``): CPython's stdlib comes first on ``sys.path``
+    and holds an ``ssl`` of its own (unusable here), so the file is loaded by its path."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(tls.__file__), "ssl.py")
+    spec = importlib.util.spec_from_file_location("ssl", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ssl"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["ssl"]
+        raise
+    return module
+
+
+# MicroPython's TLS: `tls` (its current name) and `ssl`/`ussl` (the older one).
+import tls
+
+sys.modules["ussl"] = _load_ssl()
 
 try:
     import uasyncio

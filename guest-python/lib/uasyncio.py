@@ -37,7 +37,15 @@ when its main coroutine ends and lets them finish (as CPython); `run_until_compl
 RuntimeError instead of returning when nothing can ever wake its task (a deadlock);
 `TimeoutError` is the builtin one (as CPython 3.11+); `Stream.close` closes the socket (after
 sending what `write` buffered) rather than waiting for `wait_closed`; `open_connection` tries
-each address `getaddrinfo` gives and raises the connect error (e.g. ECONNREFUSED) itself.
+each address `getaddrinfo` gives and raises the connect error (e.g. ECONNREFUSED) itself, and
+with `ssl` finishes the TLS handshake before it returns (so it raises a verification error
+such as ENOKEY itself, as CPython does; `ssl=True` is a verifying `tls.SSLContext`).
+
+TLS (`ssl=` of `open_connection` and `start_server`, an `SSLContext` of the `tls` or `ssl`
+module) runs in the host under the socket: the streams read and write plaintext through an
+`SSLSocket`. While a handshake waits for the peer, the socket is writable yet takes no data:
+a stream that finds so waits for the peer's data (POLLIN) before it tries again, instead of
+spinning on POLLOUT.
 """
 
 import sys
@@ -857,6 +865,7 @@ class Stream:
         self._out = bytearray()  # written, not yet sent
         self._closed = False
         self._closer = None  # the task sending the rest of _out before the socket closes
+        self._tls = hasattr(s, "getpeercert")  # a tls.SSLSocket (see _send_out)
 
     def get_extra_info(self, name, default=None):
         """"peername": the peer's (address, port); "socket": the socket."""
@@ -961,10 +970,18 @@ class Stream:
         if not self._out:
             await _Request(None)
             return
+        await self._send_out()
+
+    async def _send_out(self):
+        """Sends what `write` buffered. A TLS socket that was writable but took nothing is in a
+        handshake waiting for the peer: the next wait is for the peer's data (POLLIN), as
+        POLLOUT would report it writable again at once."""
+        event = _POLLOUT
         while self._out:
-            await _io_wait(self.s, _POLLOUT)
+            await _io_wait(self.s, event)
             n = _send(self.s, bytes(self._out[:_SEND_CHUNK]))
             del self._out[:n]
+            event = _POLLIN if self._tls and n == 0 and event == _POLLOUT else _POLLOUT
 
     async def awrite(self, buf, off=0, sz=-1):
         """MicroPython's `write` and `drain` in one: writes buf[off:off+sz] (sz -1: to the end)."""
@@ -992,10 +1009,7 @@ class Stream:
 
     async def _flush_and_close(self):
         try:
-            while self._out:
-                await _io_wait(self.s, _POLLOUT)
-                n = _send(self.s, bytes(self._out[:_SEND_CHUNK]))
-                del self._out[:n]
+            await self._send_out()
         except OSError:
             pass  # the peer is gone: what was left cannot be sent
         finally:
@@ -1038,14 +1052,38 @@ async def _connect(sock, addr):
         return
 
 
+async def _tls_handshake(sock):
+    """Waits until the handshake of TLS client `sock` (non-blocking, started by `wrap_socket`)
+    has finished, and raises its error (e.g. ENOKEY). Reads drive it; MSG_PEEK leaves any
+    plaintext that came with it for the stream."""
+    while sock.getpeercert(True) is None:
+        await _io_wait(sock, _POLLIN)
+        try:
+            sock.recv(1, usocket.MSG_PEEK)
+        except OSError as e:
+            if e.errno == _EAGAIN:
+                continue
+            raise
+        return  # plaintext or the end of the stream: the handshake is over
+
+
 async def open_connection(host, port, ssl=None, server_hostname=None):
     """Connects to (host, port) over TCP; returns (reader, writer), one `Stream` twice.
 
     The name is looked up with `getaddrinfo` (which blocks); each address is tried in turn and
-    the first address's error is raised if none connects. TLS is not supported.
+    the first address's error is raised if none connects.
+
+    `ssl`: an `SSLContext` (of `tls` or `ssl`), or True for `tls.SSLContext(PROTOCOL_TLS_CLIENT)`
+    (which verifies the server with the host's trust roots): the connection then runs TLS,
+    verified against `server_hostname` (default: `host`), and the handshake finishes before
+    this returns (its error, e.g. ENOKEY or EKEYREJECTED, is raised here).
     """
-    if ssl:
-        raise NotImplementedError("ssl is not supported")
+    if ssl is True:
+        import tls
+
+        ssl = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    if ssl and not server_hostname:
+        server_hostname = host
     infos = usocket.getaddrinfo(host, port, 0, usocket.SOCK_STREAM)
     error = None
     for ai in infos:
@@ -1053,6 +1091,11 @@ async def open_connection(host, port, ssl=None, server_hostname=None):
         try:
             sock.setblocking(False)
             await _connect(sock, ai[-1])
+            if ssl:
+                plain = sock
+                sock = ssl.wrap_socket(plain, server_hostname=server_hostname)
+                _loop._forget(plain)
+                await _tls_handshake(sock)
         except OSError as e:
             _close_socket(sock)
             if error is None:
@@ -1073,9 +1116,10 @@ class Server:
     affects no other. An async context manager: leaving the block closes the server.
     """
 
-    def __init__(self, sock, cb):
+    def __init__(self, sock, cb, ssl=None):
         self.s = sock
         self._closed = False
+        self._ssl = ssl
         self.task = create_task(self._serve(cb))
 
     def close(self):
@@ -1127,6 +1171,11 @@ class Server:
                     break
                 try:
                     conn.setblocking(False)
+                    if self._ssl:
+                        # The handshake runs in the connection's first reads and writes.
+                        conn = self._ssl.wrap_socket(
+                            conn, server_side=True, do_handshake_on_connect=False
+                        )
                 except OSError:
                     conn.close()
                     continue
@@ -1149,9 +1198,13 @@ async def _client(cb, stream):
 async def start_server(cb, host, port, backlog=5, ssl=None):
     """Listens on (host, port) (host "" or None: every IPv4 address) and calls
     `cb(reader, writer)` for each connection (a coroutine function or a plain one).
-    Returns the `Server`."""
-    if ssl:
-        raise NotImplementedError("ssl is not supported")
+    Returns the `Server`.
+
+    `ssl`: a server `SSLContext` (with `load_cert_chain`): each connection runs TLS; its
+    handshake happens in the connection's first reads and writes (a failed one raises there,
+    in `cb`)."""
+    if ssl and not hasattr(ssl, "wrap_socket"):
+        raise TypeError("ssl must be an SSLContext")
     if not host:
         host = "0.0.0.0"
     ai = usocket.getaddrinfo(host, port, 0, usocket.SOCK_STREAM)[0]
@@ -1164,4 +1217,4 @@ async def start_server(cb, host, port, backlog=5, ssl=None):
     except BaseException:
         sock.close()
         raise
-    return Server(sock, cb)
+    return Server(sock, cb, ssl or None)

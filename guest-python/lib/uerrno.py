@@ -7,6 +7,12 @@ on WASI uses WASI's numbering (its ``errno.EAGAIN`` is 6). Socket errors from ``
 
 The negative ``EAI_*`` codes are ``getaddrinfo``'s own namespace (MicroPython has no names
 for them; they are here, and in ``errorcode``, so programs need not write the numbers).
+
+TLS (``tls``/``ssl``, and ``IPPROTO_SEC`` sockets) adds EPROTO (the TLS protocol failed: an
+alert, no common version or cipher suite, a peer that does not speak TLS), EBADMSG (a
+malformed or badly signed certificate), ENOKEY (the certificate does not chain to a trusted
+CA), EKEYEXPIRED (expired or not yet valid) and EKEYREJECTED (not valid for the name it was
+verified against); Linux's numbers, as the host reports them.
 """
 
 EPERM = 1
@@ -19,6 +25,8 @@ EACCES = 13
 EEXIST = 17
 EINVAL = 22
 EPIPE = 32
+EPROTO = 71
+EBADMSG = 74
 ENOPROTOOPT = 92
 EOPNOTSUPP = 95
 EAFNOSUPPORT = 97
@@ -35,6 +43,9 @@ ECONNREFUSED = 111
 EHOSTUNREACH = 113
 EALREADY = 114
 EINPROGRESS = 115
+ENOKEY = 126
+EKEYEXPIRED = 127
+EKEYREJECTED = 129
 
 # getaddrinfo only (negative).
 EAI_NONAME = -2

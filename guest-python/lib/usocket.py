@@ -62,7 +62,8 @@ getaddrinfo(af)                       int in s32                                
                                                                                    outside s32: -6 (EAI_FAMILY)
 getaddrinfo(type, proto)              int in s32                                   EINVAL
 getaddrinfo(flags)                    int, saturated to s32 (ignored by the host)  EINVAL
-uselect: register(obj), select lists  a usocket.socket or a file from makefile     EINVAL
+uselect: register(obj), select lists  a usocket.socket, a file from makefile, or   EINVAL
+                                      a tls.SSLSocket
 uselect: event masks                  int in 0..2**32-1                            EINVAL
 uselect: poll/ipoll timeout (ms)      None or negative: forever; int; float        EINVAL (NaN, other types)
                                       rounded up; saturated at 2**31-1
@@ -94,6 +95,9 @@ IPPROTO_IP = 0
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_IPV6 = 41
+# MicroPython's TLS stream socket (SOCK_STREAM only): connect also runs a verifying TLS client
+# handshake, with the host's trust roots (see the `tls` module for more control).
+IPPROTO_SEC = 100
 SOL_SOCKET = 1
 SO_REUSEADDR = 2
 SO_BROADCAST = 6
@@ -545,11 +549,18 @@ class socket:
         return _sockaddr_tuple(_call(self._s.peer_address))
 
 
-class SocketFile:
+class _Wrapper:
+    """An object over a ``usocket.socket`` (``_sock``) that ``uselect`` polls as that
+    socket: a ``SocketFile``, or ``tls.SSLSocket``."""
+
+    __slots__ = ("_sock",)
+
+
+class SocketFile(_Wrapper):
     """The file object ``socket.makefile()`` returns: the same stream as its socket
     (unbuffered, as ``buffering=0``); closing it closes the socket."""
 
-    __slots__ = ("_sock",)
+    __slots__ = ()
 
     def __init__(self, sock):
         self._sock = sock
@@ -616,9 +627,10 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
 
 
 def _socket_of(obj):
-    """The usocket.socket behind a usocket.socket or a SocketFile, or None."""
+    """The usocket.socket behind a usocket.socket, a SocketFile or a tls.SSLSocket, or
+    None."""
     if isinstance(obj, socket):
         return obj
-    if isinstance(obj, SocketFile):
+    if isinstance(obj, _Wrapper):
         return obj._sock
     return None

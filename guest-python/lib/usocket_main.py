@@ -82,8 +82,9 @@ usage: python.wasm [-c CODE | - | SCRIPT] [ARGS...]
   -c CODE   run the Python source CODE
   -         run the Python source read from standard input
   -V        print the Python version
-Built in: the usocket modules (usocket, uselect, uerrno, utime; socket, select, errno and
-asyncio are aliases) and the stdlib modules imported when the runner was built; no others.
+Built in: the usocket modules (usocket, uselect, uerrno, utime, tls; socket, select, errno,
+asyncio and ssl are aliases) and the stdlib modules imported when the runner was built; no
+others.
 """
 
 
