@@ -92,6 +92,8 @@ struct Pki {
     /// Signed by `ca`.
     localhost: Leaf,
     server_test: Leaf,
+    /// For the address 127.0.0.1 (an IP address SAN).
+    loopback_ip: Leaf,
     other_name: Leaf,
     expired: Leaf,
     /// Signed by a CA no test trusts.
@@ -106,6 +108,7 @@ fn pki() -> &'static Pki {
         Pki {
             localhost: ca.leaf(&["localhost"], false),
             server_test: ca.leaf(&["server.test"], false),
+            loopback_ip: ca.leaf(&["127.0.0.1"], false),
             other_name: ca.leaf(&["other.test"], false),
             expired: ca.leaf(&["localhost"], true),
             unknown: stranger.leaf(&["localhost"], false),
@@ -473,6 +476,26 @@ async fn client_verifies_against_the_guests_cadata() {
     };
     client(TlsConfig::empty(), &[], without()).await;
     client(TlsConfig::default(), &[], without()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_name_the_address_itself_is_verified() {
+    let pki = pki();
+    let by_ip = tls_server(&pki.loopback_ip, Serve::Echo).await;
+    let by_name = tls_server(&pki.localhost, Serve::Echo).await;
+    // Connected by address, no server_hostname: verified against "127.0.0.1".
+    let steps = steps![
+        ("connect 127.0.0.1 {by_ip}", "ok"),
+        ("wrap reqs=2", "ok"),
+        ("write ip\\n", "ok Some(3)"),
+        ("readline", "data b'ip\\n'"),
+        ("connect 127.0.0.1 {by_name}", "ok"),
+        ("wrap reqs=2", "errno 129"),
+        // The address given as server_hostname is the same check.
+        ("connect 127.0.0.1 {by_ip}", "ok"),
+        ("wrap reqs=2,hostname=127.0.0.1", "ok"),
+    ];
+    client(trusting_ca(), &[], steps).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
