@@ -10,7 +10,7 @@
 //! a peer ending without close_notify, and the policy: a `tls=` rule refusing plaintext,
 //! verifying whatever the guest asks (against a rebinding name), and `server_hostname` grants.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -173,12 +173,23 @@ enum Serve {
 /// A native TLS server on 127.0.0.1 presenting `leaf`, serving every connection as `serve`
 /// says; returns its port. It lives as long as the test's runtime.
 async fn tls_server(leaf: &Leaf, serve: Serve) -> u16 {
+    watched_tls_server(leaf, serve).await.0
+}
+
+/// How each connection of a [`Serve::Echo`] server ended: `close_notify` or `cut`.
+type Endings = Arc<Mutex<Vec<String>>>;
+
+/// [`tls_server`], also telling how its echo connections ended.
+async fn watched_tls_server(leaf: &Leaf, serve: Serve) -> (u16, Endings) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(leaf));
+    let endings = Endings::default();
+    let seen = endings.clone();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let seen = seen.clone();
             tokio::spawn(async move {
                 if let Serve::StartTlsInjected = serve {
                     let _ = tcp.write_all(b"220 ready\nINJECTED\n").await;
@@ -186,11 +197,27 @@ async fn tls_server(leaf: &Leaf, serve: Serve) -> u16 {
                 let Ok(Ok(tls)) = tokio::time::timeout(BOUND, acceptor.accept(tcp)).await else {
                     return;
                 };
-                let _ = tokio::time::timeout(BOUND, serve_tls(tls, serve)).await;
+                let ending = tokio::time::timeout(BOUND, serve_tls(tls, serve)).await;
+                let ending = match ending {
+                    Ok(Ok(())) => "close_notify".to_string(),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => "cut".into(),
+                    Ok(Err(e)) => format!("error: {e}"),
+                    Err(_) => "still open".into(),
+                };
+                seen.lock().unwrap().push(ending);
             });
         }
     });
-    port
+    (port, endings)
+}
+
+/// Waits (bounded) until `endings` holds `n` entries, and returns them.
+async fn endings_of(endings: &Endings, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    while endings.lock().unwrap().len() < n && start.elapsed() < BOUND {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    endings.lock().unwrap().clone()
 }
 
 async fn serve_tls(
@@ -201,6 +228,7 @@ async fn serve_tls(
         Serve::Echo | Serve::StartTlsInjected => {
             let mut reader = tokio::io::BufReader::new(tls);
             let mut line = Vec::new();
+            // Ends at close_notify; a stream cut without it is UnexpectedEof.
             while reader.read_until(b'\n', &mut line).await? > 0 {
                 reader.get_mut().write_all(&line).await?;
                 line.clear();
@@ -265,11 +293,21 @@ fn connect_when_listening(port: u16) -> std::net::TcpStream {
     }
 }
 
+/// What [`native_client`] saw of a guest server.
+struct Peer {
+    /// The server's certificate (DER).
+    cert: Vec<u8>,
+    /// The echo of each line.
+    echoes: Vec<String>,
+    /// How the server ended the stream after our close_notify: `close_notify` or `cut`.
+    ending: String,
+}
+
 /// A native TLS client of a guest server: sends `lines`, reads each echo, closes with
-/// close_notify; with `starttls`, first sends `STARTTLS\n` and the ClientHello in one write
-/// (so that the ClientHello is in the guest's read-ahead when it wraps). Returns the server's
-/// certificate (DER) and the echoes.
-fn native_client(port: u16, lines: &[&str], starttls: bool) -> (Vec<u8>, Vec<String>) {
+/// close_notify and reads to the end; with `starttls`, first sends `STARTTLS\n` and the
+/// ClientHello in one write (so that the ClientHello is in the guest's read-ahead when it
+/// wraps).
+fn native_client(port: u16, lines: &[&str], starttls: bool) -> Peer {
     let mut tcp = connect_when_listening(port);
     let name = ServerName::try_from("localhost").unwrap();
     let mut conn = rustls::ClientConnection::new(client_config(), name).unwrap();
@@ -293,7 +331,18 @@ fn native_client(port: u16, lines: &[&str], starttls: bool) -> (Vec<u8>, Vec<Str
     let cert = tls.conn.peer_certificates().unwrap()[0].to_vec();
     tls.conn.send_close_notify();
     tls.flush().unwrap();
-    (cert, echoes)
+    let mut rest = Vec::new();
+    let ending = match tls.read_to_end(&mut rest) {
+        Ok(_) if rest.is_empty() => "close_notify".to_string(),
+        Ok(_) => format!("close_notify after {} more bytes", rest.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => "cut".into(),
+        Err(e) => format!("error: {e}"),
+    };
+    Peer {
+        cert,
+        echoes,
+        ending,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -432,7 +481,7 @@ async fn client_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_verifies_against_the_embedders_roots_and_gets_the_certificate() {
     let pki = pki();
-    let port = tls_server(&pki.localhost, Serve::Echo).await;
+    let (port, endings) = watched_tls_server(&pki.localhost, Serve::Echo).await;
     let der = hex(&pki.localhost.der);
     // No server_hostname: verified against the name the guest resolved, "localhost".
     let steps = steps![
@@ -445,6 +494,8 @@ async fn client_verifies_against_the_embedders_roots_and_gets_the_certificate() 
         ("close", "ok"),
     ];
     client(trusting_ca(), &[], steps).await;
+    // `close` sent close_notify.
+    assert_eq!(endings_of(&endings, 1).await, ["close_notify"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,6 +662,28 @@ async fn a_peer_ending_without_close_notify_is_econnreset_once_then_eof() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_notify_unless_the_guest_just_ends() {
+    let pki = pki();
+    for (end, ending) in [
+        ("close", "close_notify"),
+        ("drop", "close_notify"),
+        ("exit", "cut"),
+    ] {
+        let (port, endings) = watched_tls_server(&pki.localhost, Serve::Echo).await;
+        let mut steps = steps![
+            ("connect localhost {port}", "ok"),
+            ("wrap reqs=2", "ok"),
+            ("write a\\n", "ok Some(2)"),
+            ("readline", "data b'a\\n'"),
+        ];
+        let said = if end == "exit" { "exiting" } else { "ok" };
+        steps.push((end.to_string(), said.to_string()));
+        client(trusting_ca(), &[], steps).await;
+        assert_eq!(endings_of(&endings, 1).await, [ending], "{end}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_under_a_timeout_gives_up_with_etimedout() {
     let port = silent_server().await;
     let start = Instant::now();
@@ -661,13 +734,13 @@ async fn a_nonblocking_handshake_finishes_in_later_calls_under_poll() {
 // Servers.
 
 /// Runs the guest server `tls_server PORT MODE ...` against [`native_client`]; returns the
-/// guest's lines and what the client got.
+/// guest's lines and what the client saw.
 async fn guest_server(
     mode: &str,
     identity: Option<&Leaf>,
     tls: TlsConfig,
     starttls: bool,
-) -> (Vec<String>, (Vec<u8>, Vec<String>)) {
+) -> (Vec<String>, Peer) {
     let port = free_port();
     let p = port.to_string();
     let mut args = vec![p, mode.to_string()];
@@ -700,15 +773,20 @@ async fn guest_server(
 async fn a_guest_server_presents_its_own_certificate() {
     let pki = pki();
     for mode in ["wrap", "ctx"] {
-        let (out, (cert, echoes)) =
-            guest_server(mode, Some(&pki.localhost), TlsConfig::empty(), false).await;
+        let (out, peer) = guest_server(mode, Some(&pki.localhost), TlsConfig::empty(), false).await;
         assert_eq!(
             out,
             ["accepted", "wrapped", "cert none", "echoed 3", "end"],
             "{mode}"
         );
-        assert_eq!(cert, pki.localhost.der.to_vec(), "{mode}");
-        assert_eq!(echoes, ["first\n", "second line\n", "third\n"], "{mode}");
+        assert_eq!(peer.cert, pki.localhost.der.to_vec(), "{mode}");
+        assert_eq!(
+            peer.echoes,
+            ["first\n", "second line\n", "third\n"],
+            "{mode}"
+        );
+        // The guest's close sent close_notify.
+        assert_eq!(peer.ending, "close_notify", "{mode}");
     }
 }
 
@@ -719,10 +797,11 @@ async fn a_guest_server_presents_the_embedders_identity() {
     let identity = TlsConfig::empty()
         .with_server_identity(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes(), "test")
         .unwrap();
-    let (out, (cert, echoes)) = guest_server("wrap", None, identity, false).await;
+    let (out, peer) = guest_server("wrap", None, identity, false).await;
     assert_eq!(out, ["accepted", "wrapped", "cert none", "echoed 3", "end"]);
-    assert_eq!(cert, leaf.der.to_vec());
-    assert_eq!(echoes, ["first\n", "second line\n", "third\n"]);
+    assert_eq!(peer.cert, leaf.der.to_vec());
+    assert_eq!(peer.echoes, ["first\n", "second line\n", "third\n"]);
+    assert_eq!(peer.ending, "close_notify");
 }
 
 /// STARTTLS: the client's ClientHello arrives with its `STARTTLS` line, so the guest's
@@ -733,16 +812,20 @@ async fn a_guest_server_presents_the_embedders_identity() {
 async fn starttls_with_the_clienthello_in_the_read_ahead() {
     let pki = pki();
     for mode in ["starttls", "starttls-lazy"] {
-        let (out, (cert, echoes)) =
-            guest_server(mode, Some(&pki.localhost), TlsConfig::empty(), true).await;
+        let (out, peer) = guest_server(mode, Some(&pki.localhost), TlsConfig::empty(), true).await;
         let mut want = vec!["accepted", "b'STARTTLS\\n'", "wrapped"];
         if mode == "starttls-lazy" {
             want.push("readable");
         }
         want.extend(["cert none", "echoed 3", "end"]);
         assert_eq!(out, want, "{mode}");
-        assert_eq!(cert, pki.localhost.der.to_vec(), "{mode}");
-        assert_eq!(echoes, ["first\n", "second line\n", "third\n"], "{mode}");
+        assert_eq!(peer.cert, pki.localhost.der.to_vec(), "{mode}");
+        assert_eq!(
+            peer.echoes,
+            ["first\n", "second line\n", "third\n"],
+            "{mode}"
+        );
+        assert_eq!(peer.ending, "close_notify", "{mode}");
     }
 }
 

@@ -4,7 +4,9 @@
 //! Data: `data NAME TEXT` keeps TEXT (a PEM certificate or key) under NAME for the options.
 //!
 //! Sockets: `connect HOST PORT` (a name goes through getaddrinfo first), `connect-sec HOST
-//! PORT` (the same with an `IPPROTO_SEC` socket), `timeout SECS|none`, `close`.
+//! PORT` (the same with an `IPPROTO_SEC` socket), `timeout SECS|none`, `close`, `drop` (drops
+//! the socket without `close`), `exit` (prints `exiting` and ends the program at once, with
+//! the socket open).
 //!
 //! TLS: `wrap OPTS` (`ssl::wrap_socket`), `ctx-wrap OPTS` (`SSLContext`: a client context,
 //! `load_verify_locations`, `wrap_socket`/`wrap_socket_with`), where OPTS is `-` or
@@ -217,6 +219,16 @@ fn main() {
             "close" => {
                 s().close();
                 println!("ok");
+            }
+            "drop" => {
+                sock = None;
+                println!("ok");
+            }
+            "exit" => {
+                println!("exiting");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(0);
             }
             other => panic!("unknown command {other}"),
         }
