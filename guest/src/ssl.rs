@@ -79,7 +79,8 @@
 //! | ECONNRESET (104) | the peer ended the stream without close_notify (once; then end of stream) |
 //! | EACCES (13) | `server_hostname` is not granted, or plaintext on a connection granted only over TLS |
 //! | ETIMEDOUT (110) | a timed socket's handshake did not finish in time |
-//! | EINVAL (22) | a bad argument: an unknown protocol or verify mode, `server_side` that does not match the context, certificate or key data that is not PEM or DER (checked here) or that the host cannot use, a key without a certificate, a server side without a certificate (none given and none configured by the embedder), a socket that is not a connected stream socket or is already TLS |
+//! | EINVAL (22) | a bad argument: an unknown protocol or verify mode, `server_side` that does not match the context, certificate or key data that is not PEM or DER (checked here) or that the host cannot use, a key without a certificate, a server side without a certificate (none given and none configured by the embedder), a datagram or listening socket, one that is already TLS |
+//! | ENOTCONN (107) | a stream socket that is not connected (a non-blocking connect still under way is fine: TLS starts when it completes) |
 //! | EOPNOTSUPP (95) | what this host does not do: verifying clients' certificates (a server side with `CERT_REQUIRED`), `getpeercert(false)` (MicroPython's `NotImplementedError`) |
 //!
 //! A TLS failure is final: every later call on the socket reports the same errno.
@@ -89,10 +90,12 @@
 //! With `do_handshake` (the default) the handshake runs in `wrap_socket`: on a blocking
 //! socket to its end; on a timed one within the timeout (ETIMEDOUT); on a non-blocking one as
 //! far as it goes without waiting, and the rest runs inside later reads and writes, which
-//! return EAGAIN (or `None`) until plaintext moves. [`select::poll`](crate::select::poll)
-//! may report POLLIN on a TLS socket when only handshake records arrived: the read that
-//! follows then finds nothing and says EAGAIN (None), as MicroPython's does. Without
-//! `do_handshake`, the first read or write runs the handshake.
+//! return EAGAIN (or `None`) until plaintext moves. While a handshake is under way,
+//! [`select::poll`](crate::select::poll) may report POLLIN when only handshake records
+//! arrived, and POLLOUT while the handshake waits for the peer: the read or write that
+//! follows then moves the handshake on and says EAGAIN (None) if no plaintext could move, as
+//! MicroPython's does; poll again. Without `do_handshake`, the first read or write runs the
+//! handshake.
 //!
 //! # Bytes received before `wrap_socket`
 //!
