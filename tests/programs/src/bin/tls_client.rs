@@ -17,7 +17,8 @@
 //! Stream: `write TEXT` (`\n` in TEXT is a newline), `readline`, `read N`, `recv N`,
 //! `read-all` (each prints `data REPR`, `none` or `errno N`), `big N` (writes N bytes of
 //! lines ending in binary bytes, reads the server's echo of them back with `readline` and
-//! `read(n)`, and prints `big ok N` if it is byte-exact).
+//! `read(n)`, and prints `big ok N` if it is byte-exact), `write-n N` (writes N bytes of a
+//! pattern), `nb-write N` (the same non-blocking, with `write` and `poll`; prints `wrote N`).
 
 use std::collections::HashMap;
 
@@ -152,6 +153,30 @@ fn big(s: &Socket, n: usize) -> Result<usize, String> {
     }
 }
 
+/// `nb-write N`: non-blocking, writes N bytes with `write` and `poll(POLLOUT)` until every
+/// byte was taken (at most 10 000 polls of up to 1 s); returns how many were taken.
+fn nb_write(s: &Socket, n: usize) -> Result<usize, String> {
+    use usocket::select::{self, POLLOUT};
+    let errno = |e: usocket::OSError| format!("errno {}", e.errno());
+    s.setblocking(false).map_err(errno)?;
+    let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let mut p = select::poll();
+    p.register(s, POLLOUT);
+    let mut written = 0;
+    for _ in 0..10_000 {
+        if written == n {
+            break;
+        }
+        match s.write(&data[written..]).map_err(errno)? {
+            Some(k) => written += k,
+            None => {
+                p.poll(1000).map_err(errno)?;
+            }
+        }
+    }
+    Ok(written)
+}
+
 fn hex(data: &[u8]) -> String {
     data.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -212,6 +237,15 @@ fn main() {
             "recv" => show(s().recv(arg().parse().expect("n")), |d| {
                 format!("data {}", bytes_repr(&d))
             }),
+            "write-n" => {
+                let n: usize = arg().parse().expect("n");
+                let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                show(s().write(&data), |n| format!("wrote {}", n.unwrap_or(0)));
+            }
+            "nb-write" => match nb_write(s(), arg().parse().expect("n")) {
+                Ok(n) => println!("wrote {n}"),
+                Err(e) => println!("{e}"),
+            },
             "big" => match big(s(), arg().parse().expect("n")) {
                 Ok(n) => println!("big ok {n}"),
                 Err(e) => println!("big {e}"),
