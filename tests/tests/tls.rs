@@ -680,6 +680,12 @@ async fn a_peer_ending_without_close_notify_is_econnreset_once_then_eof() {
         ("readline", "errno 104"),
         ("readline", "data b''"),
         ("recv 10", "data b''"),
+        // read() to the end: the data, then the truncation, then the end.
+        ("connect localhost {port}", "ok"),
+        ("wrap reqs=2", "ok"),
+        ("read-all", "data b'hello\\n'"),
+        ("read-all", "errno 104"),
+        ("read-all", "data b''"),
     ];
     client(trusting_ca(), &[], steps).await;
 }
