@@ -248,6 +248,48 @@ fn asyncio_streams_over_tls() {
     assert_matches("tls_asyncio", &out);
 }
 
+/// A guest asyncio TLS server whose client sends its ClientHello and stalls: the handler's
+/// drain waits without spinning; an open_connection to a silent server waits too.
+#[test]
+fn asyncio_waits_without_spinning_while_a_handshake_stalls() {
+    let pki = Pki::new("asyncio_stall");
+    let port = free_tcp_port();
+    let silent = tls::silent_server(1);
+    let flags = pki.flags(&["--allow", "bind,listen,accept,connect=127.0.0.1:*"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut guest = script_command(
+        &tests_dir(),
+        "tls_asyncio_stall.py",
+        &[&port.to_string(), &silent.to_string()],
+        &flags,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("usocket runs");
+    let mut stdout = guest.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    stdout.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"READY\n");
+
+    // A ClientHello, then nothing: the guest's handshake waits for the client's next flight.
+    let mut hello = tls::tls_client(&pki.ca, port, "localhost");
+    let mut first = Vec::new();
+    hello.conn.write_tls(&mut first).unwrap();
+    hello.sock.write_all(&first).unwrap();
+
+    let out = finish(guest, &["tls_asyncio_stall.py"]);
+    drop(hello);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let out = Output {
+        stdout: format!("READY\n{rest}").into_bytes(),
+        ..out
+    };
+    assert_matches("tls_asyncio_stall", &out);
+}
+
 /// A native HTTPS/1.0 server for one request: answers `body`.
 fn https_server(leaf: &Leaf, body: &'static str) -> u16 {
     tls::tls_server(leaf, 1, move |mut s: ServerStream| {
