@@ -60,8 +60,8 @@
 //!
 //! The host may require verification whatever the guest asks: a connection its policy
 //! grants only over TLS (a `tls=` rule) is refused in plaintext (EACCES on every read or
-//! write until it is wrapped) and is always verified against the granted name, even with
-//! `CERT_NONE`.
+//! write until it is wrapped) and is always verified against the granted name with the
+//! host's roots, even with `CERT_NONE`; `cadata` is refused there (EACCES).
 //!
 //! # Errors
 //!
@@ -77,7 +77,7 @@
 //! | EBADMSG (74) | it is malformed, badly signed or unusable otherwise |
 //! | EPROTO (71) | the TLS protocol failed (an alert, no common version or cipher suite, a peer that does not speak TLS) |
 //! | ECONNRESET (104) | the peer ended the stream without close_notify (once; then end of stream) |
-//! | EACCES (13) | `server_hostname` is not granted, or plaintext on a connection granted only over TLS |
+//! | EACCES (13) | `server_hostname` is not granted; on a connection granted only over TLS: plaintext, or `cadata` |
 //! | ETIMEDOUT (110) | a timed socket's handshake did not finish in time |
 //! | EINVAL (22) | a bad argument: an unknown protocol or verify mode, `server_side` that does not match the context, certificate or key data that is not PEM or DER (checked here) or that the host cannot use, a key without a certificate, a server side without a certificate (none given and none configured by the embedder), a datagram or listening socket, one that is already TLS |
 //! | ENOTCONN (107) | a stream socket that is not connected (a non-blocking connect still under way is fine: TLS starts when it completes) |

@@ -919,22 +919,24 @@ async fn a_tls_rule_refuses_plaintext_and_allows_verified_tls() {
     let port = tls_server(&pki.localhost, Serve::Echo).await;
     let rules = policy(&[&format!("tls=localhost:{port}")], &[]);
     let audit = Arc::new(Audit::default());
+    let ca = pki.ca.pem();
+    let data = [("ca", ca.as_str())];
     let steps = steps![
         ("connect localhost {port}", "ok"),
         ("write plain\\n", "errno 13"),
         ("readline", "errno 13"),
         ("recv 5", "errno 13"),
+        // The guest's own CAs do not count here: only the host's roots.
+        ("wrap reqs=2,cadata=ca", "errno 13"),
         // CERT_NONE asked, verified anyway (the certificate is valid for localhost).
         ("wrap reqs=0", "ok"),
         ("write tls\\n", "ok Some(4)"),
         ("readline", "data b'tls\\n'"),
     ];
-    client_with(rules, trusting_ca(), &audit, &[], steps).await;
+    client_with(rules, trusting_ca(), &audit, &data, steps).await;
     let failed = audit.denied(Use::Tls);
-    assert!(
-        failed.iter().all(|r| !r.contains("TLS handshake failed")),
-        "{failed:?}"
-    );
+    assert_eq!(failed.len(), 1, "the cadata refused: {failed:?}");
+    assert!(failed[0].contains("cadata"), "{failed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
