@@ -44,9 +44,10 @@ struct Pki {
 
 impl Pki {
     fn new(name: &str) -> Pki {
+        // Per process: two runs of these tests at once do not share certificates.
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("python-tls")
-            .join(name);
+            .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ca = Ca::new("usocket python test CA");
@@ -58,12 +59,18 @@ impl Pki {
         Pki { ca, server, dir }
     }
 
-    /// `--dir DIR::/pki`, and `flags`.
+    /// `flags`, and `--dir DIR::/pki`.
     fn flags<'a>(&'a self, flags: &[&'a str]) -> Vec<String> {
         let mut all: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         all.push("--dir".into());
         all.push(format!("{}::/pki", self.dir.display()));
         all
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
