@@ -90,12 +90,12 @@
 //! With `do_handshake` (the default) the handshake runs in `wrap_socket`: on a blocking
 //! socket to its end; on a timed one within the timeout (ETIMEDOUT); on a non-blocking one as
 //! far as it goes without waiting, and the rest runs inside later reads and writes, which
-//! return EAGAIN (or `None`) until plaintext moves. While a handshake is under way,
-//! [`select::poll`](crate::select::poll) may report POLLIN when only handshake records
-//! arrived, and POLLOUT while the handshake waits for the peer: the read or write that
-//! follows then moves the handshake on and says EAGAIN (None) if no plaintext could move, as
-//! MicroPython's does; poll again. Without `do_handshake`, the first read or write runs the
-//! handshake.
+//! return EAGAIN (or `None`) until plaintext moves. While a handshake waits for the peer,
+//! [`select::poll`](crate::select::poll) reports POLLOUT (and POLLIN) only once the socket is
+//! readable, as MicroPython's TLS sockets do, so a loop waiting to write does not spin; POLLIN
+//! may come when only handshake records arrived: the read or write that follows moves the
+//! handshake on and says EAGAIN (None) if no plaintext could move; poll again. Without
+//! `do_handshake`, the first read or write runs the handshake.
 //!
 //! # Bytes received before `wrap_socket`
 //!

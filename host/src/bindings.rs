@@ -242,7 +242,9 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     }
 
     async fn close(&mut self, this: Resource<Socket>) -> wasmtime::Result<()> {
-        self.table.get_mut(&this)?.close();
+        let sock = self.table.get_mut(&this)?;
+        self.ctx.canceller().guard(sock.finish_tls()).await?;
+        sock.close();
         Ok(())
     }
 
@@ -307,6 +309,7 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         // the guest is a deliberate close (a TLS stream ends with close_notify); a guest that
         // ends drops its table instead, and its TLS streams end without one.
         let mut sock = self.table.delete(this)?;
+        self.ctx.canceller().guard(sock.finish_tls()).await?;
         sock.dropped_by_guest();
         Ok(())
     }

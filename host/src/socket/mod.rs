@@ -382,6 +382,14 @@ impl Socket {
         }
     }
 
+    /// Before `close` (or the guest's drop): a TLS stream sends what the host holds and
+    /// close_notify, waiting a little (see [`stream::Stream::finish_tls`]).
+    pub(crate) async fn finish_tls(&mut self) {
+        if let Inner::Stream(s) = &mut self.0 {
+            s.finish_tls().await;
+        }
+    }
+
     /// `close()`: idempotent.
     pub(crate) fn close(&mut self) {
         each_kind!(&mut self.0, s => s.close())

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use rustix::net::RecvFlags;
-use usocket_abi::{POLL_CLOSED, POLLIN};
+use usocket_abi::{POLL_CLOSED, POLLIN, POLLOUT};
 
 use super::os::{Deadline, Kind, Look, OptValue, Os, Timeout};
 use super::rx_queue::RxQueue;
@@ -167,6 +167,10 @@ impl std::ops::DerefMut for Rx {
         &mut self.queue
     }
 }
+
+/// How long closing a TLS connection may wait for the records the host holds to reach the
+/// kernel (a non-blocking write can leave some).
+const TLS_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most connections a listener keeps admitted ahead of `accept`: one is enough to say
 /// "readable", and each holds a descriptor outside the socket quota until accepted.
@@ -843,13 +847,36 @@ impl Stream {
             return;
         }
         if let State::Connected(os, rx) = &mut self.state {
-            if rx.has_unread() {
+            if deliberate && let Some(tls) = rx.tls.as_mut() {
+                tls.drain_now(os);
+            }
+            let tls_unread = rx.tls.as_ref().is_some_and(|t| t.has_unread());
+            if rx.has_unread() || tls_unread {
                 os.reset_on_close();
             } else if let Some(tls) = rx.tls.as_mut().filter(|_| deliberate) {
                 tls.close(os);
             }
         }
         self.enter(|_| State::Closed);
+    }
+
+    /// Before a deliberate close of a TLS connection: takes in what the kernel already
+    /// received, and unless that leaves data unread (the close will reset), sends the records
+    /// the host still holds and close_notify, waiting up to [`TLS_CLOSE_LINGER`], as a kernel
+    /// keeps sending its buffer after `close`.
+    pub(super) async fn finish_tls(&mut self) {
+        let State::Connected(os, rx) = &mut self.state else {
+            return;
+        };
+        let Some(tls) = rx.tls.as_mut() else {
+            return;
+        };
+        tls.drain_now(os);
+        if rx.queue.len() > 0 || tls.has_unread() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + TLS_CLOSE_LINGER;
+        tls.finish(os, Deadline::At(until)).await;
     }
 
     /// `start-tls`: the connection becomes a TLS one (see [`super::tls`]). While a
@@ -993,6 +1020,22 @@ impl Stream {
         }
         match &self.state {
             State::Closed => POLL_CLOSED,
+            // A handshake waiting for the peer: a write can move only once the socket is
+            // readable (MicroPython's TLS sockets poll the same way), so that is what POLLOUT
+            // waits for; reporting the kernel's POLLOUT would make event loops spin.
+            State::Connected(os, rx) if rx.tls.as_ref().is_some_and(|t| t.waits_to_read()) => {
+                let kernel = os.revents(handshake_mask(mask));
+                let mut revents = kernel & !(POLLIN | POLLOUT);
+                // Records already in the host (received before TLS started) move it too.
+                let held = rx.tls.as_ref().is_some_and(|t| t.has_news());
+                if kernel & POLLIN != 0 || held {
+                    revents |= mask & (POLLIN | POLLOUT);
+                }
+                if mask & POLLIN != 0 && rx.has_news() {
+                    revents |= POLLIN;
+                }
+                revents
+            }
             State::Connected(os, rx)
                 if mask & POLLIN != 0
                     && (rx.has_news() || rx.tls.as_ref().is_some_and(|t| t.has_news())) =>
@@ -1016,12 +1059,26 @@ impl Stream {
     pub(super) async fn readiness(&self, mask: u32) {
         match &self.state {
             State::Listening(os, _) => os.readiness(mask, || os.revents(mask) != 0).await,
+            State::Connected(os, rx) if rx.tls.as_ref().is_some_and(|t| t.waits_to_read()) => {
+                os.readiness(handshake_mask(mask), || self.revents(mask) != 0)
+                    .await;
+            }
             state => {
                 if let Ok(os) = state.os() {
                     os.readiness(mask, || self.revents(mask) != 0).await;
                 }
             }
         }
+    }
+}
+
+/// The kernel events a guest's `mask` waits for while a TLS handshake waits for the peer:
+/// POLLOUT becomes POLLIN.
+fn handshake_mask(mask: u32) -> u32 {
+    if mask & POLLOUT != 0 {
+        (mask & !POLLOUT) | POLLIN
+    } else {
+        mask
     }
 }
 

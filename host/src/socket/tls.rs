@@ -30,6 +30,8 @@ use crate::tls::errno_of;
 const CIPHER_CHUNK: usize = 64 * 1024;
 /// Outgoing plaintext and records rustls may hold (it accepts no more plaintext beyond it).
 const BUFFER_LIMIT: usize = 64 * 1024;
+/// The most kernel reads a close makes to take in records the guest never asked for.
+const DRAIN_READS: usize = 16;
 
 /// What `start-tls` asks for (the WIT's `tls-params`, as the host keeps it).
 #[derive(Clone, Debug)]
@@ -74,6 +76,8 @@ pub(crate) struct Tls {
     failed: Option<(Errno, String)>,
     /// Whether the failure was audited.
     audited: bool,
+    /// close_notify was sent.
+    closed: bool,
 }
 
 impl Tls {
@@ -90,6 +94,7 @@ impl Tls {
             eof: false,
             failed: None,
             audited: false,
+            closed: false,
         }
     }
 
@@ -130,6 +135,48 @@ impl Tls {
     /// report POLLIN).
     pub(crate) fn has_news(&self) -> bool {
         self.plaintext > 0 || self.eof || self.failed.is_some() || self.taken < self.incoming.len()
+    }
+
+    /// Whether the handshake waits for the peer: its next step needs records from the kernel
+    /// (so a guest waiting to write must wait for the socket to be readable).
+    pub(crate) fn waits_to_read(&self) -> bool {
+        self.failed.is_none()
+            && self.conn.is_handshaking()
+            && !self.conn.wants_write()
+            && self.sent == self.outgoing.len()
+    }
+
+    /// Whether rustls holds plaintext nobody read, or records not yet looked at.
+    pub(crate) fn has_unread(&self) -> bool {
+        self.plaintext > 0 || self.taken < self.incoming.len()
+    }
+
+    /// Takes into rustls what the kernel already received, without waiting (a bounded number
+    /// of reads): so that a close sees records the guest never asked for (a server's session
+    /// tickets), which would otherwise make the kernel reset the connection.
+    pub(crate) fn drain_now(&mut self, os: &Os) {
+        for _ in 0..DRAIN_READS {
+            if self.eof || self.failed.is_some() || self.plaintext > 0 {
+                return;
+            }
+            if !matches!(now(self.read_records(os, Deadline::Now)), Some(Ok(()))) {
+                return;
+            }
+        }
+    }
+
+    /// A deliberate close: records the host still holds go out, then close_notify, within
+    /// `deadline` (what does not fit by then is dropped).
+    pub(crate) async fn finish(&mut self, os: &Os, deadline: Deadline) {
+        if self.failed.is_some() || self.closed {
+            return;
+        }
+        self.closed = true;
+        if self.flush(os, deadline).await.is_err() {
+            return;
+        }
+        self.conn.send_close_notify();
+        let _ = self.flush(os, deadline).await;
     }
 
     /// Runs the handshake to its end within `deadline` (non-blocking: as far as it goes
@@ -206,9 +253,10 @@ impl Tls {
         }
     }
 
-    /// Sends close_notify, as far as the kernel takes it now (`close` never waits).
+    /// Sends close_notify (unless [`Tls::finish`] did), as far as the kernel takes it now.
     pub(crate) fn close(&mut self, os: &Os) {
-        if self.failed.is_none() {
+        if self.failed.is_none() && !self.closed {
+            self.closed = true;
             self.conn.send_close_notify();
         }
         let _ = now(self.flush(os, Deadline::Now));
