@@ -140,12 +140,12 @@ fn wait_endings(endings: &Endings, n: usize) -> Vec<String> {
 fn a_guest_client_verifies_a_native_server_with_cadata() {
     let pki = Pki::new("client");
     let endings = Endings::default();
-    let port = tls::tls_server(&pki.server, 8, upper_service(endings.clone()));
+    let port = tls::tls_server(&pki.server, 9, upper_service(endings.clone()));
     let out = run("tls_client", &pki, &[&port.to_string()], CLIENT_GRANTS);
     assert_matches("tls_client", &out);
     // Every connection the guest closed ended with its close_notify.
-    let endings = wait_endings(&endings, 6);
-    assert_eq!(endings, vec!["close_notify"; 6]);
+    let endings = wait_endings(&endings, 7);
+    assert_eq!(endings, vec!["close_notify"; 7]);
 }
 
 #[test]

@@ -79,6 +79,14 @@ with ctx.wrap_socket(connect()) as t:
     t.write(b"der ca, address name\n")
     print(t.readline())
 
+# CAs add up: the DER one (turned into PEM) and another certificate from a file.
+ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(cadata=CA_DER)
+ctx.load_verify_locations("/pki/server.pem")
+with ctx.wrap_socket(connect(), server_hostname="localhost") as t:
+    t.write(b"two cas\n")
+    print(t.readline())
+
 # 3. The CA from a file (MicroPython's ssl: cafile is a path), and as PEM text.
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.verify_mode = ssl.CERT_REQUIRED
