@@ -167,6 +167,38 @@ fn certificate_failures_have_their_own_errno() {
     assert_matches("tls_verify", &out);
 }
 
+/// A STARTTLS server on 127.0.0.1 for one client: sends "220 go\r\n" in plaintext (and
+/// `extra` in the same segment), then runs TLS as [`upper_service`]. Returns the port.
+fn starttls_server(leaf: &Leaf, extra: &'static [u8]) -> u16 {
+    let config = tls::server_config(leaf);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let Ok((mut tcp, _)) = listener.accept() else {
+            return;
+        };
+        tcp.set_read_timeout(Some(tls::PEER_TIMEOUT)).unwrap();
+        tcp.write_all(&[b"220 go\r\n", extra].concat()).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        upper_service(Endings::default())(rustls::StreamOwned::new(conn, tcp));
+    });
+    port
+}
+
+#[test]
+fn starttls_after_a_plaintext_line_and_no_plaintext_read_as_tls() {
+    let pki = Pki::new("starttls");
+    let clean = starttls_server(&pki.server, b"");
+    let injecting = starttls_server(&pki.server, b"INJECTED\r\n");
+    let out = run(
+        "tls_starttls",
+        &pki,
+        &[&clean.to_string(), &injecting.to_string()],
+        CLIENT_GRANTS,
+    );
+    assert_matches("tls_starttls", &out);
+}
+
 /// A client that sends "STARTTLS\n" and its ClientHello in one segment, then runs TLS.
 fn starttls_client(ca: &Ca, port: u16) -> tls::ClientStream {
     let mut s = tls::tls_client(ca, port, "localhost");
