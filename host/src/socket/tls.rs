@@ -15,7 +15,7 @@
 //! Failures are sticky: after a TLS error every later call reports the same errno (a broken
 //! TLS stream cannot be resumed).
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
@@ -280,28 +280,37 @@ impl Tls {
 
     /// Plaintext rustls holds, up to `max`, appended to `out`: `None` if there is none yet.
     fn take_plaintext(&mut self, out: &mut Vec<u8>, max: usize) -> SockResult<Option<usize>> {
-        let start = out.len();
-        // Only what rustls has (so a large `max` costs no large zeroed buffer); 1 to learn
-        // how the stream ended when it has nothing.
-        let want = max.min(self.plaintext.max(1));
-        out.resize(start + want, 0);
-        let result = self.conn.reader().read(&mut out[start..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        out.truncate(start + n);
-        match result {
-            Ok(n) => {
-                self.plaintext = self.plaintext.saturating_sub(n);
-                Ok(Some(n))
+        let mut reader = self.conn.reader();
+        let mut n = 0;
+        // Straight from rustls's buffers (`fill_buf`: no zeroed buffer to read into).
+        let ended = loop {
+            match reader.fill_buf() {
+                Ok([]) => break n == 0, // the end (close_notify), if nothing came before it
+                Ok(chunk) => {
+                    let take = chunk.len().min(max - n);
+                    out.extend_from_slice(&chunk[..take]);
+                    reader.consume(take);
+                    n += take;
+                    if n == max {
+                        break false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(_) if n > 0 => break false, // the cut is reported by the next call
+                Err(_) => {
+                    return Err(self.fail(
+                        Errno::ECONNRESET,
+                        "the peer ended the stream without close_notify".into(),
+                    ));
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.plaintext = 0;
-                Ok(None)
-            }
-            Err(_) => Err(self.fail(
-                Errno::ECONNRESET,
-                "the peer ended the stream without close_notify".into(),
-            )),
+        };
+        self.plaintext = self.plaintext.saturating_sub(n);
+        if n == 0 && !ended {
+            self.plaintext = 0;
+            return Ok(None);
         }
+        Ok(Some(n))
     }
 
     /// Reads ciphertext from the kernel (at least one byte, or the end of the stream) and
