@@ -539,6 +539,21 @@ impl Os {
         self.wait(Interest::READABLE, deadline, op, drained).await
     }
 
+    /// Receives from a stream into a new buffer of up to `max` bytes, made only once the
+    /// socket is ready (so a connection waiting for data holds no buffer): empty at the end of
+    /// the stream.
+    pub(crate) async fn recv_chunk(&self, max: usize, deadline: Deadline) -> SockResult<Vec<u8>> {
+        let op = |s: &socket2::Socket| {
+            let mut buf = Vec::with_capacity(max);
+            let (n, _) = rustix::net::recv(s, spare_capacity(&mut buf), RecvFlags::empty())?;
+            debug_assert_eq!(n, buf.len());
+            Ok(buf)
+        };
+        // A short read took all there was (0 is the end of stream, which stays readable).
+        let drained = |buf: &Vec<u8>| !buf.is_empty() && buf.len() < max;
+        self.wait(Interest::READABLE, deadline, op, drained).await
+    }
+
     /// Receives one datagram into the spare room of `buf`: its sender.
     pub(crate) async fn recv_from_into(
         &self,

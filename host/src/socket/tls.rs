@@ -19,7 +19,6 @@ use std::io::{self, BufRead, Write};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use rustix::net::RecvFlags;
 use rustls::Connection;
 
 use super::os::{Deadline, Os};
@@ -317,23 +316,28 @@ impl Tls {
     /// hands it to rustls.
     async fn read_records(&mut self, os: &Os, deadline: Deadline) -> SockResult<()> {
         if self.taken == self.incoming.len() {
-            self.incoming.clear();
             self.taken = 0;
-            self.incoming.reserve(CIPHER_CHUNK);
-            match os
-                .recv_into(&mut self.incoming, deadline, RecvFlags::empty())
-                .await
-            {
-                Ok(0) | Err(Errno::ECONNRESET) => {
+            self.incoming = match os.recv_chunk(CIPHER_CHUNK, deadline).await {
+                Ok(data) if !data.is_empty() => data,
+                Ok(_) | Err(Errno::ECONNRESET) => {
                     self.eof = true;
                     // Tells rustls the stream ended: a read then says whether it ended cleanly.
                     let _ = self.conn.read_tls(&mut &[][..]);
+                    Vec::new()
                 }
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
+                Err(e) => {
+                    self.incoming = Vec::new();
+                    return Err(e);
+                }
+            };
         }
-        self.process()
+        let result = self.process();
+        if self.taken == self.incoming.len() {
+            // All taken: an idle connection holds no buffer of its own.
+            self.incoming = Vec::new();
+            self.taken = 0;
+        }
+        result
     }
 
     /// Feeds incoming ciphertext to rustls while it has no plaintext waiting (it takes no
@@ -373,6 +377,8 @@ impl Tls {
                     }
                 }
                 if self.outgoing.is_empty() {
+                    // Everything sent: an idle connection holds no buffer of its own.
+                    self.outgoing = Vec::new();
                     return Ok(());
                 }
             }
