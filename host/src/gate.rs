@@ -380,7 +380,6 @@ impl Gate {
 
     /// Counts and audits a decision with its verdict.
     fn record(&self, use_: Use, target: Target, verdict: Verdict, decision: Decision) {
-        self.stats.decided(use_, verdict, &decision);
         let event = AuditEvent {
             time: std::time::SystemTime::now(),
             guest: self.label.clone(),
@@ -390,11 +389,12 @@ impl Gate {
             decision,
             repeated: 0,
         };
-        let out = self
-            .limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(event, Instant::now());
+        let out = {
+            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            let out = limiter.admit(event, Instant::now());
+            self.stats.decided_for(verdict, limiter.last_reason());
+            out
+        };
         for event in &out {
             self.emit(event);
         }
@@ -435,6 +435,52 @@ struct AuditLimiter {
     keys: HashMap<String, Repeats>,
     /// When windows were last looked through for held events to report.
     swept: Option<Instant>,
+    /// The texts of the last few distinct events, the newest last: a stream of identical
+    /// decisions (every datagram of a UDP exchange, sends and receives in turn) formats them
+    /// once, not per decision.
+    recent: Vec<Texts>,
+}
+
+/// How many distinct recent events' texts [`AuditLimiter`] keeps.
+const RECENT_TEXTS: usize = 4;
+
+/// What an event is, and the texts it is counted and grouped by.
+#[derive(Debug)]
+struct Texts {
+    use_: Use,
+    verdict: Verdict,
+    target: Target,
+    decision: Decision,
+    /// [`crate::stats::reason`].
+    reason: String,
+    /// The limiter's key: use, verdict, decision and target.
+    key: String,
+}
+
+impl Texts {
+    fn of(event: &AuditEvent) -> Texts {
+        Texts {
+            use_: event.use_,
+            verdict: event.verdict,
+            target: event.target.clone(),
+            decision: event.decision.clone(),
+            reason: crate::stats::reason(event.use_, &event.decision),
+            key: format!(
+                "{} {} {} {}",
+                event.use_.keyword(),
+                event.verdict,
+                event.decision,
+                event.target
+            ),
+        }
+    }
+
+    fn describe(&self, event: &AuditEvent) -> bool {
+        self.use_ == event.use_
+            && self.verdict == event.verdict
+            && self.target == event.target
+            && self.decision == event.decision
+    }
 }
 
 #[derive(Debug)]
@@ -460,28 +506,42 @@ impl AuditLimiter {
             out = self.flush(Some(now));
             self.swept = Some(now);
         }
-        let mut key = format!(
-            "{} {} {} {}",
-            event.use_.keyword(),
-            event.verdict,
-            event.decision,
-            event.target
-        );
-        if self.keys.len() >= AUDIT_KEYS && !self.keys.contains_key(&key) {
-            // Too many different events at once: group this one by all but its target.
-            key = format!(
-                "{} {} {} *",
-                event.use_.keyword(),
-                event.verdict,
-                event.decision
-            );
+        match self.recent.iter().position(|t| t.describe(&event)) {
+            Some(i) => {
+                let texts = self.recent.remove(i);
+                self.recent.push(texts);
+            }
+            None => {
+                if self.recent.len() >= RECENT_TEXTS {
+                    self.recent.remove(0);
+                }
+                self.recent.push(Texts::of(&event));
+            }
         }
-        let repeats = self.keys.entry(key).or_insert(Repeats {
-            window_start: now,
-            passed: 0,
-            held: 0,
-            last: None,
-        });
+        let key = self.recent.last().map_or("", |t| t.key.as_str());
+        let repeats = match self.keys.get_mut(key) {
+            Some(repeats) => repeats,
+            None => {
+                let key = if self.keys.len() >= AUDIT_KEYS {
+                    // Too many different events at once: group this one by all but its
+                    // target.
+                    format!(
+                        "{} {} {} *",
+                        event.use_.keyword(),
+                        event.verdict,
+                        event.decision
+                    )
+                } else {
+                    key.to_string()
+                };
+                self.keys.entry(key).or_insert(Repeats {
+                    window_start: now,
+                    passed: 0,
+                    held: 0,
+                    last: None,
+                })
+            }
+        };
         if now.saturating_duration_since(repeats.window_start) >= AUDIT_WINDOW {
             repeats.window_start = now;
             repeats.passed = 0;
@@ -498,6 +558,11 @@ impl AuditLimiter {
             repeats.last = Some(event);
         }
         out
+    }
+
+    /// The stats reason of the last event admitted.
+    fn last_reason(&self) -> &str {
+        self.recent.last().map_or("", |t| t.reason.as_str())
     }
 
     /// Reports the events held back in windows over at `now` (all, for `None`) and forgets

@@ -48,22 +48,37 @@ impl Stats {
     }
 
     /// Counts one decision.
+    #[cfg(test)]
     pub(crate) fn decided(&self, use_: Use, verdict: Verdict, decision: &Decision) {
+        self.decided_for(verdict, &reason(use_, decision));
+    }
+
+    /// Counts one decision whose [`reason`] the caller has at hand (the gate keeps the last
+    /// one, so a stream of identical decisions formats none).
+    pub(crate) fn decided_for(&self, verdict: Verdict, reason: &str) {
         let counter = match verdict {
             Verdict::Allow => &self.allowed,
             Verdict::Deny => &self.denied,
             Verdict::WouldDeny => &self.would_deny,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let reason = format!("{}: {decision}", use_.keyword());
         let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
-        let key = if reasons.len() < MAX_REASONS || reasons.contains_key(&reason) {
+        if let Some(count) = reasons.get_mut(reason) {
+            *count += 1;
+            return;
+        }
+        let key = if reasons.len() < MAX_REASONS {
             reason
         } else {
-            OTHER_REASONS.to_string()
+            OTHER_REASONS
         };
-        *reasons.entry(key).or_default() += 1;
+        *reasons.entry(key.to_string()).or_default() += 1;
     }
+}
+
+/// How [`Stats::by_reason`] names a decision: `"connect: allowed by connect=..."`.
+pub(crate) fn reason(use_: Use, decision: &Decision) -> String {
+    format!("{}: {decision}", use_.keyword())
 }
 
 /// How many reasons [`Stats::by_reason`] keeps one by one.
