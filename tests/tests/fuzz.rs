@@ -18,10 +18,14 @@
 //! `replay` (`#[ignore]`d) prints one seed's run with every call traced. The last two tests
 //! are the minimised reproducers of the host bugs the harness found, kept as regression tests.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use usocket_host::{Limits, Policy, SocketCeiling, UsocketCtx};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, date_time_ymd,
+};
+use usocket_host::{Limits, Policy, SocketCeiling, TlsConfig, UsocketCtx};
 use usocket_tests::{policy, run_with};
 
 /// Every use on both loopback addresses, and lookups of `localhost` only.
@@ -34,6 +38,77 @@ fn fuzz_policy() -> Arc<Policy> {
         ],
         &[],
     )
+}
+
+/// The fuzz runs' test PKI, made once per test binary: a CA; a leaf it signs for localhost,
+/// 127.0.0.1 and ::1 (the host's server identity and the guest's valid certificate); an
+/// expired one, one for another name, and a self-signed one, each with its key (PEM).
+struct Pki {
+    ca: String,
+    leaf: (String, String),
+    bad: Vec<(String, String)>,
+    tls: TlsConfig,
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "usocket fuzz CA");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: &[&str], expired: bool, self_signed: bool| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "usocket fuzz server");
+            if expired {
+                params.not_before = date_time_ymd(2000, 1, 1);
+                params.not_after = date_time_ymd(2001, 1, 1);
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = if self_signed {
+                params.self_signed(&key).unwrap()
+            } else {
+                params.signed_by(&key, &ca).unwrap()
+            };
+            (cert.pem(), key.serialize_pem())
+        };
+        let names = ["localhost", "127.0.0.1", "::1"];
+        let good = leaf(&names, false, false);
+        let bad = vec![
+            leaf(&names, true, false),
+            leaf(&["other.test"], false, false),
+            leaf(&names, false, true),
+        ];
+        let tls = TlsConfig::empty()
+            .add_roots(ca.pem().as_bytes(), "fuzz CA")
+            .unwrap()
+            .with_server_identity(good.0.as_bytes(), good.1.as_bytes(), "fuzz leaf")
+            .unwrap();
+        Pki {
+            ca: ca.pem(),
+            leaf: good,
+            bad,
+            tls,
+        }
+    })
+}
+
+/// The guest's arguments after SEED COUNT WATCH_MS MODE: the PKI's PEMs.
+fn pki_args() -> Vec<&'static str> {
+    let p = pki();
+    let mut args = vec![p.ca.as_str(), p.leaf.0.as_str(), p.leaf.1.as_str()];
+    for (cert, key) in &p.bad {
+        args.push(cert);
+        args.push(key);
+    }
+    args
 }
 
 /// Tight limits for half of the seeds: few sockets, a small per-socket and per-guest buffer
@@ -85,10 +160,13 @@ async fn fuzz(seed: u64, count: u64, time_limit: Duration) -> Report {
     let (limits, label) = limits_for(seed);
     let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy())
         .with_limits(limits)
-        .with_ceiling(ceiling.clone());
+        .with_ceiling(ceiling.clone())
+        .with_tls(pki().tls.clone());
     let started = Instant::now();
     let args = [seed.to_string(), count.to_string()];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["2000", "quiet"]);
+    args.extend(pki_args());
     let out = run_with("fuzz_calls", &args, ctx, time_limit)
         .await
         .unwrap_or_else(|e| panic!("fuzz_calls {seed} {count}: trap or host error: {e:?}"));
@@ -244,15 +322,14 @@ async fn replay() {
     let seed = std::env::var("USOCKET_FUZZ_SEED").unwrap_or_else(|_| "1".into());
     let calls = std::env::var("USOCKET_FUZZ_CALLS").unwrap_or_else(|_| "2000".into());
     let limits = limits_for(seed.parse().expect("USOCKET_FUZZ_SEED")).0;
-    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy()).with_limits(limits);
-    let out = run_with(
-        "fuzz_calls",
-        &[&seed, &calls, "2000", "trace"],
-        ctx,
-        Duration::from_secs(3600),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("fuzz_calls {seed} {calls}: trap or host error: {e:?}"));
+    let ctx = UsocketCtx::new(format!("fuzz-{seed}"), fuzz_policy())
+        .with_limits(limits)
+        .with_tls(pki().tls.clone());
+    let mut args = vec![seed.as_str(), calls.as_str(), "2000", "trace"];
+    args.extend(pki_args());
+    let out = run_with("fuzz_calls", &args, ctx, Duration::from_secs(3600))
+        .await
+        .unwrap_or_else(|e| panic!("fuzz_calls {seed} {calls}: trap or host error: {e:?}"));
     print!("{}", out.stdout_text());
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.code, 0);
@@ -287,6 +364,46 @@ async fn ipv6_spellings_of_a_granted_ipv4_address_do_not_leave() {
         assert!(
             line.contains(" errno 13 "),
             "granted, not EACCES: {line}\n{stdout}"
+        );
+    }
+}
+
+/// Found by the fuzz harness's TLS calls (2026-11-30; open, a host bug): `wrap_socket` while
+/// a non-blocking connect is under way succeeds (the host keeps the parameters and starts TLS
+/// when the connect completes). If starting TLS then fails (a `server_hostname` the policy
+/// does not grant: EACCES; CA data that is no certificate: EINVAL), the first call after the
+/// connect reports that error once, and the socket is left connected **without TLS**: the
+/// next writes send the guest's data in plaintext, and the peer reads it. Each write must
+/// fail instead (the failure sticky, as every TLS failure is) and the peer read nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host bug, open: a deferred start-tls that fails leaves a plaintext connection"]
+async fn failed_deferred_tls_sends_no_plaintext() {
+    for what in ["hostname", "cadata"] {
+        let ctx = UsocketCtx::new("tls-deferred", fuzz_policy()).with_tls(pki().tls.clone());
+        let out = run_with(
+            "fuzz_calls",
+            &["repro", "tls-deferred", what],
+            ctx,
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the reproducer runs");
+        let stdout = out.stdout_text();
+        assert_eq!(out.code, 0, "{stdout}");
+        assert!(stdout.contains("wrap ok"), "{what}: {stdout}");
+        for k in 1..=3 {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("write {k} ")))
+                .unwrap_or_else(|| panic!("{what}: no write {k} in:\n{stdout}"));
+            assert!(
+                line.contains("errno"),
+                "{what}: a write went through: {line}\n{stdout}"
+            );
+        }
+        assert!(
+            !stdout.contains("secret"),
+            "{what}: the peer read plaintext:\n{stdout}"
         );
     }
 }

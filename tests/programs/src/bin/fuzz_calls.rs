@@ -1,7 +1,17 @@
-//! Fuzzes the host interface from a guest: `fuzz_calls SEED COUNT [WATCH_MS [trace]]` makes COUNT
-//! calls of the `usocket` API, each chosen at random among all of them, with random and often
-//! hostile arguments, over a small pool of sockets (at most 16 handles) and loopback peers it
-//! makes itself (its own listeners, connections to them, UDP to itself).
+//! Fuzzes the host interface from a guest: `fuzz_calls SEED COUNT [WATCH_MS [trace|quiet [CA
+//! CERT KEY EXPIRED EXPIRED_KEY WRONG_NAME WRONG_NAME_KEY SELF_SIGNED SELF_SIGNED_KEY]]]` makes
+//! COUNT calls of the `usocket` API, each chosen at random among all of them, with random and
+//! often hostile arguments, over a small pool of sockets (at most 16 handles) and loopback peers
+//! it makes itself (its own listeners, connections to them, UDP to itself).
+//!
+//! TLS (`usocket::ssl`): `wrap_socket` and `SSLContext` with hostile options on every kind of
+//! socket in the pool, `IPPROTO_SEC` sockets, `getpeercert`, and the data calls on TLS sockets.
+//! The optional PEM arguments are the driver's test PKI (the host trusts CA and presents CERT
+//! as its embedder identity): with them, pairs of the pool's own sockets can finish real
+//! handshakes (valid, expired, wrong-name, self-signed and mangled certificates); without
+//! them, only hostile material is used. Checks of its own: a TLS client that verified must
+//! have accepted the valid certificate only, and bytes written on a TLS socket must never
+//! reach a plain socket of the pool as plaintext.
 //!
 //! Every call goes through the guest library, which maps nearly 1:1 onto the WIT functions
 //! (this crate has no wit-bindgen of its own); `readline` exercises `readline-ahead` and
@@ -32,10 +42,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use usocket::select::{self, POLL_CLOSED, POLLERR, POLLHUP, POLLIN, POLLOUT};
+use usocket::ssl::{self, MAX_TLS_DATA, SSLContext, WrapOptions};
 use usocket::{
-    AF_INET, AF_INET6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MSG_DONTWAIT, MSG_PEEK,
-    OSError, SO_BROADCAST, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_DGRAM,
-    SOCK_STREAM, SOL_SOCKET, Socket, TCP_NODELAY,
+    AF_INET, AF_INET6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_SEC, IPPROTO_TCP, IPPROTO_UDP,
+    MSG_DONTWAIT, MSG_PEEK, OSError, SO_BROADCAST, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF,
+    SO_REUSEADDR, SO_SNDBUF, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, Socket, TCP_NODELAY,
 };
 
 /// splitmix64: small, fast, and good enough to pick calls.
@@ -91,6 +102,57 @@ struct Entry {
     pending: Rc<Cell<bool>>,
     /// Shared by all handles of one socket: `listen` succeeded on it (accept prefers these).
     listening: Rc<Cell<bool>>,
+    /// Shared by all handles of one socket: TLS was set up on it (see [`TlsInfo`]).
+    tls: Rc<Cell<Option<TlsInfo>>>,
+}
+
+/// What the program asked for when a socket became a TLS one (the first `wrap_socket` that
+/// reached the host's TLS set-up, or `IPPROTO_SEC`).
+#[derive(Clone, Copy, Debug)]
+struct TlsInfo {
+    server: bool,
+    /// A client that verifies the server's certificate (CERT_OPTIONAL, CERT_REQUIRED,
+    /// IPPROTO_SEC).
+    verify: bool,
+    /// It trusts the driver's CA only (the host's roots, or `cadata` that is exactly the CA):
+    /// a finished handshake must then have accepted the valid certificate, nothing else.
+    strict: bool,
+}
+
+/// Written on TLS sockets (instead of `data()`'s letters): a plain socket of the pool that
+/// reads it got plaintext that should have been encrypted.
+const SECRET: &[u8] = b"\x7fTLS\x7f";
+
+/// The driver's test PKI (PEM arguments), with the DER of each certificate and key.
+struct Material {
+    ca: Pem,
+    /// Valid for localhost, 127.0.0.1 and ::1, signed by the CA (the host's identity too).
+    leaf: Pem,
+    leaf_key: Pem,
+    /// Expired, wrong-name (other.test) and self-signed (unknown CA) ones, with their keys.
+    bad: Vec<(Pem, Pem)>,
+}
+
+struct Pem {
+    pem: Vec<u8>,
+    der: Vec<u8>,
+}
+
+impl Pem {
+    fn new(pem: &str) -> Pem {
+        Pem {
+            pem: pem.as_bytes().to_vec(),
+            der: pem_body(pem),
+        }
+    }
+}
+
+/// Which argument of `wrap_socket` TLS data is for.
+#[derive(Clone, Copy)]
+enum Role {
+    Cert,
+    Key,
+    Ca,
 }
 
 #[derive(Default)]
@@ -117,7 +179,8 @@ struct Fuzz {
     known: Vec<(String, i64)>,
     pollers: [(select::Poll, usize); 2],
     graveyard: Vec<Socket>,
-    stats: BTreeMap<&'static str, CallStats>,
+    /// Per call, and whether the socket was a TLS one.
+    stats: BTreeMap<(&'static str, bool), CallStats>,
     errors: BTreeMap<i32, u64>,
     /// (call, errno) pairs of the contract's table that it does not name for that call.
     gaps: BTreeMap<(&'static str, i32), u64>,
@@ -131,7 +194,11 @@ struct Fuzz {
     trace: bool,
     /// The socket the current call uses, for trace lines.
     cur: Option<u64>,
+    /// Whether that socket is a TLS one (its data calls may answer with the TLS errnos).
+    cur_tls: bool,
     next_id: u64,
+    /// The driver's test PKI, if it gave one.
+    mat: Option<Rc<Material>>,
 }
 
 /// The errnos the contract (docs/contract.md and the WIT's notes) names for each call.
@@ -163,6 +230,23 @@ fn allowed(call: &str) -> &'static [i32] {
         "poll" | "ipoll" | "poll_many" => &[22],
         "modify" => &[2],
         "getaddrinfo" | "getaddrinfo_with" => &[-9, -6, -3, -2, 12, 13, 22],
+        // docs/contract.md#tls: the TLS failures, ETIMEDOUT, ECONNRESET, EACCES
+        // (server_hostname), EINVAL (state, data), ENOTCONN, EOPNOTSUPP (guest-side), EBADF.
+        "wrap_socket" | "ctx_wrap" => &[9, 13, 22, 71, 74, 95, 104, 107, 110, 126, 127, 129],
+        "getpeercert" => &[9, 95],
+        _ => &[],
+    }
+}
+
+/// What a call on a TLS socket may answer besides [`allowed`]: the TLS failures (a handshake
+/// runs inside `connect` for IPPROTO_SEC and inside the first reads and writes; a failure is
+/// sticky), ETIMEDOUT for its deadline, ECONNRESET for a stream cut without close_notify.
+fn allowed_tls(call: &str) -> &'static [i32] {
+    const TLS: &[i32] = &[71, 74, 104, 110, 126, 127, 129];
+    match call {
+        "connect" | "send" | "sendall" | "write" | "io_write" | "recv" | "recv_flags"
+        | "recvfrom" | "recvfrom_flags" | "io_read" | "fill_buf" | "read" | "read_all"
+        | "readinto" | "readline" | "readline_limit" => TLS,
         _ => &[],
     }
 }
@@ -170,8 +254,8 @@ fn allowed(call: &str) -> &'static [i32] {
 /// Every errno of the contract's table (docs/contract.md#errors); getaddrinfo's negative
 /// codes are named for getaddrinfo only.
 const CONTRACT_ERRNOS: &[i32] = &[
-    1, 2, 5, 9, 11, 12, 13, 17, 22, 32, 92, 95, 97, 98, 99, 101, 103, 104, 105, 106, 107, 110, 111,
-    113, 114, 115,
+    1, 2, 5, 9, 11, 12, 13, 17, 22, 32, 71, 74, 92, 95, 97, 98, 99, 101, 103, 104, 105, 106, 107,
+    110, 111, 113, 114, 115, 126, 127, 129,
 ];
 
 const HOSTILE_ADDRESSES: &[&str] = &[
@@ -270,7 +354,8 @@ impl Fuzz {
     /// Books one call: its result, time and (for an error) whether the contract allows it.
     fn book(&mut self, call: &'static str, res: Res, took: Duration, args: &str) {
         self.calls += 1;
-        let st = self.stats.entry(call).or_default();
+        let tls = self.cur_tls;
+        let st = self.stats.entry((call, tls)).or_default();
         st.calls += 1;
         st.max_ms = st.max_ms.max(took.as_millis());
         let errno = match res {
@@ -289,6 +374,7 @@ impl Fuzz {
         };
         if let Some(e) = errno
             && !allowed(call).contains(&e)
+            && !(tls && allowed_tls(call).contains(&e))
         {
             if CONTRACT_ERRNOS.contains(&e) {
                 // In the contract's table, but the contract names it for other calls only.
@@ -313,18 +399,20 @@ impl Fuzz {
                 Res::None => "none".to_string(),
                 Res::Err(e) => format!("errno {e}"),
             };
+            let tls = if tls { " tls" } else { "" };
             println!(
-                "trace {} {call}({args}){on} -> {out} {} ms",
+                "trace {} {call}({args}){on}{tls} -> {out} {} ms",
                 self.step,
                 took.as_millis()
             );
         }
         // `close` and dropping a handle never wait (the contract: a blocked call never blocks
-        // a host thread, and close has nothing to wait for).
-        let watch = if matches!(call, "close" | "drop") {
-            self.watch.min(Duration::from_millis(500))
-        } else {
-            self.watch
+        // a host thread, and close has nothing to wait for), except that a TLS socket's sends
+        // what the host holds and close_notify, waiting up to 2 s (docs/contract.md#tls).
+        let watch = match call {
+            "close" | "drop" if tls => Duration::from_millis(2500),
+            "close" | "drop" => self.watch.min(Duration::from_millis(500)),
+            _ => self.watch,
         };
         if took > watch {
             self.finding(format!("{call}({args}) took {} ms", took.as_millis()));
@@ -379,6 +467,7 @@ impl Fuzz {
         if self.rng.chance(8, 10) {
             match (socktype, self.rng.chance(1, 2)) {
                 (_, true) => 0,
+                (SOCK_STREAM, false) if self.rng.chance(1, 3) => IPPROTO_SEC,
                 (SOCK_STREAM, false) => IPPROTO_TCP,
                 _ => IPPROTO_UDP,
             }
@@ -388,6 +477,7 @@ impl Fuzz {
                 IPPROTO_UDP,
                 IPPROTO_IP,
                 IPPROTO_IPV6,
+                IPPROTO_SEC,
                 1,
                 132,
                 255,
@@ -577,6 +667,10 @@ impl Fuzz {
     // ---- pool ------------------------------------------------------------------------
 
     fn add(&mut self, sock: Socket, safe: bool) {
+        self.add_tls(sock, safe, None);
+    }
+
+    fn add_tls(&mut self, sock: Socket, safe: bool, tls: Option<TlsInfo>) {
         self.next_id += 1;
         if self.trace {
             println!("trace new #{} (step {})", self.next_id, self.step);
@@ -587,6 +681,7 @@ impl Fuzz {
             safe: Rc::new(Cell::new(safe)),
             pending: Rc::new(Cell::new(false)),
             listening: Rc::new(Cell::new(false)),
+            tls: Rc::new(Cell::new(tls)),
         };
         self.add_entry(entry);
     }
@@ -626,6 +721,7 @@ impl Fuzz {
     fn any(&mut self) -> Option<usize> {
         let i = (!self.pool.is_empty()).then(|| self.rng.below(self.pool.len()));
         self.cur = i.map(|i| self.pool[i].id);
+        self.cur_tls = i.is_some_and(|i| self.pool[i].tls.get().is_some());
         i
     }
 
@@ -753,10 +849,717 @@ impl Fuzz {
         }
     }
 
+    // ---- TLS -------------------------------------------------------------------------
+
+    /// Data to write on entry `i`: [`SECRET`] over and over on a TLS socket (so that a plain
+    /// reader of it is caught), `data()`'s letters otherwise.
+    fn data_for(&mut self, i: usize) -> Vec<u8> {
+        let mut data = self.data();
+        if self.pool[i].tls.get().is_some() {
+            for (k, b) in data.iter_mut().enumerate() {
+                *b = SECRET[k % SECRET.len()];
+            }
+            if self.rng.chance(1, 2)
+                && let Some(last) = data.last_mut()
+            {
+                *last = b'\n';
+            }
+        }
+        data
+    }
+
+    /// Bytes a read on entry `i` returned: a plain socket must never read what a TLS socket
+    /// wrote (it went out unencrypted).
+    fn check_leak(&mut self, i: usize, call: &str, data: &[u8]) {
+        if self.pool[i].tls.get().is_none() && data.windows(SECRET.len()).any(|w| w == SECRET) {
+            self.finding(format!(
+                "{call} on plain socket #{} read plaintext a TLS socket wrote ({} bytes)",
+                self.pool[i].id,
+                data.len()
+            ));
+        }
+    }
+
+    /// An aux call's errno against the contract (aux calls are not booked).
+    fn check_aux(&mut self, call: &'static str, res: Res, tls: bool) {
+        if let Res::Err(e) = res
+            && !allowed(call).contains(&e)
+            && !(tls && allowed_tls(call).contains(&e))
+        {
+            self.finding(format!("aux {call} gave errno {e}"));
+        }
+    }
+
+    /// Random bytes, `n` of them.
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            out.extend_from_slice(&self.rng.next().to_le_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// A DER SEQUENCE of `n` random content bytes (which passes the guest library's check),
+    /// sometimes starting like a certificate or a PKCS#8 key.
+    fn der_garbage(&mut self, n: usize) -> Vec<u8> {
+        let mut content = self.bytes(n);
+        match self.rng.below(4) {
+            0 if n >= 4 => content[..4].copy_from_slice(&[0x30, 0x82, 0x01, 0x00]),
+            1 if n >= 3 => content[..3].copy_from_slice(&[0x02, 0x01, 0x00]),
+            _ => {}
+        }
+        der_sequence(&content)
+    }
+
+    /// A PEM block (or several) around garbage: valid-looking headers, bodies that are raw
+    /// bytes, base64 of random bytes or of a DER SEQUENCE, nothing, or not base64; matching,
+    /// other or missing END lines.
+    fn pem_garbage(&mut self, role: Role) -> Vec<u8> {
+        let labels = [
+            "CERTIFICATE",
+            "PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "TRUSTED CERTIFICATE",
+            "X509 CRL",
+            "CERTIFICATE REQUEST",
+            "",
+            "CERTIFICATE\0",
+            "\u{e7}ERTIFICATE",
+        ];
+        let own = match role {
+            Role::Key => "PRIVATE KEY",
+            _ => "CERTIFICATE",
+        };
+        let blocks = self.rng.pick(&[1usize, 1, 1, 2, 3, 50]);
+        let mut out = Vec::new();
+        if self.rng.chance(1, 5) {
+            out.extend_from_slice(b"junk before\n");
+        }
+        for _ in 0..blocks {
+            let label = if self.rng.chance(2, 3) {
+                own
+            } else {
+                self.rng.pick(&labels)
+            };
+            out.extend_from_slice(format!("-----BEGIN {label}-----\n").as_bytes());
+            let n = self.rng.pick(&[0usize, 1, 3, 30, 300, 3000]);
+            match self.rng.below(5) {
+                0 => out.extend(self.bytes(n)),
+                1 => {
+                    let raw = self.bytes(n);
+                    base64_lines(&raw, &mut out);
+                }
+                2 => {
+                    let der = self.der_garbage(n);
+                    base64_lines(&der, &mut out);
+                }
+                3 => {}
+                _ => out.extend_from_slice(b"!!!not base64===\n====\n"),
+            }
+            match self.rng.below(4) {
+                0 | 1 => out.extend_from_slice(format!("-----END {label}-----\n").as_bytes()),
+                2 => {
+                    let other = self.rng.pick(&labels);
+                    out.extend_from_slice(format!("-----END {other}-----\n").as_bytes());
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A valid certificate (or key, or the CA) of the driver's PKI: index 0 is the valid
+    /// leaf, 1.. the bad ones. PEM or DER.
+    fn valid_item(&mut self, m: &Material, role: Role, index: usize) -> Vec<u8> {
+        let pem = match role {
+            Role::Ca => &m.ca,
+            Role::Cert if index == 0 => &m.leaf,
+            Role::Key if index == 0 => &m.leaf_key,
+            Role::Cert => &m.bad[index - 1].0,
+            Role::Key => &m.bad[index - 1].1,
+        };
+        if self.rng.chance(1, 2) {
+            pem.pem.clone()
+        } else {
+            pem.der.clone()
+        }
+    }
+
+    /// Certificate, key or CA bytes for `wrap_socket`: `None`, valid material of the driver's
+    /// PKI, or hostile bytes (empty, random, PEM around garbage, DER garbage, a valid
+    /// certificate with a byte changed, cut short, huge, another role's material, mixtures).
+    fn tls_bytes(&mut self, role: Role) -> Option<Vec<u8>> {
+        let mat = self.mat.clone();
+        let pick = self.rng.below(16);
+        if let Some(m) = mat.as_deref()
+            && pick < 6
+        {
+            let index = if self.rng.chance(1, 2) {
+                0
+            } else {
+                self.rng.below(m.bad.len() + 1)
+            };
+            return Some(self.valid_item(m, role, index));
+        }
+        Some(match pick {
+            0..=2 => return None,
+            3 | 4 => Vec::new(),
+            6 => {
+                let n = self.rng.pick(&[1usize, 2, 16, 300, 5000]);
+                self.bytes(n)
+            }
+            7 | 8 => self.pem_garbage(role),
+            9 => {
+                let n = self.rng.pick(&[0usize, 1, 2, 10, 127, 128, 1000, 60_000]);
+                self.der_garbage(n)
+            }
+            10 if mat.is_some() => {
+                // A byte changed inside a valid DER (its structure and length stay).
+                let m = mat.as_deref().expect("material");
+                let mut der = match role {
+                    Role::Key => m.leaf_key.der.clone(),
+                    Role::Ca => m.ca.der.clone(),
+                    Role::Cert => m.leaf.der.clone(),
+                };
+                let at = 4 + self.rng.below(der.len().saturating_sub(4).max(1));
+                if let Some(b) = der.get_mut(at) {
+                    *b ^= 1 << self.rng.below(8);
+                }
+                if self.rng.chance(1, 2) {
+                    pem_of(
+                        if matches!(role, Role::Key) {
+                            "PRIVATE KEY"
+                        } else {
+                            "CERTIFICATE"
+                        },
+                        &der,
+                    )
+                } else {
+                    der
+                }
+            }
+            11 if mat.is_some() => {
+                // A valid PEM cut short.
+                let m = mat.as_deref().expect("material");
+                let pem = match role {
+                    Role::Key => &m.leaf_key.pem,
+                    _ => &m.leaf.pem,
+                };
+                pem[..self.rng.below(pem.len())].to_vec()
+            }
+            12 => {
+                // Huge: at the guest library's limit (the host's too), one over, far over.
+                let n = self
+                    .rng
+                    .pick(&[MAX_TLS_DATA, MAX_TLS_DATA, MAX_TLS_DATA + 1, 1 << 20]);
+                match self.rng.below(3) {
+                    0 => {
+                        let mut pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+                        pem.resize(n, b'A');
+                        pem
+                    }
+                    1 => {
+                        // A DER SEQUENCE of `n` bytes in all.
+                        let mut der = vec![0x30, 0x83];
+                        let len = n - 5;
+                        der.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8]);
+                        der.extend(self.bytes(len));
+                        der
+                    }
+                    _ => {
+                        // As many valid certificates as fit (or one more).
+                        let one = match mat.as_deref() {
+                            Some(m) => m.ca.pem.clone(),
+                            None => self.pem_garbage(role),
+                        };
+                        let mut all = Vec::new();
+                        while all.len() + one.len() <= n {
+                            all.extend_from_slice(&one);
+                        }
+                        all
+                    }
+                }
+            }
+            13 if mat.is_some() => {
+                // Mixtures: certificate and key in one PEM, a chain, garbage then valid.
+                let m = mat.as_deref().expect("material");
+                let mut out = Vec::new();
+                match self.rng.below(3) {
+                    0 => {
+                        out.extend_from_slice(&m.leaf.pem);
+                        out.extend_from_slice(&m.leaf_key.pem);
+                    }
+                    1 => {
+                        out.extend_from_slice(&m.leaf.pem);
+                        out.extend_from_slice(&m.ca.pem);
+                    }
+                    _ => {
+                        out.extend(self.pem_garbage(role));
+                        out.extend_from_slice(&m.ca.pem);
+                    }
+                }
+                out
+            }
+            14 if mat.is_some() => {
+                // Another role's material: a key as a certificate, a certificate as a key.
+                let m = mat.as_deref().expect("material");
+                let role = self.rng.pick(&[Role::Cert, Role::Key, Role::Ca]);
+                let index = self.rng.below(m.bad.len() + 1);
+                self.valid_item(m, role, index)
+            }
+            _ => self.pem_garbage(role),
+        })
+    }
+
+    /// `cert` and `key` for `wrap_socket`: mostly none or a matching valid pair, else a
+    /// certificate alone (with or without its key inside), a key alone, mismatched pairs, or
+    /// hostile bytes for either.
+    fn identity(&mut self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let mat = self.mat.clone();
+        match (self.rng.below(10), mat.as_deref()) {
+            (0..=2, _) => (None, None),
+            (3..=5, Some(m)) => {
+                let index = if self.rng.chance(2, 3) {
+                    0
+                } else {
+                    self.rng.below(m.bad.len() + 1)
+                };
+                (
+                    Some(self.valid_item(m, Role::Cert, index)),
+                    Some(self.valid_item(m, Role::Key, index)),
+                )
+            }
+            (6, Some(m)) => {
+                let mut cert = m.leaf.pem.clone();
+                if self.rng.chance(2, 3) {
+                    cert.extend_from_slice(&m.leaf_key.pem);
+                }
+                (Some(cert), None)
+            }
+            (7, Some(m)) => {
+                let a = self.rng.below(m.bad.len() + 1);
+                let b = (a + 1 + self.rng.below(m.bad.len())) % (m.bad.len() + 1);
+                (
+                    Some(self.valid_item(m, Role::Cert, a)),
+                    Some(self.valid_item(m, Role::Key, b)),
+                )
+            }
+            (8, _) => (None, self.tls_bytes(Role::Key)),
+            _ => (self.tls_bytes(Role::Cert), self.tls_bytes(Role::Key)),
+        }
+    }
+
+    /// A `server_hostname`: none, granted names and literals, names that are not granted,
+    /// and hostile strings (empty, huge, non-ASCII, NUL, wildcard, odd literals, random).
+    fn server_hostname(&mut self) -> Option<String> {
+        Some(match self.rng.below(10) {
+            0..=3 => return None,
+            4 | 5 => self
+                .rng
+                .pick(&["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "::1"])
+                .to_string(),
+            6 | 7 => self
+                .rng
+                .pick(&[
+                    "",
+                    "example.com",
+                    "other.test",
+                    "*.localhost",
+                    "a..b",
+                    "-",
+                    ".",
+                    "local host",
+                    "localhost\0",
+                    "localhost\0.evil",
+                    "xn--nxasmq6b",
+                    "\u{fc}n\u{ef}c\u{f6}d\u{e9}.test",
+                    "\u{1f980}",
+                    "[::1]",
+                    "127.0.0.2",
+                    "0.0.0.0",
+                    "::",
+                    "::ffff:127.0.0.1",
+                    "127.1",
+                    "0x7f.1",
+                    "2130706433",
+                    "1.2.3",
+                    "fe80::1%lo",
+                    "127.0.0.1:443",
+                    "localhost:443",
+                ])
+                .to_string(),
+            8 => match self.rng.below(5) {
+                0 => "a".repeat(253),
+                1 => "a".repeat(254),
+                2 => format!("{}.localhost", "a".repeat(64)),
+                3 => "a.".repeat(5000),
+                _ => "x".repeat(self.rng.pick(&[65_536, 300_000, 1 << 20])),
+            },
+            _ => {
+                let n = self.rng.below(40);
+                let b = self.bytes(n);
+                String::from_utf8_lossy(&b).into_owned()
+            }
+        })
+    }
+
+    /// `cert_reqs`: MicroPython's three, or out of range.
+    fn cert_reqs(&mut self) -> i32 {
+        if self.rng.chance(8, 10) {
+            self.rng
+                .pick(&[ssl::CERT_NONE, ssl::CERT_OPTIONAL, ssl::CERT_REQUIRED])
+        } else {
+            self.rng.pick(&[-1, 3, 7, 100, i32::MIN, i32::MAX])
+        }
+    }
+
+    /// Whether `cadata` leaves the CA of the driver's PKI as the only trust (none: the host's
+    /// roots, which the driver set to that CA).
+    fn strict_trust(&self, cadata: &[Vec<u8>]) -> bool {
+        let Some(m) = self.mat.as_deref() else {
+            return false;
+        };
+        match cadata {
+            [] => true,
+            [one] => *one == m.ca.pem || *one == m.ca.der,
+            _ => false,
+        }
+    }
+
+    /// `ssl.wrap_socket` (or an `SSLContext`) on any socket of the pool, with hostile options;
+    /// the handle it returns joins the pool now and then.
+    fn do_wrap(&mut self) {
+        let Some(i) = self.any() else { return };
+        // The handshake may wait: non-blocking or at most 50 ms.
+        if !self.make_safe(i) {
+            return;
+        }
+        let server_side = self.rng.chance(1, 3);
+        let (cert, key) = self.identity();
+        let cert_reqs = self.cert_reqs();
+        let server_hostname = self.server_hostname();
+        let do_handshake = self.rng.chance(1, 2);
+        let mut cadata = Vec::new();
+        for _ in 0..self.rng.pick(&[0usize, 0, 1, 1, 2]) {
+            let ca = if self.rng.chance(1, 2) {
+                self.mat.clone().map(|m| {
+                    if self.rng.chance(1, 2) {
+                        m.ca.pem.clone()
+                    } else {
+                        m.ca.der.clone()
+                    }
+                })
+            } else {
+                self.tls_bytes(Role::Ca)
+            };
+            cadata.extend(ca);
+        }
+        let sizes =
+            |d: &Option<Vec<u8>>| d.as_ref().map_or("-".to_string(), |d| d.len().to_string());
+        let host_arg = server_hostname.as_ref().map_or("-".to_string(), |h| {
+            if h.len() > 40 {
+                format!("<{} bytes>", h.len())
+            } else {
+                format!("{h:?}")
+            }
+        });
+        let with_ctx = self.rng.chance(1, 4);
+        let (call, verify, side, r, args);
+        if with_ctx {
+            // SSLContext: the protocol, then verify_mode, the chain, the CAs (several loads
+            // add up), and a wrap whose side may not match the context.
+            call = "ctx_wrap";
+            let protocol = if self.rng.chance(9, 10) {
+                if server_side {
+                    ssl::PROTOCOL_TLS_SERVER
+                } else {
+                    ssl::PROTOCOL_TLS_CLIENT
+                }
+            } else {
+                self.rng
+                    .pick(&[-1, 2, 3, 100, i32::MIN, i32::from(!server_side)])
+            };
+            let set_mode = self.rng.chance(2, 3);
+            side = if self.rng.chance(9, 10) {
+                server_side
+            } else {
+                !server_side
+            };
+            let t = Instant::now();
+            let res = SSLContext::new(protocol).and_then(|mut ctx| {
+                if set_mode {
+                    ctx.verify_mode = cert_reqs;
+                }
+                if let (Some(c), Some(k)) = (&cert, &key) {
+                    ctx.load_cert_chain(c, k)?;
+                }
+                for ca in &cadata {
+                    ctx.load_verify_locations(ca)?;
+                }
+                ctx.wrap_socket_with(
+                    &self.pool[i].sock,
+                    side,
+                    server_hostname.as_deref(),
+                    do_handshake,
+                )
+            });
+            let took = t.elapsed();
+            // A context whose protocol or side does not match fails before the host.
+            let mode = match (set_mode, protocol) {
+                (true, _) => cert_reqs,
+                (false, ssl::PROTOCOL_TLS_CLIENT) => ssl::CERT_REQUIRED,
+                (false, _) => ssl::CERT_NONE,
+            };
+            verify = mode != ssl::CERT_NONE;
+            args = format!(
+                "proto {protocol}, side {side}, cert {}, key {}, mode {}, ca {:?}, host {host_arg}, hs {do_handshake}",
+                sizes(&cert),
+                sizes(&key),
+                if set_mode {
+                    cert_reqs.to_string()
+                } else {
+                    "default".into()
+                },
+                cadata.iter().map(Vec::len).collect::<Vec<_>>(),
+            );
+            r = res;
+            self.book(call, Self::res(&r), took, &args);
+        } else {
+            call = "wrap_socket";
+            side = server_side;
+            verify = cert_reqs != ssl::CERT_NONE;
+            // wrap_socket takes one cadata: the first, or all of them as one PEM text.
+            let ca = match cadata.len() {
+                0 => None,
+                1 => Some(cadata[0].clone()),
+                _ => Some(cadata.concat()),
+            };
+            if let Some(ca) = &ca {
+                cadata = vec![ca.clone()];
+            }
+            args = format!(
+                "side {side}, cert {}, key {}, cert_reqs {cert_reqs}, cadata {}, host {host_arg}, hs {do_handshake}",
+                sizes(&cert),
+                sizes(&key),
+                sizes(&ca),
+            );
+            let opts = WrapOptions {
+                server_side,
+                key,
+                cert,
+                cert_reqs,
+                cadata: ca,
+                server_hostname,
+                do_handshake,
+            };
+            let t = Instant::now();
+            r = ssl::wrap_socket(&self.pool[i].sock, opts);
+            let took = t.elapsed();
+            self.book(call, Self::res(&r), took, &args);
+        }
+        let res = Self::res(&r);
+        // The host set TLS up unless the call failed before (a guest-side check, the
+        // read-ahead given back, the state, the parameters): from then on the socket is a TLS
+        // one, with the first parameters that got that far.
+        let installed = match res {
+            Res::Err(e) => ![5, 9, 13, 22, 95, 105, 107].contains(&e),
+            _ => true,
+        };
+        if installed && self.pool[i].tls.get().is_none() {
+            let info = TlsInfo {
+                server: side,
+                verify: !side && verify,
+                strict: self.strict_trust(&cadata),
+            };
+            self.pool[i].tls.set(Some(info));
+        }
+        if let Ok(s) = r
+            && self.rng.chance(1, 4)
+        {
+            // Another handle of the same socket.
+            let e = &self.pool[i];
+            let entry = Entry {
+                sock: s,
+                id: e.id,
+                safe: e.safe.clone(),
+                pending: e.pending.clone(),
+                listening: e.listening.clone(),
+                tls: e.tls.clone(),
+            };
+            self.add_entry(entry);
+        }
+    }
+
+    /// `getpeercert(True)` (and `False`, EOPNOTSUPP): a certificate only from a TLS client
+    /// whose handshake finished; from a client that verified and trusts the driver's CA only,
+    /// the valid leaf and nothing else.
+    fn do_getpeercert(&mut self) {
+        let Some(i) = self.any() else { return };
+        let binary = self.rng.chance(9, 10);
+        let t = Instant::now();
+        let r = self.pool[i].sock.getpeercert(binary);
+        let took = t.elapsed();
+        self.book("getpeercert", Self::res_opt(&r), took, &format!("{binary}"));
+        if !binary && r.is_ok() {
+            self.finding("getpeercert(false) did not fail".into());
+        }
+        let Ok(Some(der)) = r else { return };
+        let info = self.pool[i].tls.get();
+        let leaf = self.mat.as_ref().map(|m| m.leaf.der.clone());
+        match info {
+            None => self.finding(format!(
+                "getpeercert returned {} bytes on a socket that never started TLS",
+                der.len()
+            )),
+            Some(TlsInfo { server: true, .. }) => self.finding(format!(
+                "getpeercert returned {} bytes on a server side (which asks for no certificate)",
+                der.len()
+            )),
+            Some(TlsInfo {
+                verify: true,
+                strict: true,
+                ..
+            }) if Some(&der) != leaf.as_ref() => {
+                self.finding(format!(
+                    "a verifying client finished a handshake with a certificate other than the valid one ({} bytes, {:02x?}...)",
+                    der.len(),
+                    &der[..der.len().min(16)]
+                ));
+            }
+            _ => {}
+        }
+        if der.first() != Some(&0x30) {
+            self.finding(format!("getpeercert returned {} bytes, not DER", der.len()));
+        }
+    }
+
+    /// Aux: a connected pair of the pool's own sockets, both made TLS ones without waiting
+    /// (the client side by `wrap_socket` or as an IPPROTO_SEC socket; the server side with
+    /// the host's identity or the guest's own, sometimes a bad one), so that later calls on
+    /// both can finish a real handshake. Without the driver's PKI: only hostile server sides.
+    fn make_tls_pair(&mut self) {
+        let af = self.rng.pick(&[AF_INET, AF_INET6]);
+        let host = if af == AF_INET { "127.0.0.1" } else { "::1" };
+        self.aux += 1;
+        let Ok(l) = usocket::socket(af, SOCK_STREAM, 0) else {
+            return;
+        };
+        self.aux += 4;
+        if l.settimeout(Some(SAFE_TIMEOUT)).is_err()
+            || l.bind((host, 0)).is_err()
+            || l.listen(None).is_err()
+        {
+            return;
+        }
+        let Ok(addr) = l.getsockname() else { return };
+        let sec = self.rng.chance(1, 3);
+        self.aux += 3;
+        let proto = if sec { IPPROTO_SEC } else { 0 };
+        let Ok(c) = usocket::socket(af, SOCK_STREAM, proto) else {
+            self.add_listener(l);
+            return;
+        };
+        let _ = c.settimeout(Some(0.0));
+        let connected = c.connect(&addr);
+        let mut client_info = sec.then_some(TlsInfo {
+            server: false,
+            verify: true,
+            strict: self.mat.is_some(),
+        });
+        self.aux += 1;
+        let accepted = l.accept();
+        if !sec {
+            // The client side: mostly what works, sometimes a name or trust that fails.
+            let cert_reqs =
+                self.rng
+                    .pick(&[ssl::CERT_NONE, ssl::CERT_OPTIONAL, ssl::CERT_REQUIRED]);
+            let server_hostname = match self.rng.below(4) {
+                0 | 1 => None,
+                2 => Some("localhost".to_string()),
+                _ => Some(host.to_string()),
+            };
+            let cadata = match (self.rng.below(4), self.mat.as_deref()) {
+                (0, Some(m)) => Some(m.ca.pem.clone()),
+                (1, Some(m)) => Some(m.bad[m.bad.len() - 1].0.pem.clone()),
+                _ => None,
+            };
+            let strict = self.strict_trust(cadata.as_slice());
+            let opts = WrapOptions {
+                cert_reqs,
+                server_hostname,
+                cadata,
+                do_handshake: self.rng.chance(1, 2),
+                ..WrapOptions::default()
+            };
+            self.aux += 1;
+            let r = ssl::wrap_socket(&c, opts);
+            self.check_aux("wrap_socket", Self::res(&r), false);
+            if r.is_ok()
+                || r.as_ref()
+                    .is_err_and(|e| ![5, 9, 13, 22, 95, 105, 107].contains(&e.errno()))
+            {
+                client_info = Some(TlsInfo {
+                    server: false,
+                    verify: cert_reqs != ssl::CERT_NONE,
+                    strict,
+                });
+            }
+        }
+        self.add_tls(c, true, client_info);
+        if let (Err(e), Some(entry)) = (&connected, self.pool.last()) {
+            entry.pending.set(matches!(e.errno(), 110 | 114 | 115));
+        }
+        if let Ok((s, peer)) = accepted {
+            self.learn(peer);
+            let _ = s.settimeout(Some(0.0));
+            let mat = self.mat.clone();
+            let (cert, key) = match (self.rng.below(4), mat.as_deref()) {
+                // The host's identity (the valid leaf).
+                (0 | 1, Some(_)) => (None, None),
+                (2, Some(m)) => {
+                    let cert = self.valid_item(m, Role::Cert, 0);
+                    let key = self.valid_item(m, Role::Key, 0);
+                    (Some(cert), Some(key))
+                }
+                (3, Some(m)) => {
+                    let index = 1 + self.rng.below(m.bad.len());
+                    let cert = self.valid_item(m, Role::Cert, index);
+                    let key = self.valid_item(m, Role::Key, index);
+                    (Some(cert), Some(key))
+                }
+                _ => self.identity(),
+            };
+            let opts = WrapOptions {
+                server_side: true,
+                cert,
+                key,
+                do_handshake: self.rng.chance(1, 2),
+                ..WrapOptions::default()
+            };
+            self.aux += 1;
+            let r = ssl::wrap_socket(&s, opts);
+            self.check_aux("wrap_socket", Self::res(&r), false);
+            let installed = r.is_ok()
+                || r.as_ref()
+                    .is_err_and(|e| ![5, 9, 13, 22, 95, 105, 107].contains(&e.errno()));
+            let info = installed.then_some(TlsInfo {
+                server: true,
+                verify: false,
+                strict: false,
+            });
+            self.add_tls(s, true, info);
+        }
+        self.add_listener(l);
+    }
+
     // ---- one step --------------------------------------------------------------------
 
     fn step(&mut self) {
         self.cur = None;
+        self.cur_tls = false;
         // Keep some connected sockets and UDP sockets around.
         if self.rng.chance(1, 40) || self.pool.len() < 3 {
             if self.rng.chance(2, 3) {
@@ -765,7 +1568,10 @@ impl Fuzz {
                 self.make_udp();
             }
         }
-        let which = self.rng.below(47);
+        if self.rng.chance(1, 60) {
+            self.make_tls_pair();
+        }
+        let which = self.rng.below(51);
         match which {
             0..=2 => self.do_socket(),
             3 | 4 => self.do_bind(),
@@ -798,6 +1604,8 @@ impl Fuzz {
             43 => self.do_poll(true),
             44 => self.do_getaddrinfo(),
             45 => self.do_io(),
+            47..=49 => self.do_wrap(),
+            50 => self.do_getpeercert(),
             _ => {
                 if self.rng.chance(1, 4) {
                     self.do_poll_many()
@@ -821,7 +1629,13 @@ impl Fuzz {
             &format!("{af}, {ty}, {proto}"),
         );
         if let Ok(s) = r {
-            self.add(s, false);
+            // An IPPROTO_SEC stream socket is a verifying TLS client from its connect on.
+            let tls = (ty == SOCK_STREAM && proto == IPPROTO_SEC).then_some(TlsInfo {
+                server: false,
+                verify: true,
+                strict: self.mat.is_some(),
+            });
+            self.add_tls(s, false, tls);
         }
     }
 
@@ -872,6 +1686,7 @@ impl Fuzz {
         if !listeners.is_empty() && self.rng.chance(3, 4) {
             i = listeners[self.rng.below(listeners.len())];
             self.cur = Some(self.pool[i].id);
+            self.cur_tls = self.pool[i].tls.get().is_some();
         }
         if !self.make_safe(i) {
             return;
@@ -919,7 +1734,7 @@ impl Fuzz {
         if !self.make_safe(i) {
             return;
         }
-        let data = self.data();
+        let data = self.data_for(i);
         let t = Instant::now();
         let r = self.pool[i].sock.send(&data);
         let took = t.elapsed();
@@ -942,7 +1757,7 @@ impl Fuzz {
         if !self.make_safe(i) {
             return;
         }
-        let data = self.data();
+        let data = self.data_for(i);
         let t = Instant::now();
         let r = self.pool[i].sock.sendall(&data);
         let took = t.elapsed();
@@ -959,7 +1774,7 @@ impl Fuzz {
         if !self.make_safe(i) {
             return;
         }
-        let data = self.data();
+        let data = self.data_for(i);
         let t = Instant::now();
         let r = self.pool[i].sock.write(&data);
         let took = t.elapsed();
@@ -1016,6 +1831,7 @@ impl Fuzz {
         self.book(call, Self::res(&r), took, &format!("{n}, {flags}"));
         if let Ok(d) = r {
             self.check_len(call, d.len(), n.min(u32::MAX as usize));
+            self.check_leak(i, call, &d);
         }
     }
 
@@ -1042,6 +1858,7 @@ impl Fuzz {
         self.book(call, Self::res(&r), took, &format!("{n}, {flags}"));
         if let Ok((d, addr)) = r {
             self.check_len(call, d.len(), n.min(u32::MAX as usize));
+            self.check_leak(i, call, &d);
             self.check_addr(call, &addr, false);
             self.learn(addr);
         }
@@ -1059,6 +1876,7 @@ impl Fuzz {
         self.book("read", Self::res_opt(&r), took, &format!("{n}"));
         if let Ok(Some(d)) = r {
             self.check_len("read", d.len(), n.min(u32::MAX as usize));
+            self.check_leak(i, "read", &d);
         }
     }
 
@@ -1071,6 +1889,9 @@ impl Fuzz {
         let r = self.pool[i].sock.read_all();
         let took = t.elapsed();
         self.book("read_all", Self::res_opt(&r), took, "");
+        if let Ok(Some(d)) = r {
+            self.check_leak(i, "read_all", &d);
+        }
     }
 
     fn do_readinto(&mut self) {
@@ -1086,6 +1907,7 @@ impl Fuzz {
         self.book("readinto", Self::res_opt(&r), took, &format!("{n}"));
         if let Ok(Some(got)) = r {
             self.check_len("readinto", got, n);
+            self.check_leak(i, "readinto", &buf[..got.min(n)]);
         }
     }
 
@@ -1109,6 +1931,9 @@ impl Fuzz {
         self.book(call, Self::res_opt(&r), took, &format!("{limit:?}"));
         if let (Ok(Some(d)), Some(n)) = (&r, limit) {
             self.check_len(call, d.len(), n.min(u32::MAX as usize));
+        }
+        if let Ok(Some(d)) = &r {
+            self.check_leak(i, call, d);
         }
         // A line ends at its first newline, on stream sockets (on a datagram socket the
         // host returns the whole datagram, which the contract leaves open).
@@ -1291,13 +2116,14 @@ impl Fuzz {
         if let Ok(f) = r {
             let e = &self.pool[i];
             let (safe, pending, id) = (e.safe.clone(), e.pending.clone(), e.id);
-            let listening = e.listening.clone();
+            let (listening, tls) = (e.listening.clone(), e.tls.clone());
             self.add_entry(Entry {
                 sock: f,
                 id,
                 safe,
                 pending,
                 listening,
+                tls,
             });
         }
     }
@@ -1563,10 +2389,11 @@ impl Fuzz {
                 self.book("io_read", Self::res_io(&r), took, &format!("{}", buf.len()));
                 if let Ok(n) = r {
                     self.check_len("io_read", n, buf.len());
+                    self.check_leak(i, "io_read", &buf[..n.min(buf.len())]);
                 }
             }
             1 => {
-                let data = self.data();
+                let data = self.data_for(i);
                 let t = Instant::now();
                 let r = Write::write(&mut self.pool[i].sock, &data);
                 let took = t.elapsed();
@@ -1582,9 +2409,12 @@ impl Fuzz {
             }
             2 => {
                 let t = Instant::now();
-                let r = self.pool[i].sock.fill_buf().map(|b| b.len());
+                let r = self.pool[i].sock.fill_buf().map(|b| b.to_vec());
                 let took = t.elapsed();
                 self.book("fill_buf", Self::res_io(&r), took, "");
+                if let Ok(d) = r {
+                    self.check_leak(i, "fill_buf", &d);
+                }
             }
             _ => {
                 // Consumes from what an earlier fill_buf of this handle cached (the library
@@ -1597,6 +2427,76 @@ impl Fuzz {
             }
         }
     }
+}
+
+/// A DER SEQUENCE holding `content`.
+fn der_sequence(content: &[u8]) -> Vec<u8> {
+    let n = content.len();
+    let mut out = vec![0x30];
+    match n {
+        0..=0x7f => out.push(n as u8),
+        0x80..=0xff => out.extend_from_slice(&[0x81, n as u8]),
+        0x100..=0xffff => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+        _ => out.extend_from_slice(&[0x83, (n >> 16) as u8, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Base64 of `data` in lines of 64 characters, appended to `out`.
+fn base64_lines(data: &[u8], out: &mut Vec<u8>) {
+    for line in data.chunks(48) {
+        for chunk in line.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for k in 0..4 {
+                out.push(if k <= chunk.len() {
+                    BASE64[((n >> (18 - 6 * k)) & 63) as usize]
+                } else {
+                    b'='
+                });
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// `der` as a PEM block labelled `label`.
+fn pem_of(label: &str, der: &[u8]) -> Vec<u8> {
+    let mut out = format!("-----BEGIN {label}-----\n").into_bytes();
+    base64_lines(der, &mut out);
+    out.extend_from_slice(format!("-----END {label}-----\n").as_bytes());
+    out
+}
+
+/// The DER inside the first PEM block of `pem` (base64 between the BEGIN and END lines).
+fn pem_body(pem: &str) -> Vec<u8> {
+    let mut bits = 0u32;
+    let mut nbits = 0;
+    let mut out = Vec::new();
+    let body = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END "));
+    for c in body.flat_map(str::bytes) {
+        let Some(v) = BASE64.iter().position(|&b| b == c) else {
+            continue;
+        };
+        bits = (bits << 6) | v as u32;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+        }
+    }
+    out
 }
 
 /// An address for a finding line, with long strings cut.
@@ -1678,12 +2578,57 @@ fn repro_alias(args: &[String]) {
     }
 }
 
+/// `fuzz_calls repro tls-deferred hostname|cadata`: `wrap_socket` while a non-blocking
+/// connect is under way (the host starts TLS when the connect completes) with parameters the
+/// host refuses then: a `server_hostname` the policy does not grant, or CA data that passes
+/// the guest library's check (a DER SEQUENCE) but is no certificate. Then three writes on the
+/// wrapped socket and a read on the accepted peer. Prints `connect R`, `wrap R`, `write K R`
+/// and `peer read R`: the peer must never read the plaintext.
+fn repro_tls_deferred(args: &[String]) {
+    let what = args.get(1).map_or("hostname", String::as_str);
+    let show = |r: Result<String, OSError>| match r {
+        Ok(s) => s,
+        Err(e) => format!("errno {}", e.errno()),
+    };
+    let l = usocket::socket(AF_INET, SOCK_STREAM, 0).expect("socket");
+    l.bind(("127.0.0.1", 0)).expect("bind");
+    l.listen(None).expect("listen");
+    let addr = l.getsockname().expect("getsockname");
+    let c = usocket::socket(AF_INET, SOCK_STREAM, 0).expect("socket");
+    c.setblocking(false).expect("setblocking");
+    println!("connect {}", show(c.connect(&addr).map(|()| "ok".into())));
+    let mut opts = WrapOptions::default();
+    match what {
+        "cadata" => {
+            opts.cert_reqs = ssl::CERT_REQUIRED;
+            opts.cadata = Some(vec![0x30, 0x03, 1, 2, 3]);
+        }
+        _ => opts.server_hostname = Some("example.com".into()),
+    }
+    println!(
+        "wrap {}",
+        show(ssl::wrap_socket(&c, opts).map(|_| "ok".into()))
+    );
+    l.settimeout(Some(2.0)).expect("settimeout");
+    let (peer, _) = l.accept().expect("accept");
+    for k in 1..=3 {
+        let r = c.write(b"secret\n").map(|n| format!("{n:?}"));
+        println!("write {k} {}", show(r));
+    }
+    peer.settimeout(Some(0.5)).expect("settimeout");
+    let r = peer
+        .recv(100)
+        .map(|d| format!("{:?}", String::from_utf8_lossy(&d)));
+    println!("peer read {}", show(r));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "repro") {
         match args.get(1).map(String::as_str) {
             Some("linger-close") => repro(&args[1..]),
             Some("alias-connect") => repro_alias(&args[1..]),
+            Some("tls-deferred") => repro_tls_deferred(&args[1..]),
             other => panic!("unknown reproducer {other:?}"),
         }
         return;
@@ -1692,6 +2637,19 @@ fn main() {
     let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let watch_ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let trace = args.get(3).is_some_and(|s| s == "trace");
+    // The driver's PKI: CA, leaf and key, then (certificate, key) pairs of bad ones.
+    let mat = (args.len() >= 7 && (args.len() - 7) % 2 == 0).then(|| {
+        Rc::new(Material {
+            ca: Pem::new(&args[4]),
+            leaf: Pem::new(&args[5]),
+            leaf_key: Pem::new(&args[6]),
+            bad: args[7..]
+                .chunks(2)
+                .map(|p| (Pem::new(&p[0]), Pem::new(&p[1])))
+                .collect(),
+        })
+    });
+    let mat = mat.filter(|m| !m.bad.is_empty());
     let mut f = Fuzz {
         rng: Rng(seed),
         pool: Vec::new(),
@@ -1708,7 +2666,9 @@ fn main() {
         watch: Duration::from_millis(watch_ms),
         trace,
         cur: None,
+        cur_tls: false,
         next_id: 0,
+        mat,
     };
     let started = Instant::now();
     // Each step makes at most one counted call (none if it found no socket to use).
@@ -1724,7 +2684,12 @@ fn main() {
     f.pollers = [(select::poll(), 0), (select::poll(), 0)];
     f.graveyard.clear();
     let calls = f.calls;
-    for (name, s) in &f.stats {
+    for ((name, tls), s) in &f.stats {
+        let name = if *tls {
+            format!("{name}/tls")
+        } else {
+            name.to_string()
+        };
         println!(
             "call {name} n={} ok={} none={} max_ms={} errno={:?}",
             s.calls, s.ok, s.none, s.max_ms, s.errnos
