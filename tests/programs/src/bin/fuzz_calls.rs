@@ -183,7 +183,7 @@ struct Fuzz {
     stats: BTreeMap<(&'static str, bool), CallStats>,
     errors: BTreeMap<i32, u64>,
     /// (call, errno) pairs of the contract's table that it does not name for that call.
-    gaps: BTreeMap<(&'static str, i32), u64>,
+    gaps: BTreeMap<(&'static str, bool, i32), u64>,
     findings: u64,
     /// Calls made so far (the steps that found a socket to use).
     calls: u64,
@@ -378,14 +378,16 @@ impl Fuzz {
         {
             if CONTRACT_ERRNOS.contains(&e) {
                 // In the contract's table, but the contract names it for other calls only.
-                let n = self.gaps.entry((call, e)).or_default();
+                let n = self.gaps.entry((call, tls, e)).or_default();
                 *n += 1;
                 if *n == 1 {
-                    println!("gap step {}: {call}({args}) gave errno {e}", self.step);
+                    let on = if tls { " on a TLS socket" } else { "" };
+                    println!("gap step {}: {call}({args}){on} gave errno {e}", self.step);
                 }
             } else {
+                let on = if tls { " on a TLS socket" } else { "" };
                 self.finding(format!(
-                    "{call}({args}) gave errno {e}, not in the contract"
+                    "{call}({args}){on} gave errno {e}, not in the contract"
                 ));
             }
         }
@@ -993,6 +995,9 @@ impl Fuzz {
     /// certificate with a byte changed, cut short, huge, another role's material, mixtures).
     fn tls_bytes(&mut self, role: Role) -> Option<Vec<u8>> {
         let mat = self.mat.clone();
+        if self.rng.chance(1, 5) {
+            return None;
+        }
         let pick = self.rng.below(16);
         if let Some(m) = mat.as_deref()
             && pick < 6
@@ -1508,10 +1513,7 @@ impl Fuzz {
                 });
             }
         }
-        self.add_tls(c, true, client_info);
-        if let (Err(e), Some(entry)) = (&connected, self.pool.last()) {
-            entry.pending.set(matches!(e.errno(), 110 | 114 | 115));
-        }
+        let mut server = None;
         if let Ok((s, peer)) = accepted {
             self.learn(peer);
             let _ = s.settimeout(Some(0.0));
@@ -1550,6 +1552,26 @@ impl Fuzz {
                 verify: false,
                 strict: false,
             });
+            server = Some((s, info));
+        }
+        // Half of the time, a few non-blocking reads on both sides move the handshake on
+        // (left to the random calls otherwise).
+        if let Some((s, _)) = &server
+            && self.rng.chance(1, 2)
+        {
+            for _ in 0..self.rng.pick(&[1usize, 2, 4]) {
+                for (sock, tls) in [(&c, client_info.is_some()), (s, true)] {
+                    self.aux += 1;
+                    let r = sock.read(1);
+                    self.check_aux("read", Self::res_opt(&r), tls);
+                }
+            }
+        }
+        self.add_tls(c, true, client_info);
+        if let (Err(e), Some(entry)) = (&connected, self.pool.last()) {
+            entry.pending.set(matches!(e.errno(), 110 | 114 | 115));
+        }
+        if let Some((s, info)) = server {
             self.add_tls(s, true, info);
         }
         self.add_listener(l);
@@ -2695,8 +2717,9 @@ fn main() {
             s.calls, s.ok, s.none, s.max_ms, s.errnos
         );
     }
-    for ((call, errno), n) in &f.gaps {
-        println!("gap {call} errno {errno} count {n}");
+    for ((call, tls, errno), n) in &f.gaps {
+        let tls = if *tls { "/tls" } else { "" };
+        println!("gap {call}{tls} errno {errno} count {n}");
     }
     println!("aux {}", f.aux);
     println!("seconds {:.1}", started.elapsed().as_secs_f64());
