@@ -351,6 +351,26 @@ impl Fuzz {
         }
     }
 
+    /// An errno against the contract: a finding outside its table, a gap when the contract
+    /// names it for other calls only.
+    fn judge(&mut self, call: &'static str, tls: bool, e: i32, args: &str) {
+        if allowed(call).contains(&e) || (tls && allowed_tls(call).contains(&e)) {
+            return;
+        }
+        let on = if tls { " on a TLS socket" } else { "" };
+        if CONTRACT_ERRNOS.contains(&e) {
+            let n = self.gaps.entry((call, tls, e)).or_default();
+            *n += 1;
+            if *n == 1 {
+                println!("gap step {}: {call}({args}){on} gave errno {e}", self.step);
+            }
+        } else {
+            self.finding(format!(
+                "{call}({args}){on} gave errno {e}, not in the contract"
+            ));
+        }
+    }
+
     /// Books one call: its result, time and (for an error) whether the contract allows it.
     fn book(&mut self, call: &'static str, res: Res, took: Duration, args: &str) {
         self.calls += 1;
@@ -372,24 +392,8 @@ impl Fuzz {
                 Some(e)
             }
         };
-        if let Some(e) = errno
-            && !allowed(call).contains(&e)
-            && !(tls && allowed_tls(call).contains(&e))
-        {
-            if CONTRACT_ERRNOS.contains(&e) {
-                // In the contract's table, but the contract names it for other calls only.
-                let n = self.gaps.entry((call, tls, e)).or_default();
-                *n += 1;
-                if *n == 1 {
-                    let on = if tls { " on a TLS socket" } else { "" };
-                    println!("gap step {}: {call}({args}){on} gave errno {e}", self.step);
-                }
-            } else {
-                let on = if tls { " on a TLS socket" } else { "" };
-                self.finding(format!(
-                    "{call}({args}){on} gave errno {e}, not in the contract"
-                ));
-            }
+        if let Some(e) = errno {
+            self.judge(call, tls, e, args);
         }
         if let Some(e) = errno {
             *self.errors.entry(e).or_default() += 1;
@@ -884,11 +888,8 @@ impl Fuzz {
 
     /// An aux call's errno against the contract (aux calls are not booked).
     fn check_aux(&mut self, call: &'static str, res: Res, tls: bool) {
-        if let Res::Err(e) = res
-            && !allowed(call).contains(&e)
-            && !(tls && allowed_tls(call).contains(&e))
-        {
-            self.finding(format!("aux {call} gave errno {e}"));
+        if let Res::Err(e) = res {
+            self.judge(call, tls, e, "aux");
         }
     }
 
@@ -1481,14 +1482,17 @@ impl Fuzz {
             let cert_reqs =
                 self.rng
                     .pick(&[ssl::CERT_NONE, ssl::CERT_OPTIONAL, ssl::CERT_REQUIRED]);
-            let server_hostname = match self.rng.below(4) {
+            let server_hostname = match self.rng.below(6) {
                 0 | 1 => None,
                 2 => Some("localhost".to_string()),
-                _ => Some(host.to_string()),
+                3 | 4 => Some(host.to_string()),
+                _ => self.server_hostname(),
             };
-            let cadata = match (self.rng.below(4), self.mat.as_deref()) {
+            let mat = self.mat.clone();
+            let cadata = match (self.rng.below(5), mat.as_deref()) {
                 (0, Some(m)) => Some(m.ca.pem.clone()),
                 (1, Some(m)) => Some(m.bad[m.bad.len() - 1].0.pem.clone()),
+                (2, _) => self.tls_bytes(Role::Ca),
                 _ => None,
             };
             let strict = self.strict_trust(cadata.as_slice());
@@ -1518,6 +1522,16 @@ impl Fuzz {
             self.learn(peer);
             let _ = s.settimeout(Some(0.0));
             let mat = self.mat.clone();
+            if self.rng.chance(1, 4) {
+                // A plain server side: it must never read the client's plaintext.
+                self.add_tls(c, true, client_info);
+                if let (Err(e), Some(entry)) = (&connected, self.pool.last()) {
+                    entry.pending.set(matches!(e.errno(), 110 | 114 | 115));
+                }
+                self.add(s, true);
+                self.add_listener(l);
+                return;
+            }
             let (cert, key) = match (self.rng.below(4), mat.as_deref()) {
                 // The host's identity (the valid leaf).
                 (0 | 1, Some(_)) => (None, None),
