@@ -886,6 +886,19 @@ impl Fuzz {
         }
     }
 
+    /// A trace line for an aux TLS set-up of [`Fuzz::make_tls_pair`] (the sockets are the
+    /// next `trace new` ones: client, then server).
+    fn trace_aux(&self, side: &str, what: &str, res: Res) {
+        if self.trace {
+            let out = match res {
+                Res::Ok => "ok".to_string(),
+                Res::None => "-".to_string(),
+                Res::Err(e) => format!("errno {e}"),
+            };
+            println!("trace {} aux tls pair {side}: {what} -> {out}", self.step);
+        }
+    }
+
     /// An aux call's errno against the contract (aux calls are not booked).
     fn check_aux(&mut self, call: &'static str, res: Res, tls: bool) {
         if let Res::Err(e) = res {
@@ -1462,6 +1475,9 @@ impl Fuzz {
         }
         let Ok(addr) = l.getsockname() else { return };
         let sec = self.rng.chance(1, 3);
+        if sec {
+            self.trace_aux("client", "IPPROTO_SEC", Res::None);
+        }
         self.aux += 3;
         let proto = if sec { IPPROTO_SEC } else { 0 };
         let Ok(c) = usocket::socket(af, SOCK_STREAM, proto) else {
@@ -1504,7 +1520,9 @@ impl Fuzz {
                 ..WrapOptions::default()
             };
             self.aux += 1;
+            let shown = format!("{opts:?}");
             let r = ssl::wrap_socket(&c, opts);
+            self.trace_aux("client", &shown, Self::res(&r));
             self.check_aux("wrap_socket", Self::res(&r), false);
             if r.is_ok()
                 || r.as_ref()
@@ -1524,6 +1542,7 @@ impl Fuzz {
             let mat = self.mat.clone();
             if self.rng.chance(1, 4) {
                 // A plain server side: it must never read the client's plaintext.
+                self.trace_aux("server", "plain", Res::None);
                 self.add_tls(c, true, client_info);
                 if let (Err(e), Some(entry)) = (&connected, self.pool.last()) {
                     entry.pending.set(matches!(e.errno(), 110 | 114 | 115));
@@ -1556,7 +1575,9 @@ impl Fuzz {
                 ..WrapOptions::default()
             };
             self.aux += 1;
+            let shown = format!("{opts:?}");
             let r = ssl::wrap_socket(&s, opts);
+            self.trace_aux("server", &shown, Self::res(&r));
             self.check_aux("wrap_socket", Self::res(&r), false);
             let installed = r.is_ok()
                 || r.as_ref()
