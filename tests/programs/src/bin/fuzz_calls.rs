@@ -104,6 +104,9 @@ struct Entry {
     listening: Rc<Cell<bool>>,
     /// Shared by all handles of one socket: TLS was set up on it (see [`TlsInfo`]).
     tls: Rc<Cell<Option<TlsInfo>>>,
+    /// Shared by all handles of one socket: the TLS failure (EPROTO, EBADMSG, ENOKEY,
+    /// EKEYEXPIRED, EKEYREJECTED) a call on it reported; every later write must repeat it.
+    tls_failed: Rc<Cell<Option<i32>>>,
 }
 
 /// What the program asked for when a socket became a TLS one (the first `wrap_socket` that
@@ -688,6 +691,7 @@ impl Fuzz {
             pending: Rc::new(Cell::new(false)),
             listening: Rc::new(Cell::new(false)),
             tls: Rc::new(Cell::new(tls)),
+            tls_failed: Rc::new(Cell::new(None)),
         };
         self.add_entry(entry);
     }
@@ -896,6 +900,33 @@ impl Fuzz {
                 Res::Err(e) => format!("errno {e}"),
             };
             println!("trace {} aux tls pair {side}: {what} -> {out}", self.step);
+        }
+    }
+
+    /// After a call on entry `i` (a write of `len` bytes, or `None`): learns the socket's TLS
+    /// failure; once it failed, the failure is sticky (docs/contract.md#tls): a write of data
+    /// must fail with the same errno (or one that comes before TLS: EBADF, a quota, the rate
+    /// limit's EAGAIN or ETIMEDOUT), and no call may report another TLS failure.
+    fn tls_after(&mut self, i: usize, call: &str, res: Res, len: Option<usize>) {
+        const STICKY: &[i32] = &[71, 74, 126, 127, 129];
+        let Some(e) = self.pool.get(i) else { return };
+        if e.tls.get().is_none() {
+            return;
+        }
+        let failed = e.tls_failed.clone();
+        let data = len.is_some_and(|n| n > 0);
+        match (failed.get(), res) {
+            (Some(f), Res::Err(e)) if STICKY.contains(&e) && e != f => self.finding(format!(
+                "{call} on a TLS socket that failed with errno {f} gave errno {e}"
+            )),
+            (Some(f), Res::Err(e)) if data && ![f, 9, 11, 12, 110].contains(&e) => self.finding(
+                format!("{call} of {len:?} bytes on a TLS socket that failed with errno {f} gave errno {e}"),
+            ),
+            (Some(f), Res::Ok | Res::None) if data => self.finding(format!(
+                "{call} of {len:?} bytes on a TLS socket that failed with errno {f} did not fail"
+            )),
+            (None, Res::Err(e)) if STICKY.contains(&e) => failed.set(Some(e)),
+            _ => {}
         }
     }
 
@@ -1395,6 +1426,7 @@ impl Fuzz {
             };
             self.pool[i].tls.set(Some(info));
         }
+        self.tls_after(i, call, res, None);
         if let Ok(s) = r
             && self.rng.chance(1, 4)
         {
@@ -1407,6 +1439,7 @@ impl Fuzz {
                 pending: e.pending.clone(),
                 listening: e.listening.clone(),
                 tls: e.tls.clone(),
+                tls_failed: e.tls_failed.clone(),
             };
             self.add_entry(entry);
         }
@@ -1773,6 +1806,7 @@ impl Fuzz {
         let r = self.pool[i].sock.connect((addr.0.as_str(), addr.1));
         let took = t.elapsed();
         self.book("connect", Self::res(&r), took, &short(&addr));
+        self.tls_after(i, "connect", Self::res(&r), None);
         // With a connect under way, `connect` reports that one's outcome, not this address's.
         if !self.pool[i].pending.get() {
             self.check_reach("connect", &addr, Self::res(&r));
@@ -1801,6 +1835,7 @@ impl Fuzz {
             took,
             &format!("{} bytes", data.len()),
         );
+        self.tls_after(i, "send", Self::res(&r), Some(data.len()));
         if let Ok(n) = r {
             self.check_len("send", n, data.len());
             if n == 0 && !data.is_empty() {
@@ -1824,6 +1859,7 @@ impl Fuzz {
             took,
             &format!("{} bytes", data.len()),
         );
+        self.tls_after(i, "sendall", Self::res(&r), Some(data.len()));
     }
 
     fn do_write(&mut self) {
@@ -1841,6 +1877,7 @@ impl Fuzz {
             took,
             &format!("{} bytes", data.len()),
         );
+        self.tls_after(i, "write", Self::res_opt(&r), Some(data.len()));
         if let Ok(Some(n)) = r {
             self.check_len("write", n, data.len());
         }
@@ -1886,6 +1923,7 @@ impl Fuzz {
         let took = t.elapsed();
         let call = if with_flags { "recv_flags" } else { "recv" };
         self.book(call, Self::res(&r), took, &format!("{n}, {flags}"));
+        self.tls_after(i, call, Self::res(&r), None);
         if let Ok(d) = r {
             self.check_len(call, d.len(), n.min(u32::MAX as usize));
             self.check_leak(i, call, &d);
@@ -1913,6 +1951,7 @@ impl Fuzz {
             "recvfrom"
         };
         self.book(call, Self::res(&r), took, &format!("{n}, {flags}"));
+        self.tls_after(i, call, Self::res(&r), None);
         if let Ok((d, addr)) = r {
             self.check_len(call, d.len(), n.min(u32::MAX as usize));
             self.check_leak(i, call, &d);
@@ -1931,6 +1970,7 @@ impl Fuzz {
         let r = self.pool[i].sock.read(n);
         let took = t.elapsed();
         self.book("read", Self::res_opt(&r), took, &format!("{n}"));
+        self.tls_after(i, "read", Self::res_opt(&r), None);
         if let Ok(Some(d)) = r {
             self.check_len("read", d.len(), n.min(u32::MAX as usize));
             self.check_leak(i, "read", &d);
@@ -1946,6 +1986,7 @@ impl Fuzz {
         let r = self.pool[i].sock.read_all();
         let took = t.elapsed();
         self.book("read_all", Self::res_opt(&r), took, "");
+        self.tls_after(i, "read_all", Self::res_opt(&r), None);
         if let Ok(Some(d)) = r {
             self.check_leak(i, "read_all", &d);
         }
@@ -1962,6 +2003,7 @@ impl Fuzz {
         let r = self.pool[i].sock.readinto(&mut buf);
         let took = t.elapsed();
         self.book("readinto", Self::res_opt(&r), took, &format!("{n}"));
+        self.tls_after(i, "readinto", Self::res_opt(&r), None);
         if let Ok(Some(got)) = r {
             self.check_len("readinto", got, n);
             self.check_leak(i, "readinto", &buf[..got.min(n)]);
@@ -1986,6 +2028,7 @@ impl Fuzz {
             "readline"
         };
         self.book(call, Self::res_opt(&r), took, &format!("{limit:?}"));
+        self.tls_after(i, call, Self::res_opt(&r), None);
         if let (Ok(Some(d)), Some(n)) = (&r, limit) {
             self.check_len(call, d.len(), n.min(u32::MAX as usize));
         }
@@ -2174,6 +2217,7 @@ impl Fuzz {
             let e = &self.pool[i];
             let (safe, pending, id) = (e.safe.clone(), e.pending.clone(), e.id);
             let (listening, tls) = (e.listening.clone(), e.tls.clone());
+            let tls_failed = e.tls_failed.clone();
             self.add_entry(Entry {
                 sock: f,
                 id,
@@ -2181,6 +2225,7 @@ impl Fuzz {
                 pending,
                 listening,
                 tls,
+                tls_failed,
             });
         }
     }
@@ -2444,6 +2489,7 @@ impl Fuzz {
                 let r = Read::read(&mut self.pool[i].sock, &mut buf);
                 let took = t.elapsed();
                 self.book("io_read", Self::res_io(&r), took, &format!("{}", buf.len()));
+                self.tls_after(i, "io_read", Self::res_io(&r), None);
                 if let Ok(n) = r {
                     self.check_len("io_read", n, buf.len());
                     self.check_leak(i, "io_read", &buf[..n.min(buf.len())]);
@@ -2460,6 +2506,7 @@ impl Fuzz {
                     took,
                     &format!("{}", data.len()),
                 );
+                self.tls_after(i, "io_write", Self::res_io(&r), Some(data.len()));
                 if let Ok(n) = r {
                     self.check_len("io_write", n, data.len());
                 }
@@ -2469,6 +2516,7 @@ impl Fuzz {
                 let r = self.pool[i].sock.fill_buf().map(|b| b.to_vec());
                 let took = t.elapsed();
                 self.book("fill_buf", Self::res_io(&r), took, "");
+                self.tls_after(i, "fill_buf", Self::res_io(&r), None);
                 if let Ok(d) = r {
                     self.check_leak(i, "fill_buf", &d);
                 }
