@@ -248,23 +248,19 @@ impl Inner {
 
     /// Refills an empty read-ahead with one host call: what has arrived, at least one byte
     /// (waiting, timing out or failing with EAGAIN as `recv` does), up to [`READ_AHEAD`]
-    /// bytes. Returns the first of them, which is not in the read-ahead: `Some(empty)` at end
-    /// of stream, `None` if non-blocking and nothing has arrived.
-    pub(crate) fn refill(&self) -> Result<Option<Vec<u8>>> {
+    /// bytes. Returns how many: `Some(0)` at end of stream, `None` if non-blocking and nothing
+    /// has arrived.
+    pub(crate) fn refill(&self) -> Result<Option<usize>> {
         let host = self.receiving()?;
-        // A "line" of at most one byte returns as soon as a byte is there, as `recv` does;
-        // the host lends whatever it already received after it.
-        let Some((first, rest)) = host
-            .readline_ahead(Some(1), READ_AHEAD - 1)
-            .map_err(OSError::new)?
-        else {
+        let Some(data) = host.read_ahead(READ_AHEAD).map_err(OSError::new)? else {
             return Ok(None);
         };
+        let n = data.len();
         *self.ahead.borrow_mut() = Ahead {
-            data: Rc::new(rest),
+            data: Rc::new(data),
             pos: 0,
         };
-        Ok(Some(first))
+        Ok(Some(n))
     }
 
     /// Moves bytes from the read-ahead to `buf` up to and including `byte`; returns whether

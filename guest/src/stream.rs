@@ -59,19 +59,10 @@ impl Inner {
         Some(n)
     }
 
-    /// Refills the empty read-ahead for `fill_buf`, which shows one slice: the first byte
-    /// (see `refill`) goes in front of the rest. `Ok(false)`: non-blocking, nothing there.
+    /// Refills the empty read-ahead for `fill_buf`. `Ok(false)`: non-blocking, nothing there
+    /// (at end of stream it stays empty: `Ok(true)`).
     fn refill_whole(&self) -> io::Result<bool> {
-        let Some(first) = self.refill()? else {
-            return Ok(false);
-        };
-        if !first.is_empty() {
-            let mut ahead = self.ahead.borrow_mut();
-            let mut data = first;
-            data.extend_from_slice(ahead.rest());
-            ahead.data = Rc::new(data);
-        }
-        Ok(true)
+        Ok(self.refill()?.is_some())
     }
 }
 
@@ -250,14 +241,8 @@ impl BufRead for Socket {
                 return Ok(read);
             }
             // The read-ahead is used up (errors leave what was read in `buf`, as std's do).
-            let first = self.inner.refill()?.ok_or_else(would_block)?;
-            let Some(&b) = first.first() else {
+            if self.inner.refill()?.ok_or_else(would_block)? == 0 {
                 return Ok(read); // end of stream
-            };
-            buf.push(b);
-            read += 1;
-            if b == byte {
-                return Ok(read);
             }
         }
     }

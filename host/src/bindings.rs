@@ -236,6 +236,12 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         out(self.ctx.canceller().guard(call).await?)
     }
 
+    async fn read_ahead(&mut self, this: Resource<Socket>, max: u32) -> Res<Option<Vec<u8>>> {
+        let sock = self.table.get_mut(&this)?;
+        let call = sock.read_ahead(self.ctx, size(max));
+        out(self.ctx.canceller().guard(call).await?)
+    }
+
     async fn unread(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<()> {
         let sock = self.table.get_mut(&this)?;
         out(sock.unread(self.ctx, &data))
@@ -456,6 +462,10 @@ pub mod sync {
             ahead: u32,
         ) -> Res<Option<(Vec<u8>, Vec<u8>)>> {
             in_tokio(asynch::HostSocket::readline_ahead(self, this, limit, ahead))
+        }
+
+        fn read_ahead(&mut self, this: Resource<Socket>, max: u32) -> Res<Option<Vec<u8>>> {
+            in_tokio(asynch::HostSocket::read_ahead(self, this, max))
         }
 
         fn unread(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<()> {

@@ -323,6 +323,19 @@ impl Socket {
         }
     }
 
+    /// `read-ahead(max)`: received bytes lent to a guest library's read-ahead buffer.
+    pub(crate) async fn read_ahead(
+        &mut self,
+        ctx: &UsocketCtx,
+        max: usize,
+    ) -> SockResult<Option<Vec<u8>>> {
+        self.ensure_open()?;
+        match &mut self.0 {
+            Inner::Stream(s) => s.read_ahead(ctx, max).await,
+            Inner::Datagram(_) => Err(Errno::EOPNOTSUPP),
+        }
+    }
+
     /// Puts bytes back at the head of a stream's receive queue: read-ahead that a guest library
     /// did not use. Later reads return them first, `poll` counts them, and a close with them
     /// still queued resets the connection, as for any unread data.

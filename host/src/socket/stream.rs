@@ -730,6 +730,36 @@ impl Stream {
         Ok(Some((line, extra)))
     }
 
+    /// `read-ahead(max)`: at least one received byte (waiting as `read` does) or the end of
+    /// the stream, then up to `max` of what is queued, lent to the guest library as
+    /// `readline_ahead` lends (taken whole when the queue holds no more: no copy).
+    pub(super) async fn read_ahead(
+        &mut self,
+        ctx: &UsocketCtx,
+        max: usize,
+    ) -> SockResult<Option<Vec<u8>>> {
+        let deadline = self.timeout.deadline();
+        if !self.has_peer(ctx, deadline).await? {
+            return Ok(None);
+        }
+        self.connection()?.1.settle();
+        loop {
+            let (_, rx) = self.connection()?;
+            if rx.len() > 0 {
+                return Ok(Some(rx.lend(max.max(1))));
+            }
+            if rx.is_finished() {
+                return match rx.take_error() {
+                    Some(err) => Err(err),
+                    None => Ok(Some(Vec::new())),
+                };
+            }
+            if !self.fill(ctx, READ_CHUNK.min(max.max(1)), deadline).await? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Puts read-ahead bytes back at the head of the queue, ending the loan. Up to what was
     /// lent it cannot fail (the loan's room is still reserved); beyond that the extra bytes
     /// must fit the buffer limits (ENOBUFS).

@@ -336,6 +336,36 @@ async fn readline_ahead_and_unread_keep_the_stream_in_order() {
 }
 
 #[tokio::test]
+async fn read_ahead_lends_what_arrived_then_the_end() {
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    sock.set_timeout(Some(0.0)).unwrap();
+    assert_eq!(sock.read_ahead(&ctx, 100).await, Ok(None), "nothing yet");
+    sock.set_timeout(Some(2.0)).unwrap();
+    peer.write_all(b"abcdef").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        got.extend(sock.read_ahead(&ctx, 100).await.unwrap().unwrap());
+    }
+    assert_eq!(got, b"abcdef");
+    // Lent: the guest gives back what it did not use, and reads find it first.
+    sock.unread(&ctx, b"ef").unwrap();
+    assert_eq!(sock.read_ahead(&ctx, 1).await, Ok(Some(b"e".to_vec())));
+    sock.unread(&ctx, b"e").unwrap();
+    drop(peer);
+    assert_eq!(sock.read(&ctx, None).await, Ok(Some(b"ef".to_vec())));
+    assert_eq!(
+        sock.read_ahead(&ctx, 100).await,
+        Ok(Some(Vec::new())),
+        "the end"
+    );
+    let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
+    assert_eq!(udp.read_ahead(&ctx, 1).await, Err(Errno::EOPNOTSUPP));
+    udp.close();
+    assert_eq!(udp.read_ahead(&ctx, 1).await, Err(Errno::EBADF));
+}
+
+#[tokio::test]
 async fn connected_socket_refuses_a_second_connect_and_sendto() {
     let ctx = ctx();
     let (mut sock, _peer) = connected(&ctx).await;
