@@ -120,6 +120,11 @@ struct TlsInfo {
     /// It trusts the driver's CA only (the host's roots, or `cadata` that is exactly the CA):
     /// a finished handshake must then have accepted the valid certificate, nothing else.
     strict: bool,
+    /// A later call on it reported EACCES or EINVAL, as a TLS start the host deferred (a wrap
+    /// during a non-blocking connect) does when it fails when the connect completes: the
+    /// socket may then be plain, and a later wrap may start TLS with other parameters, which
+    /// then replace these.
+    tainted: bool,
 }
 
 /// Written on TLS sockets (instead of `data()`'s letters): a plain socket of the pool that
@@ -915,6 +920,17 @@ impl Fuzz {
         }
         let failed = e.tls_failed.clone();
         let data = len.is_some_and(|n| n > 0);
+        // A deferred TLS start that failed (or an argument error: nothing is lost by skipping
+        // the verification check then).
+        let deferred_failure = match res {
+            Res::Err(13) => true,
+            Res::Err(22) => !call.ends_with("_flags") && !call.contains("wrap"),
+            _ => false,
+        };
+        if deferred_failure && let Some(mut info) = e.tls.get() {
+            info.tainted = true;
+            e.tls.set(Some(info));
+        }
         match (failed.get(), res) {
             (Some(f), Res::Err(e)) if STICKY.contains(&e) && e != f => self.finding(format!(
                 "{call} on a TLS socket that failed with errno {f} gave errno {e}"
@@ -1418,11 +1434,12 @@ impl Fuzz {
             Res::Err(e) => ![5, 9, 13, 22, 95, 105, 107].contains(&e),
             _ => true,
         };
-        if installed && self.pool[i].tls.get().is_none() {
+        if installed && self.pool[i].tls.get().is_none_or(|t| t.tainted) {
             let info = TlsInfo {
                 server: side,
                 verify: !side && verify,
                 strict: self.strict_trust(&cadata),
+                tainted: false,
             };
             self.pool[i].tls.set(Some(info));
         }
@@ -1473,10 +1490,24 @@ impl Fuzz {
             Some(TlsInfo {
                 verify: true,
                 strict: true,
+                tainted: false,
                 ..
             }) if Some(&der) != leaf.as_ref() => {
+                let which = self.mat.as_deref().map_or("?", |m| {
+                    let names = ["expired", "wrong-name", "self-signed"];
+                    if der == m.ca.der {
+                        "the CA"
+                    } else {
+                        m.bad
+                            .iter()
+                            .position(|(c, _)| c.der == der)
+                            .map_or("none of the PKI's", |k| {
+                                names.get(k).copied().unwrap_or("a bad one")
+                            })
+                    }
+                });
                 self.finding(format!(
-                    "a verifying client finished a handshake with a certificate other than the valid one ({} bytes, {:02x?}...)",
+                    "a verifying client finished a handshake with a certificate other than the valid one: {which} ({} bytes, {:02x?}...), {info:?}",
                     der.len(),
                     &der[..der.len().min(16)]
                 ));
@@ -1523,6 +1554,7 @@ impl Fuzz {
             server: false,
             verify: true,
             strict: self.mat.is_some(),
+            tainted: false,
         });
         self.aux += 1;
         let accepted = l.accept();
@@ -1565,6 +1597,7 @@ impl Fuzz {
                     server: false,
                     verify: cert_reqs != ssl::CERT_NONE,
                     strict,
+                    tainted: false,
                 });
             }
         }
@@ -1619,6 +1652,7 @@ impl Fuzz {
                 server: true,
                 verify: false,
                 strict: false,
+                tainted: false,
             });
             server = Some((s, info));
         }
@@ -1724,6 +1758,7 @@ impl Fuzz {
                 server: false,
                 verify: true,
                 strict: self.mat.is_some(),
+                tainted: false,
             });
             self.add_tls(s, false, tls);
         }
@@ -2743,7 +2778,7 @@ fn main() {
     let watch_ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let trace = args.get(3).is_some_and(|s| s == "trace");
     // The driver's PKI: CA, leaf and key, then (certificate, key) pairs of bad ones.
-    let mat = (args.len() >= 7 && (args.len() - 7) % 2 == 0).then(|| {
+    let mat = (args.len() >= 7 && (args.len() - 7).is_multiple_of(2)).then(|| {
         Rc::new(Material {
             ca: Pem::new(&args[4]),
             leaf: Pem::new(&args[5]),
