@@ -9,57 +9,13 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use usocket_test_pki::{Ca, server_config};
 
 mod common;
 use common::{example, text, usocket};
 
 /// How long the native server waits for the guest's next bytes.
 const PEER_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A CA made for one test.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "usocket https_get test CA");
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A rustls server configuration presenting a certificate for `name` signed by this CA.
-    fn server_for(&self, name: &str) -> Arc<rustls::ServerConfig> {
-        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)
-            .unwrap();
-        Arc::new(config)
-    }
-}
 
 /// A folder of its own for this test's files, removed when dropped.
 struct TempDir(PathBuf);
@@ -138,9 +94,9 @@ fn run_https_get(allow: &str, ca: Option<&str>, url: &str) -> std::process::Outp
 #[test]
 fn https_get_fetches_over_verified_tls() {
     let dir = TempDir::new("ok");
-    let ca = Ca::new();
+    let ca = Ca::new("usocket https_get test CA");
     let ca_file = dir.file("ca.pem", &ca.pem);
-    let (port, requests) = https_server(ca.server_for("localhost"));
+    let (port, requests) = https_server(server_config(&ca.leaf(&["localhost"])));
     // A tls rule: the connection is granted only with the certificate verified.
     let allow = format!("tls=localhost:{port}");
     let out = run_https_get(
@@ -170,9 +126,9 @@ fn https_get_fetches_over_verified_tls() {
 #[test]
 fn https_get_reports_a_certificate_for_another_name_as_ekeyrejected() {
     let dir = TempDir::new("mismatch");
-    let ca = Ca::new();
+    let ca = Ca::new("usocket https_get test CA");
     let ca_file = dir.file("ca.pem", &ca.pem);
-    let (port, requests) = https_server(ca.server_for("other.test"));
+    let (port, requests) = https_server(server_config(&ca.leaf(&["other.test"])));
     let allow = format!("tls=localhost:{port}");
     let out = run_https_get(
         &allow,
@@ -194,8 +150,8 @@ fn https_get_reports_a_certificate_for_another_name_as_ekeyrejected() {
 
 #[test]
 fn https_get_without_the_ca_is_enokey() {
-    let ca = Ca::new();
-    let (port, _requests) = https_server(ca.server_for("localhost"));
+    let ca = Ca::new("usocket https_get test CA");
+    let (port, _requests) = https_server(server_config(&ca.leaf(&["localhost"])));
     // Only the system's CAs: the test CA is not among them.
     let allow = format!("connect=localhost:{port}");
     let out = run_https_get(&allow, None, &format!("https://localhost:{port}/"));

@@ -1,6 +1,6 @@
 //! TLS for Python guests (guest-python/lib/tls.py and ssl.py, over the host's `start-tls`):
 //! the scripts guest-python/tests/tls_*.py run in the generic runner against native rustls
-//! peers on 127.0.0.1, with a test CA and certificates made here (rcgen). The guest gets the
+//! peers on 127.0.0.1, with a test CA and certificates made here (usocket-test-pki). The guest gets the
 //! CA as data (`cadata`, `load_verify_locations`) from a `--dir` of this test's files; the
 //! host trusts only its system roots. Each script's stdout must equal its `.exp`.
 
@@ -17,8 +17,6 @@ mod common;
 mod tls;
 use common::python::{CONFORMANCE_GRANTS, repo, run_script, script_command};
 use common::{finish, free_tcp_port, text};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tls::{Ca, Leaf, ServerStream};
 
 fn tests_dir() -> PathBuf {
@@ -53,8 +51,7 @@ impl Pki {
         let ca = Ca::new("usocket python test CA");
         let server = ca.leaf(&["localhost", "127.0.0.1"]);
         std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
-        let ca_der = CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap();
-        std::fs::write(dir.join("ca.der"), ca_der.as_ref()).unwrap();
+        std::fs::write(dir.join("ca.der"), &ca.der).unwrap();
         server.write(&dir, "server");
         Pki { ca, server, dir }
     }

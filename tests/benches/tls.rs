@@ -15,47 +15,32 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rcgen::{CertificateParams, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use usocket_host::{Policy, TlsConfig, UsocketCtx};
+use usocket_test_pki::{Ca, Leaf, client_config};
 
 const BULK: u64 = 64 << 20;
 const CHUNK: usize = 64 * 1024;
 const HANDSHAKES: u32 = 200;
 const ROUNDS: usize = 7;
 
+/// The test CA and the certificate for 127.0.0.1 it signs.
 struct Pki {
-    cert_pem: String,
-    cert: CertificateDer<'static>,
-    key: Vec<u8>,
+    ca: Ca,
+    leaf: Leaf,
 }
 
-/// A self-signed certificate for 127.0.0.1: its own CA.
 fn pki() -> Pki {
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Pki {
-        cert_pem: cert.pem(),
-        cert: cert.der().clone(),
-        key: key.serialize_der(),
-    }
+    let ca = Ca::new("usocket bench CA");
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    Pki { ca, leaf }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
+/// The native server's configuration: the shared one without session resumption (full
+/// handshakes only).
 fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key.clone()));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.cert.clone()], key)
-        .unwrap();
-    // Full handshakes only.
+    let mut config = Arc::unwrap_or_clone(usocket_test_pki::server_config(&pki.leaf));
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Arc::new(config)
@@ -120,16 +105,7 @@ fn port_for(mode: &str, config: &Arc<rustls::ServerConfig>) -> u16 {
 
 /// The native client: tokio-rustls on this (current-thread) runtime.
 async fn native(mode: &str, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> Duration {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.cert.clone()).unwrap();
-    let client = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
-    let connector = tokio_rustls::TlsConnector::from(client);
+    let connector = tokio_rustls::TlsConnector::from(client_config(&pki.ca));
     let port = port_for(mode, config);
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let connect = || async {
@@ -182,7 +158,7 @@ async fn native(mode: &str, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> Du
     start.elapsed()
 }
 
-/// The usocket guest `bench_tls`, verifying against the test certificate given to the host.
+/// The usocket guest `bench_tls`, verifying against the test CA given to the host.
 async fn guest(mode: &str, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> Duration {
     let port = port_for(mode, config).to_string();
     let count = match mode {
@@ -196,7 +172,7 @@ async fn guest(mode: &str, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> Dur
     )
     .unwrap();
     let tls = TlsConfig::empty()
-        .add_roots(pki.cert_pem.as_bytes(), "bench certificate")
+        .add_roots(pki.ca.pem.as_bytes(), "bench CA")
         .unwrap();
     let ctx = UsocketCtx::new("bench_tls", Arc::new(policy)).with_tls(tls);
     let out = usocket_tests::run_with(

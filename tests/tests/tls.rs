@@ -1,6 +1,6 @@
 //! TLS in the host (issue 11), end to end: guests using `usocket::ssl` (`tls_client`,
 //! `tls_server`, `tls_nonblocking`) against native rustls peers on 127.0.0.1, with a test CA
-//! and certificates made here (rcgen).
+//! and certificates made here (usocket-test-pki).
 //!
 //! Covered: verification against the embedder's roots and the guest's `cadata`, each
 //! certificate failure's errno (EKEYREJECTED, ENOKEY, EKEYEXPIRED), CERT_NONE, the server side
@@ -15,11 +15,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, date_time_ymd,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use usocket_host::addr::Family;
@@ -27,6 +23,7 @@ use usocket_host::audit::{AuditEvent, AuditHook, Verdict};
 use usocket_host::errno::Errno;
 use usocket_host::resolver::{ResolveFuture, Resolver};
 use usocket_host::{Policy, TlsConfig, Use, UsocketCtx};
+use usocket_test_pki::{Ca, Leaf, client_config, server_config};
 use usocket_tests::{Options, Outcome, policy, run, run_with};
 
 /// How long any wait of these tests may take at most.
@@ -34,57 +31,6 @@ const BOUND: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------
 // Certificates.
-
-/// A certificate and its key, PEM and DER.
-struct Leaf {
-    der: CertificateDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-    key_der: Vec<u8>,
-}
-
-/// A CA of these tests.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.distinguished_name.push(DnType::CommonName, name);
-        Ca {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A server certificate for `names`, valid now (or expired in 2001).
-    fn leaf(&self, names: &[&str], expired: bool) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "usocket test server");
-        if expired {
-            params.not_before = date_time_ymd(2000, 1, 1);
-            params.not_after = date_time_ymd(2001, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            der: cert.der().clone(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            key_der: key.serialize_der(),
-        }
-    }
-}
 
 /// The certificates all tests share (made once per test binary).
 struct Pki {
@@ -106,12 +52,12 @@ fn pki() -> &'static Pki {
         let ca = Ca::new("usocket test CA");
         let stranger = Ca::new("usocket unknown CA");
         Pki {
-            localhost: ca.leaf(&["localhost"], false),
-            server_test: ca.leaf(&["server.test"], false),
-            loopback_ip: ca.leaf(&["127.0.0.1"], false),
-            other_name: ca.leaf(&["other.test"], false),
-            expired: ca.leaf(&["localhost"], true),
-            unknown: stranger.leaf(&["localhost"], false),
+            localhost: ca.leaf(&["localhost"]),
+            server_test: ca.leaf(&["server.test"]),
+            loopback_ip: ca.leaf(&["127.0.0.1"]),
+            other_name: ca.leaf(&["other.test"]),
+            expired: ca.expired_leaf(&["localhost"]),
+            unknown: stranger.leaf(&["localhost"]),
             ca,
         }
     })
@@ -120,34 +66,8 @@ fn pki() -> &'static Pki {
 /// The embedder trusting the test CA (and no system roots).
 fn trusting_ca() -> TlsConfig {
     TlsConfig::empty()
-        .add_roots(pki().ca.pem().as_bytes(), "test CA")
+        .add_roots(pki().ca.pem.as_bytes(), "test CA")
         .unwrap()
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der.clone()], key)
-        .unwrap();
-    Arc::new(config)
-}
-
-fn client_config() -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki().ca.issuer.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 fn hex(data: &[u8]) -> String {
@@ -333,7 +253,7 @@ struct Peer {
 fn native_client(port: u16, lines: &[&str], starttls: bool) -> Peer {
     let mut tcp = connect_when_listening(port);
     let name = ServerName::try_from("localhost").unwrap();
-    let mut conn = rustls::ClientConnection::new(client_config(), name).unwrap();
+    let mut conn = rustls::ClientConnection::new(client_config(&pki().ca), name).unwrap();
     if starttls {
         let mut first = b"STARTTLS\n".to_vec();
         conn.write_tls(&mut first).unwrap();
@@ -505,7 +425,7 @@ async fn client_with(
 async fn client_verifies_against_the_embedders_roots_and_gets_the_certificate() {
     let pki = pki();
     let (port, endings) = watched_tls_server(&pki.localhost, Serve::Echo).await;
-    let der = hex(&pki.localhost.der);
+    let der = hex(&pki.localhost.cert_der);
     // No server_hostname: verified against the name the guest resolved, "localhost".
     let steps = steps![
         ("connect localhost {port}", "ok"),
@@ -525,7 +445,7 @@ async fn client_verifies_against_the_embedders_roots_and_gets_the_certificate() 
 async fn client_verifies_against_the_guests_cadata() {
     let pki = pki();
     let port = tls_server(&pki.server_test, Serve::Echo).await;
-    let ca = pki.ca.pem();
+    let ca = &pki.ca.pem;
     let data = [("ca", ca.as_str())];
     // The embedder trusts nothing: only the guest's cadata can make these verify. Once by
     // `ssl.wrap_socket`, once by an `SSLContext` (CERT_REQUIRED by default).
@@ -596,7 +516,7 @@ async fn each_certificate_failure_has_its_errno() {
 async fn cert_none_accepts_an_unknown_ca_and_still_shows_its_certificate() {
     let pki = pki();
     let port = tls_server(&pki.unknown, Serve::Echo).await;
-    let der = hex(&pki.unknown.der);
+    let der = hex(&pki.unknown.cert_der);
     // `ssl.wrap_socket`'s default is CERT_NONE.
     let steps = steps![
         ("connect localhost {port}", "ok"),
@@ -642,7 +562,7 @@ async fn an_ipproto_sec_socket_verifies_in_connect() {
     let pki = pki();
     let good = tls_server(&pki.localhost, Serve::Echo).await;
     let bad = tls_server(&pki.other_name, Serve::Echo).await;
-    let der = hex(&pki.localhost.der);
+    let der = hex(&pki.localhost.cert_der);
     let steps = steps![
         ("connect-sec localhost {good}", "ok"),
         ("cert", "cert {der}"),
@@ -767,14 +687,14 @@ async fn a_handshake_under_a_timeout_gives_up_with_etimedout() {
 async fn a_nonblocking_handshake_finishes_in_later_calls_under_poll() {
     let pki = pki();
     let port = tls_server(&pki.localhost, Serve::Echo).await.to_string();
-    let ca = pki.ca.pem();
+    let ca = &pki.ca.pem;
     for mode in ["handshake", "lazy", "sec"] {
         // `sec` verifies with the host's roots.
         let opts = Options {
             tls: Some(trusting_ca()),
             ..Options::default()
         };
-        let out = guest("tls_nonblocking", &["localhost", &port, &ca, mode], opts).await;
+        let out = guest("tls_nonblocking", &["localhost", &port, ca, mode], opts).await;
         let out = lines(&out);
         println!("{mode}: {out:?}");
         assert_eq!(
@@ -848,7 +768,7 @@ async fn a_guest_server_presents_its_own_certificate() {
             ["accepted", "wrapped", "cert none", "echoed 3", "end"],
             "{mode}"
         );
-        assert_eq!(peer.cert, pki.localhost.der.to_vec(), "{mode}");
+        assert_eq!(peer.cert, pki.localhost.cert_der.to_vec(), "{mode}");
         assert_eq!(
             peer.echoes,
             ["first\n", "second line\n", "third\n"],
@@ -868,7 +788,7 @@ async fn a_guest_server_presents_the_embedders_identity() {
         .unwrap();
     let (out, peer) = guest_server("wrap", None, identity, false).await;
     assert_eq!(out, ["accepted", "wrapped", "cert none", "echoed 3", "end"]);
-    assert_eq!(peer.cert, leaf.der.to_vec());
+    assert_eq!(peer.cert, leaf.cert_der.to_vec());
     assert_eq!(peer.echoes, ["first\n", "second line\n", "third\n"]);
     assert_eq!(peer.ending, "close_notify");
 }
@@ -888,7 +808,7 @@ async fn starttls_with_the_clienthello_in_the_read_ahead() {
         }
         want.extend(["cert none", "echoed 3", "end"]);
         assert_eq!(out, want, "{mode}");
-        assert_eq!(peer.cert, pki.localhost.der.to_vec(), "{mode}");
+        assert_eq!(peer.cert, pki.localhost.cert_der.to_vec(), "{mode}");
         assert_eq!(
             peer.echoes,
             ["first\n", "second line\n", "third\n"],
@@ -924,7 +844,7 @@ async fn a_tls_rule_refuses_plaintext_and_allows_verified_tls() {
     let port = tls_server(&pki.localhost, Serve::Echo).await;
     let rules = policy(&[&format!("tls=localhost:{port}")], &[]);
     let audit = Arc::new(Audit::default());
-    let ca = pki.ca.pem();
+    let ca = &pki.ca.pem;
     let data = [("ca", ca.as_str())];
     let steps = steps![
         ("connect localhost {port}", "ok"),
@@ -974,7 +894,7 @@ async fn a_tls_rule_verifies_the_granted_name_even_under_cert_none() {
 async fn a_server_hostname_that_is_not_granted_is_eacces() {
     let pki = pki();
     let port = tls_server(&pki.server_test, Serve::Echo).await;
-    let ca = pki.ca.pem();
+    let ca = &pki.ca.pem;
     let data = [("ca", ca.as_str())];
     let wrap = |result: &str| {
         let mut steps = steps![("connect 127.0.0.1 {port}", "ok")];

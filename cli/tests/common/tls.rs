@@ -1,6 +1,6 @@
-//! TLS for the CLI's tests: a CA made at test time (rcgen), the certificates it signs, and
-//! native rustls peers on 127.0.0.1 (blocking std sockets on threads, each read bounded by a
-//! timeout so that a test that goes wrong cannot hang).
+//! TLS for the CLI's tests: native rustls peers on 127.0.0.1 (blocking std sockets on
+//! threads, each read bounded by a timeout so that a test that goes wrong cannot hang), with
+//! a CA made at test time and the certificates it signs (`usocket-test-pki`).
 //!
 //! Used as `#[path = "common/tls.rs"] mod tls;` by the test files that need it, so the other
 //! test binaries do not build it.
@@ -9,125 +9,15 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, date_time_ymd,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
+pub use usocket_test_pki::{Ca, Leaf, client_config, server_config};
 
 /// How long a native peer waits for the guest's next bytes.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A test CA.
-pub struct Ca {
-    /// Its certificate, PEM.
-    pub pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate with its key.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub cert_der: Vec<u8>,
-    pub key_der: Vec<u8>,
-}
-
-impl Ca {
-    /// A new self-signed CA named `name`.
-    pub fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A server certificate for `names` (DNS names or IP literals), valid now.
-    pub fn leaf(&self, names: &[&str]) -> Leaf {
-        self.make_leaf(names, false)
-    }
-
-    /// A server certificate for `names` that expired in 2001.
-    pub fn expired_leaf(&self, names: &[&str]) -> Leaf {
-        self.make_leaf(names, true)
-    }
-
-    fn make_leaf(&self, names: &[&str], expired: bool) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "usocket test server");
-        if expired {
-            params.not_before = date_time_ymd(2000, 1, 1);
-            params.not_after = date_time_ymd(2001, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            cert_der: cert.der().to_vec(),
-            key_der: key.serialize_der(),
-        }
-    }
-}
-
-impl Leaf {
-    /// Writes `NAME.pem`, `NAME.key` (PEM) and `NAME.der`, `NAME.key.der` (DER) into `dir`.
-    pub fn write(&self, dir: &Path, name: &str) {
-        std::fs::write(dir.join(format!("{name}.pem")), &self.cert_pem).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), &self.key_pem).unwrap();
-        std::fs::write(dir.join(format!("{name}.der")), &self.cert_der).unwrap();
-        std::fs::write(dir.join(format!("{name}.key.der")), &self.key_der).unwrap();
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A rustls server configuration presenting `leaf`.
-pub fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
-    let chain = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    )
-}
-
-/// A rustls client configuration trusting `ca` only.
-pub fn client_config(ca: &Ca) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
-        .unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
 
 /// A server side TLS stream over a blocking TCP stream.
 pub type ServerStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;

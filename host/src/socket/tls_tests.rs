@@ -1,5 +1,5 @@
 //! Unit tests of the TLS layer: the socket core against native rustls peers on loopback, with
-//! certificates made here (rcgen).
+//! certificates made here (usocket-test-pki).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -7,76 +7,23 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use usocket_abi::{AF_INET, IPPROTO_SEC, POLLIN, SOCK_STREAM};
+use usocket_test_pki::{Ca, Leaf, client_config, server_config};
 
 use super::*;
 use crate::policy::Policy;
 use crate::tls::TlsConfig;
 
-/// A test CA and what it signs.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate with its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
+/// A new test CA.
 fn ca() -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
+    Ca::new("usocket test CA")
 }
 
-impl Ca {
-    fn leaf(&self, names: &[&str], expired: bool) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    fn config(&self) -> TlsConfig {
-        TlsConfig::empty()
-            .add_roots(self.pem.as_bytes(), "test CA")
-            .unwrap()
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
-    let chain = vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
-    Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    )
+/// The embedder trusting `ca` (and no system roots).
+fn trusting(ca: &Ca) -> TlsConfig {
+    TlsConfig::empty()
+        .add_roots(ca.pem.as_bytes(), "test CA")
+        .unwrap()
 }
 
 /// A native TLS server on loopback that runs `serve` on its one connection (on a thread,
@@ -134,21 +81,16 @@ fn client(verify: bool) -> TlsParams {
 #[tokio::test]
 async fn a_verified_client_carries_lines_and_bulk_both_ways_and_closes_with_close_notify() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let (port, server) = tls_server(&leaf, upper_echo);
-    let ctx = loopback(ca.config());
+    let ctx = loopback(trusting(&ca));
     let mut sock = connect(&ctx, port, 0).await.unwrap();
     sock.start_tls(&ctx, client(true), true).await.unwrap();
     let der = sock
         .peer_certificate()
         .unwrap()
         .expect("a certificate after the handshake");
-    assert_eq!(
-        der,
-        CertificateDer::from_pem_slice(leaf.cert.as_bytes())
-            .unwrap()
-            .to_vec()
-    );
+    assert_eq!(der, leaf.cert_der.to_vec());
 
     assert_eq!(sock.write(&ctx, b"hello\nworld\n").await, Ok(12));
     assert_eq!(
@@ -176,21 +118,13 @@ async fn a_verified_client_carries_lines_and_bulk_both_ways_and_closes_with_clos
 async fn certificate_failures_have_their_own_errno() {
     let ca = ca();
     let cases = [
+        (ca.leaf(&["other.test"]), trusting(&ca), Errno::EKEYREJECTED),
         (
-            ca.leaf(&["other.test"], false),
-            ca.config(),
-            Errno::EKEYREJECTED,
-        ),
-        (
-            ca.leaf(&["127.0.0.1"], true),
-            ca.config(),
+            ca.expired_leaf(&["127.0.0.1"]),
+            trusting(&ca),
             Errno::EKEYEXPIRED,
         ),
-        (
-            ca.leaf(&["127.0.0.1"], false),
-            TlsConfig::empty(),
-            Errno::ENOKEY,
-        ),
+        (ca.leaf(&["127.0.0.1"]), TlsConfig::empty(), Errno::ENOKEY),
     ];
     for (leaf, trust, want) in cases {
         let (port, server) = tls_server(&leaf, |mut s| {
@@ -217,7 +151,7 @@ async fn certificate_failures_have_their_own_errno() {
 #[tokio::test]
 async fn cert_none_accepts_an_unknown_ca_but_a_tls_rule_verifies_anyway() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
 
     let (port, server) = tls_server(&leaf, upper_echo);
     let ctx = loopback(TlsConfig::empty());
@@ -247,9 +181,9 @@ async fn cert_none_accepts_an_unknown_ca_but_a_tls_rule_verifies_anyway() {
 #[tokio::test]
 async fn a_tls_rule_connection_works_over_verified_tls() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let (port, server) = tls_server(&leaf, upper_echo);
-    let ctx = ctx_with(&["tls=127.0.0.1:*"], ca.config());
+    let ctx = ctx_with(&["tls=127.0.0.1:*"], trusting(&ca));
     let mut sock = connect(&ctx, port, 0).await.unwrap();
     sock.start_tls(&ctx, client(false), true).await.unwrap();
     sock.write(&ctx, b"granted\n").await.unwrap();
@@ -264,11 +198,11 @@ async fn a_tls_rule_connection_works_over_verified_tls() {
 #[tokio::test]
 async fn a_server_hostname_must_be_granted() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let (port, server) = tls_server(&leaf, |mut s| {
         let _ = s.read(&mut [0u8; 16]);
     });
-    let ctx = loopback(ca.config());
+    let ctx = loopback(trusting(&ca));
     let mut sock = connect(&ctx, port, 0).await.unwrap();
     let params = TlsParams {
         server_hostname: Some("bank.example".into()),
@@ -282,9 +216,9 @@ async fn a_server_hostname_must_be_granted() {
 #[tokio::test]
 async fn an_ipproto_sec_socket_handshakes_in_connect() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let (port, server) = tls_server(&leaf, upper_echo);
-    let ctx = loopback(ca.config());
+    let ctx = loopback(trusting(&ca));
     let mut sock = connect(&ctx, port, IPPROTO_SEC).await.unwrap();
     assert!(
         sock.peer_certificate().unwrap().is_some(),
@@ -296,7 +230,7 @@ async fn an_ipproto_sec_socket_handshakes_in_connect() {
     server.join().unwrap();
 
     // The same against a certificate for another name fails in connect.
-    let bad = ca.leaf(&["other.test"], false);
+    let bad = ca.leaf(&["other.test"]);
     let (port, server) = tls_server(&bad, |mut s| {
         let _ = s.read(&mut [0u8; 16]);
     });
@@ -314,14 +248,14 @@ async fn an_ipproto_sec_socket_handshakes_in_connect() {
 #[tokio::test]
 async fn a_stream_cut_without_close_notify_is_econnreset_once_then_eof() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let (port, server) = tls_server(&leaf, |mut s| {
         s.write_all(b"partial").unwrap();
         s.flush().unwrap();
         // A bare FIN: no close_notify.
         s.sock.shutdown(std::net::Shutdown::Both).unwrap();
     });
-    let ctx = loopback(ca.config());
+    let ctx = loopback(trusting(&ca));
     let mut sock = connect(&ctx, port, 0).await.unwrap();
     sock.start_tls(&ctx, client(true), true).await.unwrap();
     // What came before the cut first, then the truncation, once, then the end.
@@ -362,9 +296,9 @@ async fn a_silent_server_times_the_handshake_out() {
 #[tokio::test]
 async fn non_blocking_tls_moves_on_with_poll() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let (port, server) = tls_server(&leaf, upper_echo);
-    let ctx = loopback(ca.config());
+    let ctx = loopback(trusting(&ca));
     let mut sock = connect(&ctx, port, 0).await.unwrap();
     sock.set_timeout(Some(0.0)).unwrap();
     // Returns at once; the handshake goes on in later calls.
@@ -400,12 +334,16 @@ async fn non_blocking_tls_moves_on_with_poll() {
 #[tokio::test]
 async fn a_guest_server_side_with_its_own_or_the_embedders_certificate() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     for embedder_identity in [false, true] {
-        let mut config = ca.config();
+        let mut config = trusting(&ca);
         if embedder_identity {
             config = config
-                .with_server_identity(leaf.cert.as_bytes(), leaf.key.as_bytes(), "identity")
+                .with_server_identity(
+                    leaf.cert_pem.as_bytes(),
+                    leaf.key_pem.as_bytes(),
+                    "identity",
+                )
                 .unwrap();
         }
         let ctx = loopback(config);
@@ -414,20 +352,10 @@ async fn a_guest_server_side_with_its_own_or_the_embedders_certificate() {
         listener.listen(&ctx, 1).unwrap();
         let port = listener.local_address().unwrap().port();
 
-        let roots = {
-            let mut r = rustls::RootCertStore::empty();
-            r.add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
-                .unwrap();
-            Arc::new(r)
-        };
+        let config = client_config(&ca);
         let client = thread::spawn(move || {
-            let config = rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
             let name = "127.0.0.1".try_into().unwrap();
-            let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
             let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut s = rustls::StreamOwned::new(conn, tcp);
@@ -440,8 +368,8 @@ async fn a_guest_server_side_with_its_own_or_the_embedders_certificate() {
         let (mut conn, _) = listener.accept(&ctx).await.unwrap();
         let params = TlsParams {
             server_side: true,
-            cert: (!embedder_identity).then(|| leaf.cert.clone().into_bytes()),
-            key: (!embedder_identity).then(|| leaf.key.clone().into_bytes()),
+            cert: (!embedder_identity).then(|| leaf.cert_pem.clone().into_bytes()),
+            key: (!embedder_identity).then(|| leaf.key_pem.clone().into_bytes()),
             ..TlsParams::default()
         };
         conn.start_tls(&ctx, params, true).await.unwrap();
@@ -518,26 +446,16 @@ async fn bytes_queued_before_start_tls_are_the_start_of_the_tls_stream() {
     // STARTTLS: the client sends a plaintext line and its hello at once; the guest's readline
     // takes the line, and the hello (already in the host's queue) starts the handshake.
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let ctx = loopback(TlsConfig::empty());
     let mut listener = Socket::create(&ctx, AF_INET, SOCK_STREAM, 0).unwrap();
     listener.bind(&ctx, "127.0.0.1", 0).unwrap();
     listener.listen(&ctx, 1).unwrap();
     let port = listener.local_address().unwrap().port();
-    let ca_pem = ca.pem.clone();
+    let config = client_config(&ca);
     let client = thread::spawn(move || {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let mut conn =
-            rustls::ClientConnection::new(Arc::new(config), "127.0.0.1".try_into().unwrap())
-                .unwrap();
+            rustls::ClientConnection::new(config, "127.0.0.1".try_into().unwrap()).unwrap();
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // The line and the ClientHello in one write.
@@ -561,8 +479,8 @@ async fn bytes_queued_before_start_tls_are_the_start_of_the_tls_stream() {
     assert_eq!(line, b"STARTTLS\n");
     let params = TlsParams {
         server_side: true,
-        cert: Some(leaf.cert.clone().into_bytes()),
-        key: Some(leaf.key.clone().into_bytes()),
+        cert: Some(leaf.cert_pem.clone().into_bytes()),
+        key: Some(leaf.key_pem.clone().into_bytes()),
         ..TlsParams::default()
     };
     conn.start_tls(&ctx, params, true).await.unwrap();
@@ -574,8 +492,8 @@ async fn bytes_queued_before_start_tls_are_the_start_of_the_tls_stream() {
 #[tokio::test]
 async fn close_notify_only_when_the_guest_closes_not_when_it_ends() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
-    let ctx = loopback(ca.config());
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let ctx = loopback(trusting(&ca));
     for by_guest in [true, false] {
         let (tx, rx) = std::sync::mpsc::channel();
         let (port, server) = tls_server(&leaf, move |mut s| {
@@ -609,7 +527,7 @@ async fn close_notify_only_when_the_guest_closes_not_when_it_ends() {
 #[tokio::test]
 async fn under_a_tls_rule_the_guest_cannot_bring_its_own_trust() {
     let ca = ca();
-    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let leaf = ca.leaf(&["127.0.0.1"]);
     let (port, server) = tls_server(&leaf, |mut s| {
         let _ = s.read(&mut [0u8; 16]);
     });
