@@ -15,17 +15,20 @@
 //! USOCKET_FUZZ_CALLS=1000000 cargo test --release -p usocket-tests --test fuzz -- --ignored --nocapture long_run
 //! ```
 //!
-//! `replay` (`#[ignore]`d) prints one seed's run with every call traced. The last two tests
-//! are the minimised reproducers of the host bugs the harness found, kept as regression tests.
+//! The guest fuzzes TLS too (`wrap_socket`, `SSLContext`, `IPPROTO_SEC`, `getpeercert`, data
+//! calls on TLS sockets): each run gets a test PKI of its own (the host trusts its CA only and
+//! presents its leaf as the embedder's server identity; the guest gets the PEMs as arguments),
+//! so that pairs of the guest's own sockets can also finish real handshakes.
+//!
+//! `replay` (`#[ignore]`d) prints one seed's run with every call traced. The last tests are
+//! the minimised reproducers of the host bugs the harness found, kept as regression tests
+//! (`failed_deferred_tls_sends_no_plaintext` is `#[ignore]`d while its bug is open).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, date_time_ymd,
-};
 use usocket_host::{Limits, Policy, SocketCeiling, TlsConfig, UsocketCtx};
+use usocket_test_pki::{Ca, Leaf};
 use usocket_tests::{policy, run_with};
 
 /// Every use on both loopback addresses, and lookups of `localhost` only.
@@ -40,9 +43,10 @@ fn fuzz_policy() -> Arc<Policy> {
     )
 }
 
-/// The fuzz runs' test PKI, made once per test binary: a CA; a leaf it signs for localhost,
-/// 127.0.0.1 and ::1 (the host's server identity and the guest's valid certificate); an
-/// expired one, one for another name, and a self-signed one, each with its key (PEM).
+/// The fuzz runs' test PKI (`usocket-test-pki`), made once per test binary: a CA; a leaf it
+/// signs for localhost, 127.0.0.1 and ::1 (the host's server identity and the guest's valid
+/// certificate); an expired one, one for another name, and one of a CA nobody trusts, each
+/// with its key (PEM).
 struct Pki {
     ca: String,
     leaf: (String, String),
@@ -53,46 +57,23 @@ struct Pki {
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "usocket fuzz CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let leaf = |names: &[&str], expired: bool, self_signed: bool| {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "usocket fuzz server");
-            if expired {
-                params.not_before = date_time_ymd(2000, 1, 1);
-                params.not_after = date_time_ymd(2001, 1, 1);
-            }
-            let key = KeyPair::generate().unwrap();
-            let cert = if self_signed {
-                params.self_signed(&key).unwrap()
-            } else {
-                params.signed_by(&key, &ca).unwrap()
-            };
-            (cert.pem(), key.serialize_pem())
-        };
+        let ca = Ca::new("usocket fuzz CA");
+        let stranger = Ca::new("usocket fuzz unknown CA");
         let names = ["localhost", "127.0.0.1", "::1"];
-        let good = leaf(&names, false, false);
+        let pem = |l: Leaf| (l.cert_pem, l.key_pem);
+        let good = pem(ca.leaf(&names));
         let bad = vec![
-            leaf(&names, true, false),
-            leaf(&["other.test"], false, false),
-            leaf(&names, false, true),
+            pem(ca.expired_leaf(&names)),
+            pem(ca.leaf(&["other.test"])),
+            pem(stranger.leaf(&names)),
         ];
         let tls = TlsConfig::empty()
-            .add_roots(ca.pem().as_bytes(), "fuzz CA")
+            .add_roots(ca.pem.as_bytes(), "fuzz CA")
             .unwrap()
             .with_server_identity(good.0.as_bytes(), good.1.as_bytes(), "fuzz leaf")
             .unwrap();
         Pki {
-            ca: ca.pem(),
+            ca: ca.pem,
             leaf: good,
             bad,
             tls,

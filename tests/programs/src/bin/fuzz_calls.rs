@@ -1,5 +1,5 @@
 //! Fuzzes the host interface from a guest: `fuzz_calls SEED COUNT [WATCH_MS [trace|quiet [CA
-//! CERT KEY EXPIRED EXPIRED_KEY WRONG_NAME WRONG_NAME_KEY SELF_SIGNED SELF_SIGNED_KEY]]]` makes
+//! CERT KEY EXPIRED EXPIRED_KEY WRONG_NAME WRONG_NAME_KEY UNKNOWN_CA UNKNOWN_CA_KEY]]]` makes
 //! COUNT calls of the `usocket` API, each chosen at random among all of them, with random and
 //! often hostile arguments, over a small pool of sockets (at most 16 handles) and loopback peers
 //! it makes itself (its own listeners, connections to them, UDP to itself).
@@ -8,7 +8,7 @@
 //! socket in the pool, `IPPROTO_SEC` sockets, `getpeercert`, and the data calls on TLS sockets.
 //! The optional PEM arguments are the driver's test PKI (the host trusts CA and presents CERT
 //! as its embedder identity): with them, pairs of the pool's own sockets can finish real
-//! handshakes (valid, expired, wrong-name, self-signed and mangled certificates); without
+//! handshakes (valid, expired, wrong-name, unknown-CA and mangled certificates); without
 //! them, only hostile material is used. Checks of its own: a TLS client that verified must
 //! have accepted the valid certificate only, and bytes written on a TLS socket must never
 //! reach a plain socket of the pool as plaintext.
@@ -137,7 +137,7 @@ struct Material {
     /// Valid for localhost, 127.0.0.1 and ::1, signed by the CA (the host's identity too).
     leaf: Pem,
     leaf_key: Pem,
-    /// Expired, wrong-name (other.test) and self-signed (unknown CA) ones, with their keys.
+    /// Expired, wrong-name (other.test) and unknown-CA (signed by a CA nobody trusts) ones, with their keys.
     bad: Vec<(Pem, Pem)>,
 }
 
@@ -1494,7 +1494,7 @@ impl Fuzz {
                 ..
             }) if Some(&der) != leaf.as_ref() => {
                 let which = self.mat.as_deref().map_or("?", |m| {
-                    let names = ["expired", "wrong-name", "self-signed"];
+                    let names = ["expired", "wrong-name", "unknown-CA"];
                     if der == m.ca.der {
                         "the CA"
                     } else {
@@ -2722,8 +2722,9 @@ fn repro_alias(args: &[String]) {
 /// connect is under way (the host starts TLS when the connect completes) with parameters the
 /// host refuses then: a `server_hostname` the policy does not grant, or CA data that passes
 /// the guest library's check (a DER SEQUENCE) but is no certificate. Then three writes on the
-/// wrapped socket and a read on the accepted peer. Prints `connect R`, `wrap R`, `write K R`
-/// and `peer read R`: the peer must never read the plaintext.
+/// wrapped socket, a read on the accepted peer, and a second wrap (CERT_NONE). Prints
+/// `connect R`, `wrap R`, `write K R`, `peer read R` and `wrap again R`: the peer must never
+/// read the plaintext (and the second wrap must not start another TLS).
 fn repro_tls_deferred(args: &[String]) {
     let what = args.get(1).map_or("hostname", String::as_str);
     let show = |r: Result<String, OSError>| match r {
@@ -2760,6 +2761,9 @@ fn repro_tls_deferred(args: &[String]) {
         .recv(100)
         .map(|d| format!("{:?}", String::from_utf8_lossy(&d)));
     println!("peer read {}", show(r));
+    // The socket is a plain one again: a second wrap (with other parameters) starts TLS.
+    let again = ssl::wrap_socket(&c, WrapOptions::default()).map(|_| "ok".into());
+    println!("wrap again {}", show(again));
 }
 
 fn main() {
