@@ -2766,6 +2766,73 @@ fn repro_tls_deferred(args: &[String]) {
     println!("wrap again {}", show(again));
 }
 
+/// `fuzz_calls repro tls-reset` (the host must present a server identity): a TLS connection
+/// between two of the program's own sockets (the client CERT_NONE, the server side with the
+/// host's identity), the client writes 64 KiB the server never reads, the server closes (a
+/// reset: unread data), then the client sends and reads four times. Prints `handshake R`,
+/// `write R`, `send R` and `recv K R`.
+fn repro_tls_reset() {
+    let show = |r: Result<String, OSError>| match r {
+        Ok(s) => s,
+        Err(e) => format!("errno {}", e.errno()),
+    };
+    let l = usocket::socket(AF_INET, SOCK_STREAM, 0).expect("socket");
+    l.bind(("127.0.0.1", 0)).expect("bind");
+    l.listen(None).expect("listen");
+    let addr = l.getsockname().expect("getsockname");
+    let c = usocket::socket(AF_INET, SOCK_STREAM, 0).expect("socket");
+    c.setblocking(false).expect("setblocking");
+    let _ = c.connect(&addr);
+    l.settimeout(Some(2.0)).expect("settimeout");
+    let (s, _) = l.accept().expect("accept");
+    s.setblocking(false).expect("setblocking");
+    let client = WrapOptions {
+        do_handshake: false,
+        ..WrapOptions::default()
+    };
+    let server = WrapOptions {
+        server_side: true,
+        do_handshake: false,
+        ..WrapOptions::default()
+    };
+    ssl::wrap_socket(&c, client).expect("client wrap");
+    ssl::wrap_socket(&s, server).expect("server wrap");
+    let mut done = false;
+    for _ in 0..100 {
+        let _ = c.read(1);
+        let _ = s.read(1);
+        if matches!(c.getpeercert(true), Ok(Some(_))) {
+            done = true;
+            break;
+        }
+        let mut p = select::poll();
+        p.register(&c, POLLIN);
+        p.register(&s, POLLIN);
+        let _ = p.poll(10);
+    }
+    println!("handshake {}", if done { "done" } else { "not done" });
+    c.settimeout(Some(1.0)).expect("settimeout");
+    let w = c.write(&vec![b'x'; 65536]).map(|n| format!("{n:?}"));
+    println!("write {}", show(w));
+    // Let the server's kernel take the records, then close it with them unread (a reset).
+    let mut p = select::poll();
+    p.register(&s, POLLIN);
+    let _ = p.poll(200);
+    drop(p);
+    s.close();
+    let mut p = select::poll();
+    p.register(&c, POLLIN);
+    let _ = p.poll(200);
+    drop(p);
+    println!("send {}", show(c.send(b"y").map(|n| n.to_string())));
+    for k in 1..=4 {
+        let r = c
+            .recv(10)
+            .map(|d| format!("{:?}", String::from_utf8_lossy(&d)));
+        println!("recv {k} {}", show(r));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "repro") {
@@ -2773,6 +2840,7 @@ fn main() {
             Some("linger-close") => repro(&args[1..]),
             Some("alias-connect") => repro_alias(&args[1..]),
             Some("tls-deferred") => repro_tls_deferred(&args[1..]),
+            Some("tls-reset") => repro_tls_reset(),
             other => panic!("unknown reproducer {other:?}"),
         }
         return;
