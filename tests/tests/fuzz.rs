@@ -130,7 +130,65 @@ struct Report {
     findings: Vec<String>,
     /// `gap CALL errno N count C` lines, and the `gap step K: ...` line of the first of each.
     gaps: Vec<String>,
+    /// The guest's `call NAME n=.. ok=.. none=.. max_ms=.. errno={..}` lines.
+    calls_by_name: Vec<String>,
     took: Duration,
+}
+
+/// What the TLS calls of some runs did, from their `call` lines.
+#[derive(Default)]
+struct TlsTally {
+    /// `wrap_socket` and `ctx_wrap`: calls, successes.
+    wraps: (u64, u64),
+    /// `getpeercert`: calls, certificates returned.
+    peercerts: (u64, u64),
+    /// Calls on TLS sockets (the `NAME/tls` lines).
+    on_tls: u64,
+    /// The TLS failures (EPROTO, EBADMSG, ENOKEY, EKEYEXPIRED, EKEYREJECTED) any call reported.
+    failures: std::collections::BTreeMap<i32, u64>,
+}
+
+impl TlsTally {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("call ") else {
+            return;
+        };
+        let mut words = rest.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        let field = |key: &str| -> u64 {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let (n, ok) = (field("n="), field("ok="));
+        let base = name.strip_suffix("/tls").unwrap_or(name);
+        if name.ends_with("/tls") {
+            self.on_tls += n;
+        }
+        match base {
+            "wrap_socket" | "ctx_wrap" => {
+                self.wraps.0 += n;
+                self.wraps.1 += ok;
+            }
+            "getpeercert" => {
+                self.peercerts.0 += n;
+                self.peercerts.1 += ok;
+            }
+            _ => {}
+        }
+        // errno={71: 3, 104: 2}
+        if let Some(map) = rest.split("errno={").nth(1) {
+            for pair in map.trim_end_matches('}').split(", ") {
+                if let Some((e, c)) = pair.split_once(": ")
+                    && let (Ok(e), Ok(c)) = (e.parse::<i32>(), c.parse::<u64>())
+                    && [71, 74, 126, 127, 129].contains(&e)
+                {
+                    *self.failures.entry(e).or_default() += c;
+                }
+            }
+        }
+    }
 }
 
 /// Runs `fuzz_calls SEED COUNT` with the seed's limits ([`limits_for`]) and a socket ceiling of
@@ -186,6 +244,7 @@ async fn fuzz(seed: u64, count: u64, time_limit: Duration) -> Report {
         errors: errors.to_string(),
         findings: pick("finding "),
         gaps: pick("gap "),
+        calls_by_name: pick("call "),
         took,
     }
 }
@@ -218,6 +277,14 @@ async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration)
         "total: {total} calls in {:.1} s over {} seeds",
         started.elapsed().as_secs_f64(),
         reports.len()
+    );
+    let mut tls = TlsTally::default();
+    for line in reports.iter().flat_map(|r| &r.calls_by_name) {
+        tls.add(line);
+    }
+    println!(
+        "TLS: {} wraps ({} succeeded), {} getpeercert ({} certificates), {} calls on TLS sockets, TLS failures {:?}",
+        tls.wraps.0, tls.wraps.1, tls.peercerts.0, tls.peercerts.1, tls.on_tls, tls.failures
     );
     let findings: Vec<_> = reports
         .iter()

@@ -1617,9 +1617,25 @@ impl Fuzz {
                 self.add_listener(l);
                 return;
             }
-            let (cert, key) = match (self.rng.below(4), mat.as_deref()) {
+            let (cert, key) = match (self.rng.below(6), mat.as_deref()) {
                 // The host's identity (the valid leaf).
                 (0 | 1, Some(_)) => (None, None),
+                (4, Some(m)) => {
+                    // The valid leaf with one bit changed (mostly in its signature, at the
+                    // end), and its key: malformed or badly signed (EBADMSG when verified).
+                    let mut der = m.leaf.der.clone();
+                    let n = der.len();
+                    let at = if self.rng.chance(2, 3) {
+                        n - 1 - self.rng.below(40.min(n))
+                    } else {
+                        4 + self.rng.below(n.saturating_sub(4).max(1))
+                    };
+                    if let Some(b) = der.get_mut(at) {
+                        *b ^= 1 << self.rng.below(8);
+                    }
+                    let key = self.valid_item(m, Role::Key, 0);
+                    (Some(der), Some(key))
+                }
                 (2, Some(m)) => {
                     let cert = self.valid_item(m, Role::Cert, 0);
                     let key = self.valid_item(m, Role::Key, 0);
@@ -1659,7 +1675,7 @@ impl Fuzz {
         // Half of the time, a few non-blocking reads on both sides move the handshake on
         // (left to the random calls otherwise).
         if let Some((s, _)) = &server
-            && self.rng.chance(1, 2)
+            && self.rng.chance(2, 3)
         {
             for _ in 0..self.rng.pick(&[1usize, 2, 4]) {
                 for (sock, tls) in [(&c, client_info.is_some()), (s, true)] {
@@ -1692,7 +1708,7 @@ impl Fuzz {
                 self.make_udp();
             }
         }
-        if self.rng.chance(1, 60) {
+        if self.rng.chance(1, 40) {
             self.make_tls_pair();
         }
         let which = self.rng.below(51);
