@@ -183,7 +183,16 @@ impl Tls {
     pub(crate) async fn handshake(&mut self, os: &Os, deadline: Deadline) -> SockResult<()> {
         self.check()?;
         while self.conn.is_handshaking() {
-            self.flush(os, deadline).await?;
+            match self.flush(os, deadline).await {
+                Ok(()) => {}
+                Err(Errno::EPIPE | Errno::ECONNRESET) => {
+                    return Err(self.fail(
+                        Errno::ECONNRESET,
+                        "the peer closed the connection during the handshake".into(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
             if !self.conn.is_handshaking() {
                 break;
             }
@@ -215,9 +224,11 @@ impl Tls {
                 return Ok(self.take_more(out, n, max));
             }
             // Handshake messages or alerts rustls wants to send go out before waiting for
-            // the answer to them; a full send buffer does not stop a read.
+            // the answer to them. A full send buffer does not stop a read, nor does a peer
+            // that reset the connection (EPIPE): the read then finds what it sent before and
+            // the end of the stream.
             match self.flush(os, deadline).await {
-                Ok(()) | Err(Errno::EAGAIN) => {}
+                Ok(()) | Err(Errno::EAGAIN | Errno::EPIPE | Errno::ECONNRESET) => {}
                 Err(e) => return Err(e),
             }
             self.read_records(os, deadline).await?;
