@@ -144,6 +144,8 @@ struct TlsTally {
     peercerts: (u64, u64),
     /// Calls on TLS sockets (the `NAME/tls` lines).
     on_tls: u64,
+    /// The longest `close` or drop of a TLS socket (ms): up to 2 s by the contract.
+    close_ms: u64,
     /// The TLS failures (EPROTO, EBADMSG, ENOKEY, EKEYEXPIRED, EKEYREJECTED) any call reported.
     failures: std::collections::BTreeMap<i32, u64>,
 }
@@ -165,6 +167,9 @@ impl TlsTally {
         let base = name.strip_suffix("/tls").unwrap_or(name);
         if name.ends_with("/tls") {
             self.on_tls += n;
+        }
+        if name == "close/tls" || name == "drop/tls" {
+            self.close_ms = self.close_ms.max(field("max_ms="));
         }
         match base {
             "wrap_socket" | "ctx_wrap" => {
@@ -283,8 +288,14 @@ async fn campaign(seeds: std::ops::Range<u64>, count: u64, time_limit: Duration)
         tls.add(line);
     }
     println!(
-        "TLS: {} wraps ({} succeeded), {} getpeercert ({} certificates), {} calls on TLS sockets, TLS failures {:?}",
-        tls.wraps.0, tls.wraps.1, tls.peercerts.0, tls.peercerts.1, tls.on_tls, tls.failures
+        "TLS: {} wraps ({} succeeded), {} getpeercert ({} certificates), {} calls on TLS sockets, TLS failures {:?}, longest TLS close {} ms",
+        tls.wraps.0,
+        tls.wraps.1,
+        tls.peercerts.0,
+        tls.peercerts.1,
+        tls.on_tls,
+        tls.failures,
+        tls.close_ms
     );
     let findings: Vec<_> = reports
         .iter()
