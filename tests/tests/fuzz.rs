@@ -467,15 +467,14 @@ async fn failed_deferred_tls_sends_no_plaintext() {
     }
 }
 
-/// Found by the fuzz harness's TLS calls (2026-11-30; open): after the peer of a TLS
+/// Found by the fuzz harness's TLS calls (2026-11-30; fixed in 93d0c78): after the peer of a TLS
 /// connection reset it (it closed with data unread), the client's `send` says ECONNRESET and
 /// then **every** read says EPIPE, never the end of the stream. The records a failed write
 /// left in the host are flushed again before each read, and the read passes the kernel's
 /// EPIPE on. The contract (docs/contract.md#errors) names EPIPE for writes only, and says
 /// reads after a peer reset give ECONNRESET once, then the end of the stream, as they do on a
-/// plain socket.
+/// plain socket (what they do since the fix: ECONNRESET, then `b""`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: reads of a TLS socket whose peer reset it say EPIPE forever"]
 async fn tls_reads_after_a_reset_end() {
     let ctx = UsocketCtx::new("tls-reset", fuzz_policy()).with_tls(pki().tls.clone());
     let out = run_with(
