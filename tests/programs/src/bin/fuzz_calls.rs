@@ -10,12 +10,12 @@
 //! as its embedder identity): with them, pairs of the pool's own sockets can finish real
 //! handshakes (valid, expired, wrong-name, unknown-CA and mangled certificates); without
 //! them, only hostile material is used. Checks of its own: a TLS client that verified must
-//! have accepted the valid certificate only, and bytes written on a TLS socket must never
-//! reach a plain socket of the pool as plaintext.
+//! have accepted the valid certificate only, bytes written on a TLS socket must never reach a
+//! plain socket of the pool as plaintext, and a TLS failure must stick.
 //!
 //! Every call goes through the guest library, which maps nearly 1:1 onto the WIT functions
 //! (this crate has no wit-bindgen of its own); `readline` exercises `readline-ahead` and
-//! `unread`, the `std::io` traits exercise `recv(MSG_PEEK)` and `read(n)`.
+//! `unread`, the `std::io` traits exercise `read-ahead`, `recv(MSG_PEEK)` and `read(n)`.
 //!
 //! The program never blocks for long: before any call that may wait, the socket it uses is
 //! made non-blocking or given a timeout of at most 50 ms (these set-up calls are counted as
@@ -30,8 +30,9 @@
 //! literals, getaddrinfo records), and the time taken (more than WATCH_MS, default 2000, is a
 //! finding: no call here may wait that long). Output, one line each: `finding step K: ...`
 //! (at most 200), `gap step K: ...` (the first of each call and errno), `trace ...` (every
-//! call, with `trace` as the fourth argument), `call NAME ...` per call, `gap CALL errno N
-//! count C`, `aux N`, `seconds S`, `findings N`, and last `calls N errors {errno: count}`.
+//! call, with `trace` as the fourth argument), `call NAME ...` per call (`NAME/tls` for those
+//! on TLS sockets), `gap CALL errno N count C`, `aux N`, `seconds S`, `findings N`, and last
+//! `calls N errors {errno: count}`.
 //! A trap is a finding of the driver (`tests/tests/fuzz.rs`); docs/fuzzing.md has the rest.
 
 use std::cell::Cell;
