@@ -22,7 +22,7 @@
 //!
 //! `replay` (`#[ignore]`d) prints one seed's run with every call traced. The last tests are
 //! the minimised reproducers of the host bugs the harness found, kept as regression tests
-//! (`failed_deferred_tls_sends_no_plaintext` is `#[ignore]`d while its bug is open).
+//! (all of them run).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -435,7 +435,6 @@ async fn ipv6_spellings_of_a_granted_ipv4_address_do_not_leave() {
 /// next writes send the guest's data in plaintext, and the peer reads it. Each write must
 /// fail instead (the failure sticky, as every TLS failure is) and the peer read nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "host bug, open: a deferred start-tls that fails leaves a plaintext connection"]
 async fn failed_deferred_tls_sends_no_plaintext() {
     for what in ["hostname", "cadata"] {
         let ctx = UsocketCtx::new("tls-deferred", fuzz_policy()).with_tls(pki().tls.clone());

@@ -223,6 +223,9 @@ pub(crate) struct Stream {
     /// The connection was granted by a `tls` rule only: no plaintext may cross it (EACCES
     /// until TLS is on). The names that rule granted, for verification.
     tls_required: Option<Vec<String>>,
+    /// TLS asked for before the connection was up could not start (its parameters were
+    /// refused): every later call on the connection fails with this, none goes in plaintext.
+    tls_refused: Option<Errno>,
 }
 
 impl Stream {
@@ -233,6 +236,7 @@ impl Stream {
             state: State::Fresh(os),
             tls_on_connect: None,
             tls_required: None,
+            tls_refused: None,
         }
     }
 
@@ -266,6 +270,9 @@ impl Stream {
 
     /// The connection's descriptor and receive queue; ENOTCONN without one.
     fn connection(&mut self) -> SockResult<(&Os, &mut Rx)> {
+        if let Some(errno) = self.tls_refused {
+            return Err(errno);
+        }
         match &mut self.state {
             State::Connected(_, rx) if rx.tls.is_none() && self.tls_required.is_some() => {
                 Err(Errno::EACCES)
@@ -339,6 +346,7 @@ impl Stream {
                 state: State::Connected(Os::accepted(conn, slot), Rx::new(quota)),
                 tls_on_connect: None,
                 tls_required: None,
+                tls_refused: None,
             };
             Ok((conn, peer))
         };
@@ -417,7 +425,11 @@ impl Stream {
         let Some(params) = self.tls_on_connect.take() else {
             return Ok(());
         };
-        self.install_tls(ctx, params)?;
+        if let Err(errno) = self.install_tls(ctx, params) {
+            // Asked for TLS, so never plaintext: the connection stays unusable.
+            self.tls_refused = Some(errno);
+            return Err(errno);
+        }
         if deadline.is_now() {
             return Ok(());
         }
@@ -922,6 +934,9 @@ impl Stream {
                 .is_some_and(|d| d.len() > crate::tls::MAX_GUEST_PEM)
         }) {
             return Err(Errno::EINVAL);
+        }
+        if let Some(errno) = self.tls_refused {
+            return Err(errno);
         }
         match &self.state {
             State::Connected(_, rx) if rx.tls.is_some() => return Err(Errno::EINVAL),
