@@ -274,7 +274,13 @@ mod tests {
     fn constants_match_the_contract() {
         assert_eq!([AF_INET, AF_INET6, SOCK_STREAM, SOCK_DGRAM], [2, 10, 1, 2]);
         assert_eq!(
-            [IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_IPV6, IPPROTO_SEC],
+            [
+                IPPROTO_IP,
+                IPPROTO_TCP,
+                IPPROTO_UDP,
+                IPPROTO_IPV6,
+                IPPROTO_SEC
+            ],
             [0, 6, 17, 41, 100]
         );
         assert_eq!(
