@@ -241,6 +241,11 @@ impl Gate {
                 },
             });
         };
+        // Not a host name or address (empty, over 253 bytes, odd characters): EINVAL, before
+        // anything is looked up or audited (a guest's megabyte of text stays out of the log).
+        if asked.parse::<IpAddr>().is_err() && !crate::addr::is_host_name(asked) {
+            return Err(Errno::EINVAL);
+        }
         let name = normalize_name(asked);
         let granted = match required {
             Some(names) => names.contains(&name),

@@ -209,6 +209,29 @@ async fn a_server_hostname_must_be_granted() {
         ..TlsParams::default()
     };
     assert_eq!(sock.start_tls(&ctx, params, true).await, Err(Errno::EACCES));
+    // Not a host name at all: EINVAL, and nothing of it in the audit.
+    for bad in [
+        "",
+        "bad name",
+        &"a".repeat(300),
+        "\u{0}x",
+        "ex\u{e4}mple.com",
+    ] {
+        let params = TlsParams {
+            server_hostname: Some(bad.to_string()),
+            ..TlsParams::default()
+        };
+        assert_eq!(
+            sock.start_tls(&ctx, params, true).await,
+            Err(Errno::EINVAL),
+            "{bad:?}"
+        );
+    }
+    assert!(
+        ctx.stats().by_reason().keys().all(|r| !r.contains("aaaa")),
+        "{:?}",
+        ctx.stats().by_reason()
+    );
     drop(sock);
     server.join().unwrap();
 }
