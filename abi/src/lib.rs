@@ -44,6 +44,12 @@ pub const IPPROTO_TCP: i32 = 6;
 pub const IPPROTO_UDP: i32 = 17;
 /// Option level: IPv6.
 pub const IPPROTO_IPV6: i32 = 41;
+/// TLS (`ssl`/`tls`): do not check the server's certificate.
+pub const CERT_NONE: i32 = 0;
+/// TLS: check the server's certificate if it sends one (always, on this host).
+pub const CERT_OPTIONAL: i32 = 1;
+/// TLS: check the server's certificate.
+pub const CERT_REQUIRED: i32 = 2;
 /// Protocol (MicroPython's `IPPROTO_SEC`, SimpleLink's `SL_SEC_SOCKET`): a TLS stream socket,
 /// whose `connect` performs a TLS client handshake.
 pub const IPPROTO_SEC: i32 = 100;
@@ -283,6 +289,7 @@ mod tests {
             ],
             [0, 6, 17, 41, 100]
         );
+        assert_eq!([CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED], [0, 1, 2]);
         assert_eq!(
             [
                 SOL_SOCKET,

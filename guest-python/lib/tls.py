@@ -74,7 +74,6 @@ _call = _usocket._call
 _int = _usocket._int
 _str = _usocket._str
 
-_CERT_REQS = (_wit.CertReqs.NONE, _wit.CertReqs.OPTIONAL, _wit.CertReqs.REQUIRED)
 # At most this much of a certificate or key file is read: the host refuses more (EINVAL), so
 # reading one byte beyond it is enough for that answer.
 _MAX_FILE = 256 * 1024 + 1
@@ -266,7 +265,7 @@ class SSLContext:
         params = _wit.TlsParams(
             server_side=server,
             server_hostname=None if server else name,
-            cert_reqs=_CERT_REQS[CERT_NONE if server else self._verify_mode],
+            cert_reqs=CERT_NONE if server else self._verify_mode,
             cadata=None if server else self._cadata,
             cert=self._cert,
             key=self._key,

@@ -122,14 +122,14 @@ use crate::socket::Socket;
 
 /// `ssl.CERT_NONE`: do not check the server's certificate (MicroPython's default for
 /// [`wrap_socket`] and for a server context).
-pub const CERT_NONE: i32 = 0;
+pub const CERT_NONE: i32 = usocket_abi::CERT_NONE;
 /// `ssl.CERT_OPTIONAL`: treated as [`CERT_REQUIRED`] by a client (a server always presents a
 /// certificate) and as [`CERT_NONE`] by a server (which requests no client certificate, and
 /// "optional" never refuses one that is missing).
-pub const CERT_OPTIONAL: i32 = 1;
+pub const CERT_OPTIONAL: i32 = usocket_abi::CERT_OPTIONAL;
 /// `ssl.CERT_REQUIRED`: the server's certificate must verify (MicroPython's default for a
 /// client context, [`SSLContext::new`]`(`[`PROTOCOL_TLS_CLIENT`]`)`).
-pub const CERT_REQUIRED: i32 = 2;
+pub const CERT_REQUIRED: i32 = usocket_abi::CERT_REQUIRED;
 /// `ssl.PROTOCOL_TLS_CLIENT`: a context for the client side.
 pub const PROTOCOL_TLS_CLIENT: i32 = 0;
 /// `ssl.PROTOCOL_TLS_SERVER`: a context for the server side (of an accepted socket).
@@ -400,9 +400,7 @@ impl SSLContext {
             return Err(OSError::new(errno::EINVAL));
         }
         let cert_reqs = match self.verify_mode {
-            CERT_NONE => wit::CertReqs::None,
-            CERT_OPTIONAL => wit::CertReqs::Optional,
-            CERT_REQUIRED => wit::CertReqs::Required,
+            mode @ (CERT_NONE | CERT_OPTIONAL | CERT_REQUIRED) => mode,
             _ => return Err(OSError::new(errno::EINVAL)),
         };
         if server_side && self.verify_mode == CERT_REQUIRED {
@@ -568,7 +566,7 @@ mod tests {
         let mut client = SSLContext::new(PROTOCOL_TLS_CLIENT).unwrap();
         let p = client.params(false, Some("a.test")).unwrap();
         assert!(!p.server_side);
-        assert!(matches!(p.cert_reqs, wit::CertReqs::Required));
+        assert_eq!(p.cert_reqs, CERT_REQUIRED);
         assert_eq!(p.server_hostname.as_deref(), Some("a.test"));
         assert_eq!(p.cadata, None);
         // A side that does not match the context.
@@ -577,15 +575,9 @@ mod tests {
             errno::EINVAL
         );
         client.verify_mode = CERT_NONE;
-        assert!(matches!(
-            client.params(false, None).unwrap().cert_reqs,
-            wit::CertReqs::None
-        ));
+        assert_eq!(client.params(false, None).unwrap().cert_reqs, CERT_NONE);
         client.verify_mode = CERT_OPTIONAL;
-        assert!(matches!(
-            client.params(false, None).unwrap().cert_reqs,
-            wit::CertReqs::Optional
-        ));
+        assert_eq!(client.params(false, None).unwrap().cert_reqs, CERT_OPTIONAL);
         for bad in [-1, 3, 42] {
             client.verify_mode = bad;
             assert_eq!(
@@ -719,10 +711,7 @@ mod tests {
                 .map_err(|e| e.errno())
         };
         let p = check(WrapOptions::default()).unwrap();
-        assert!(
-            matches!(p.cert_reqs, wit::CertReqs::None),
-            "CERT_NONE by default"
-        );
+        assert_eq!(p.cert_reqs, CERT_NONE, "CERT_NONE by default");
         let p = check(WrapOptions {
             server_side: true,
             cert: Some(der(10)),

@@ -40,7 +40,7 @@ wasmtime::component::bindgen!({
 });
 
 use usocket::net::usocket::{
-    self as wit, Addrinfo, CertReqs, Errno as WitErrno, Sockaddr, SockoptValue, TlsParams,
+    self as wit, Addrinfo, Errno as WitErrno, Sockaddr, SockoptValue, TlsParams,
 };
 
 /// The `HasData` marker of the `usocket` bindings: its data is the [`UsocketCtxView`] that
@@ -289,7 +289,11 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         let params = crate::socket::TlsParams {
             server_side: params.server_side,
             server_hostname: params.server_hostname,
-            verify: !matches!(params.cert_reqs, CertReqs::None),
+            verify: match params.cert_reqs {
+                usocket_abi::CERT_NONE => false,
+                usocket_abi::CERT_OPTIONAL | usocket_abi::CERT_REQUIRED => true,
+                _ => return out(Err(Errno::EINVAL)),
+            },
             cadata: params.cadata,
             cert: params.cert,
             key: params.key,
@@ -339,9 +343,7 @@ pub mod sync {
         with: { "usocket:net/usocket.socket": crate::socket::Socket },
     });
 
-    use usocket::net::usocket::{
-        self as wit, Addrinfo, CertReqs, Errno, Sockaddr, SockoptValue, TlsParams,
-    };
+    use usocket::net::usocket::{self as wit, Addrinfo, Errno, Sockaddr, SockoptValue, TlsParams};
 
     type Res<T> = wasmtime::Result<Result<T, Errno>>;
 
@@ -509,11 +511,7 @@ pub mod sync {
             let params = asynch::TlsParams {
                 server_side: params.server_side,
                 server_hostname: params.server_hostname,
-                cert_reqs: match params.cert_reqs {
-                    CertReqs::None => asynch::CertReqs::None,
-                    CertReqs::Optional => asynch::CertReqs::Optional,
-                    CertReqs::Required => asynch::CertReqs::Required,
-                },
+                cert_reqs: params.cert_reqs,
                 cadata: params.cadata,
                 cert: params.cert,
                 key: params.key,
