@@ -8,6 +8,11 @@
 //! against a test CA, one byte from the server, close). The server offers no session
 //! resumption, so every handshake is a full one for both clients. Prints medians of 7 rounds
 //! (`USOCKET_BENCH_ROUNDS`) and usocket / native.
+//!
+//! `cargo bench -p usocket-tests --bench tls -- idle` (not in the default run) measures what
+//! an idle TLS connection costs the host: a guest opens 300 verified TLS connections and
+//! waits, then 300 plain ones; the difference in the process's resident memory, per
+//! connection (the native server keeps only the TCP sockets, not its TLS state).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -193,6 +198,106 @@ async fn guest(mode: &str, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> Dur
     Duration::from_nanos(nanos)
 }
 
+/// Connections of the idle measurement.
+const IDLE: usize = 300;
+
+/// This process's resident memory in bytes (Linux `/proc/self/statm`).
+fn resident() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * rustix::param::page_size() as u64
+}
+
+/// How much the host's resident memory grows while a guest holds [`IDLE`] idle connections,
+/// TLS (`tls`) or plain, to a server that keeps only their TCP sockets. Run in a process of
+/// its own (freed memory stays with the allocator, so a second measurement would reuse it).
+async fn idle_growth(tls: bool, pki: &Pki, config: &Arc<rustls::ServerConfig>) -> u64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let config = config.clone();
+    let server = thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..IDLE {
+            let (mut tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            if tls {
+                let mut conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut tcp).unwrap();
+                }
+            }
+            held.push(tcp);
+        }
+        let _ = ready_tx.send(());
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+        drop(held);
+    });
+    let policy = Policy::from_texts(
+        &["connect=127.0.0.1:*"],
+        &[] as &[&str],
+        cap_std::ambient_authority(),
+    )
+    .unwrap();
+    let tls_config = TlsConfig::empty()
+        .add_roots(pki.ca.pem.as_bytes(), "bench CA")
+        .unwrap();
+    let limits = usocket_host::Limits {
+        max_sockets: IDLE + 1,
+        ..usocket_host::Limits::default()
+    };
+    let ctx = UsocketCtx::new("bench_tls", Arc::new(policy))
+        .with_tls(tls_config)
+        .with_limits(limits);
+    let (mode, count) = (if tls { "idle" } else { "idle-plain" }, IDLE.to_string());
+    let before = resident();
+    let guest = tokio::spawn(async move {
+        usocket_tests::run_with(
+            "bench_tls",
+            &[mode, &port.to_string(), &count],
+            ctx,
+            Duration::from_secs(120),
+        )
+        .await
+    });
+    ready_rx.await.expect("the server took every connection");
+    // The guest's last connect has returned and it waits in recv.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = resident().saturating_sub(before);
+    release_tx.send(()).unwrap();
+    let out = guest.await.unwrap().expect("bench_tls idle");
+    assert_eq!(out.code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    server.join().unwrap();
+    rss
+}
+
+/// `-- idle`: what an idle TLS connection costs the host, three rounds, each measurement in
+/// a process of its own (this bench run again with `idle-one tls|plain`).
+fn idle() {
+    let one = |kind: &str| -> f64 {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--bench", "idle-one", kind])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("growth "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("idle-one {kind}: {text}"))
+    };
+    let mut per_conn = Vec::new();
+    for _ in 0..3 {
+        let (plain, tls) = (one("plain"), one("tls"));
+        per_conn.push((tls - plain) / IDLE as f64 / 1024.0);
+    }
+    let (lo, med, hi) = stats(per_conn);
+    println!(
+        "idle TLS connection in the host, over a plain one: {lo:.1} / {med:.1} / {hi:.1} KiB \
+         (min / median / max of 3 rounds, {IDLE} connections each)"
+    );
+}
+
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -212,6 +317,15 @@ async fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    if only.first().is_some_and(|o| o == "idle-one") {
+        let tls = only.get(1).is_some_and(|k| k == "tls");
+        println!("growth {}", idle_growth(tls, &pki, &config).await);
+        return;
+    }
+    if only.iter().any(|o| o == "idle") {
+        idle();
+        return;
+    }
     println!(
         "{:<11} {:>14} {:>14} {:>24}  target",
         "workload", "native", "usocket", "usocket/native min/med/max"

@@ -4,7 +4,9 @@
 //!
 //! Modes: `recv PORT BYTES` (recv 64 KiB until the server's close_notify), `send PORT BYTES`
 //! (sendall 64 KiB chunks, then wait for the server's close_notify), `handshakes PORT COUNT`
-//! (connect, verified handshake, read one byte, close; COUNT times).
+//! (connect, verified handshake, read one byte, close; COUNT times), `idle PORT COUNT` and
+//! `idle-plain PORT COUNT` (COUNT connections, TLS or plain, kept open until the server ends
+//! the first: the bench measures the host's memory meanwhile).
 
 use std::time::Instant;
 
@@ -60,6 +62,22 @@ fn main() {
                 assert_eq!(s.read(1).expect("read").expect("blocking"), b"!");
                 s.close();
             }
+        }
+        "idle" | "idle-plain" => {
+            start = Instant::now();
+            let conns: Vec<Socket> = (0..count)
+                .map(|_| {
+                    if args[1] == "idle" {
+                        connect(port)
+                    } else {
+                        let s = socket(AF_INET, SOCK_STREAM, 0).expect("socket");
+                        s.connect(("127.0.0.1", port)).expect("connect");
+                        s
+                    }
+                })
+                .collect();
+            // Idle until the server ends the first connection (any outcome will do).
+            let _ = conns[0].recv(1);
         }
         other => panic!("unknown mode {other}"),
     }
