@@ -58,6 +58,9 @@ impl GrantedUse for uses::Send {
 #[derive(Debug)]
 pub(crate) struct Grant<U> {
     addr: SocketAddr,
+    /// Granted by a `tls` rule only: the names that rule grants the address by (empty for a
+    /// rule by address or class).
+    tls_names: Option<Vec<String>>,
     _use: PhantomData<fn() -> U>,
 }
 
@@ -65,6 +68,12 @@ impl<U> Grant<U> {
     /// The granted address.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether only a `tls` rule granted it (no plaintext may cross the connection), and the
+    /// names that rule grants the address by.
+    pub(crate) fn tls_required(&self) -> Option<&[String]> {
+        self.tls_names.as_deref()
     }
 }
 
@@ -193,32 +202,15 @@ impl Gate {
         addr: SocketAddr,
         implicit_bind: Option<Family>,
     ) -> SockResult<Grant<U>> {
-        self.check_addr(U::USE, addr)?;
+        let tls_names = self.check_addr(U::USE, addr)?;
         if let Some(family) = implicit_bind {
             self.check_addr(Use::AutoBind, SocketAddr::new(family.unspecified(), 0))?;
         }
         Ok(Grant {
             addr,
+            tls_names,
             _use: PhantomData,
         })
-    }
-
-    /// Whether a connection to `addr` was granted by a `tls` rule only (no plain grant): then
-    /// the names that rule grants the address by (empty for a rule by address or class).
-    /// Not audited: [`Gate::grant`] recorded the decision.
-    pub(crate) fn tls_requirement(&self, addr: SocketAddr) -> Option<Vec<String>> {
-        let pinned = self.live_pins(addr.ip());
-        let decision = self.policy.check(&Request {
-            use_: Use::Connect,
-            addr,
-            pinned_names: pinned,
-        });
-        match decision {
-            Decision::Allowed(rule) if rule.use_() == Some(Use::Tls) => {
-                Some(rule.granted_names(pinned))
-            }
-            _ => None,
-        }
     }
 
     /// The name a TLS client verifies the server's certificate against, and sends as SNI:
@@ -302,18 +294,22 @@ impl Gate {
 
     /// Decides a use of an address, records it, and turns a refusal into EACCES (unless the
     /// policy is a dry run).
-    fn check_addr(&self, use_: Use, addr: SocketAddr) -> SockResult<()> {
-        let now = Instant::now();
-        let pinned = self
-            .pins
-            .get(&addr.ip())
-            .map_or(&[][..], |names| names.live(now));
+    /// When a `tls` rule alone granted it: the names that rule grants the address by.
+    fn check_addr(&self, use_: Use, addr: SocketAddr) -> SockResult<Option<Vec<String>>> {
+        let pinned = self.live_pins(addr.ip());
         let decision = self.policy.check(&Request {
             use_,
             addr,
             pinned_names: pinned,
         });
-        self.decided(use_, Target::Addr(addr), decision)
+        let tls_names = match decision.rule() {
+            Some(rule) if decision.is_allowed() && rule.use_() == Some(Use::Tls) => {
+                Some(rule.granted_names(pinned))
+            }
+            _ => None,
+        };
+        self.decided(use_, Target::Addr(addr), decision)?;
+        Ok(tls_names)
     }
 
     /// Decides a host name lookup, as [`Gate::check_addr`].

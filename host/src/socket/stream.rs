@@ -406,7 +406,7 @@ impl Stream {
             State::Bound(_) | State::Closed => None,
         };
         let grant = ctx.gate().grant::<uses::Connect>(addr, implicit_bind)?;
-        self.tls_required = ctx.gate().tls_requirement(addr);
+        self.tls_required = grant.tls_required().map(<[String]>::to_vec);
         if self.os()?.connect(&grant)? {
             self.enter(|os| State::Connected(os, Rx::new(ctx.quota())));
             return self.connected(ctx, self.timeout.deadline()).await;
