@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use usocket_host::run::{Guest, Runner};
+use usocket_host::run::{Guest, Runner, RunnerConfig};
 use usocket_host::{Limits, Policy, TlsConfig, UsocketCtx};
 use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtxBuilder;
@@ -21,7 +21,15 @@ pub fn guest_path(name: &str) -> PathBuf {
 /// The runner all tests of a binary share.
 pub fn runner() -> &'static Runner {
     static RUNNER: OnceLock<Runner> = OnceLock::new();
-    RUNNER.get_or_init(|| Runner::new(true).expect("wasmtime engine"))
+    RUNNER.get_or_init(|| {
+        Runner::with_config(RunnerConfig {
+            cache: true,
+            // `USOCKET_PERF_MAP=1 perf record ...` names the guests' functions in a profile.
+            perf_map: std::env::var_os("USOCKET_PERF_MAP").is_some(),
+            ..RunnerConfig::default()
+        })
+        .expect("wasmtime engine")
+    })
 }
 
 /// The compiled guest program `name`, compiled at most once per test binary.

@@ -158,6 +158,8 @@ mod stream;
 
 pub use addr::{AddrArg, AddrInfo, SockAddr};
 pub use error::{OSError, Result};
+#[doc(hidden)]
+pub use scan::self_check as __scan_self_check;
 pub use socket::{SockOptValue, Socket, socket};
 
 use bindings::usocket::net::usocket as wit;

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use crate::addr::{self, AddrArg, SockAddr};
 use crate::bindings::usocket::net::usocket as wit;
 use crate::error::{OSError, Result};
-use crate::scan::{find_byte, find_line};
+use crate::scan::{append_line, find_byte, to_vec};
 use crate::{SOCK_DGRAM, errno};
 
 /// MicroPython's default `listen()` backlog.
@@ -134,11 +134,13 @@ pub(crate) struct Ahead {
 pub(crate) const READ_AHEAD: u32 = 64 * 1024;
 
 impl Ahead {
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.data.len() - self.pos
     }
 
     /// The unused bytes.
+    #[inline]
     pub(crate) fn rest(&self) -> &[u8] {
         &self.data[self.pos..]
     }
@@ -166,19 +168,14 @@ impl Ahead {
     /// Appends the next line (with its `\n`) to `buf` if the read-ahead holds all of it, and
     /// returns its length; `None` if it does not (nothing taken). A line that is not UTF-8 is
     /// used up and not appended (`InvalidData`), as std's `read_line` does.
+    #[inline]
     fn take_line_str(&mut self, buf: &mut String) -> Option<io::Result<usize>> {
         let rest = self.rest();
-        let (newline, ascii) = find_line(rest)?;
-        let n = newline + 1;
-        let line = &rest[..n];
-        let result = if ascii {
-            // SAFETY: every byte of `line` is ASCII (checked by the scan that found its end,
-            // so a line is read in one pass), and ASCII is UTF-8.
-            #[allow(unsafe_code)]
-            buf.push_str(unsafe { core::str::from_utf8_unchecked(line) });
+        let (n, appended) = append_line(rest, buf)?;
+        let result = if appended {
             Ok(n)
         } else {
-            match core::str::from_utf8(line) {
+            match core::str::from_utf8(&rest[..n]) {
                 Ok(line) => {
                     buf.push_str(line);
                     Ok(n)
@@ -191,6 +188,7 @@ impl Ahead {
     }
 
     /// The next line (with its `\n`), or `limit` bytes, if the read-ahead holds it.
+    #[inline]
     fn take_line(&mut self, limit: Option<usize>) -> Option<Vec<u8>> {
         let rest = self.rest();
         let window = &rest[..rest.len().min(limit.unwrap_or(usize::MAX))];
@@ -199,7 +197,7 @@ impl Ahead {
             None if Some(window.len()) == limit => window.len(),
             None => return None,
         };
-        let line = window[..n].to_vec();
+        let line = to_vec(&window[..n]);
         self.pos += n;
         Some(line)
     }
@@ -208,6 +206,7 @@ impl Ahead {
 impl Inner {
     /// Marks every `BufRead` cache of this socket stale: called before any host call that may
     /// take bytes from the receive queue (and by `close`).
+    #[inline]
     pub(crate) fn invalidate(&self) {
         self.epoch.set(self.epoch.get().wrapping_add(1));
         self.peeked.set(0);
@@ -239,6 +238,7 @@ impl Inner {
     /// After bytes were taken from the read-ahead: other handles' `BufRead` views are stale,
     /// and a used-up read-ahead is reported to the host at once (see [`Ahead`]). On failure
     /// the (empty) read-ahead stays, and the next receiving call reports it.
+    #[inline]
     pub(crate) fn used_ahead(&self) {
         self.invalidate();
         if self.ahead.borrow().len() == 0 {
@@ -275,6 +275,7 @@ impl Inner {
 
     /// Appends the next line to `buf` if the read-ahead holds all of it (see
     /// `BufRead::read_line`): `None` if it does not (nothing taken).
+    #[inline]
     pub(crate) fn take_line_str(&self, buf: &mut String) -> Option<io::Result<usize>> {
         let result = self.ahead.borrow_mut().take_line_str(buf)?;
         self.used_ahead();
@@ -557,6 +558,7 @@ impl Socket {
     /// hands over bytes it already received after the line, and the following whole lines
     /// are served from them. To read lines into one reused buffer instead of a new `Vec`
     /// each, use [`BufRead::read_line`](std::io::BufRead::read_line) (see [`Socket`]).
+    #[inline]
     pub fn readline(&self) -> Result<Option<Vec<u8>>> {
         self.readline_up_to(None)
     }
@@ -566,14 +568,20 @@ impl Socket {
         self.readline_up_to(Some(limit))
     }
 
+    #[inline]
     fn readline_up_to(&self, limit: Option<usize>) -> Result<Option<Vec<u8>>> {
         let served = self.inner.ahead.borrow_mut().take_line(limit);
         if let Some(line) = served {
             self.inner.used_ahead();
             return Ok(Some(line));
         }
-        // Not a whole line here: the partial rest goes back, and the host (which keeps the
-        // deadline for the whole call) assembles the line.
+        self.readline_from_host(limit)
+    }
+
+    /// `readline` when the read-ahead holds no whole line: the partial rest goes back, and
+    /// the host (which keeps the deadline for the whole call) assembles the line.
+    #[inline(never)]
+    fn readline_from_host(&self, limit: Option<usize>) -> Result<Option<Vec<u8>>> {
         let host = self.receiving()?;
         let Some((line, extra)) = host
             .readline_ahead(limit.map(size_arg), READ_AHEAD)

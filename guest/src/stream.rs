@@ -251,22 +251,30 @@ impl BufRead for Socket {
     /// between lines), unlike [`Socket::readline`]'s new `Vec` per line. A line the
     /// read-ahead holds is appended straight from it; only a line that spans two refills
     /// goes through a temporary buffer.
+    #[inline]
     fn read_line(&mut self, buf: &mut String) -> io::Result<usize> {
         if !self.inner.datagram
             && let Some(result) = self.inner.take_line_str(buf)
         {
             return result;
         }
-        let mut line = Vec::new();
-        let result = self.read_until(b'\n', &mut line);
-        // As std's: what was read is appended if it is UTF-8, even when an error follows.
-        match core::str::from_utf8(&line) {
-            Ok(text) => {
-                buf.push_str(text);
-                result
-            }
-            Err(_) => result.and_then(|_| Err(invalid_utf8())),
+        read_line_slow(self, buf)
+    }
+}
+
+/// `read_line` when the read-ahead holds no whole line (or on a datagram socket): through
+/// `read_until` and a temporary buffer.
+#[inline(never)]
+fn read_line_slow(r: &mut Socket, buf: &mut String) -> io::Result<usize> {
+    let mut line = Vec::new();
+    let result = r.read_until(b'\n', &mut line);
+    // As std's: what was read is appended if it is UTF-8, even when an error follows.
+    match core::str::from_utf8(&line) {
+        Ok(text) => {
+            buf.push_str(text);
+            result
         }
+        Err(_) => result.and_then(|_| Err(invalid_utf8())),
     }
 }
 

@@ -131,6 +131,9 @@ pub struct RunnerConfig {
     /// Worker threads of [`Runner::spawn`], each a current-thread runtime. `None`: one per
     /// core (`std::thread::available_parallelism`).
     pub workers: Option<usize>,
+    /// Write `/tmp/perf-PID.map` naming the guests' compiled functions, so that `perf`
+    /// profiles show them by name (for profiling; costs a little at each compilation).
+    pub perf_map: bool,
 }
 
 /// The most guests a runner takes by default, whatever the budget of memory mappings: their
@@ -208,6 +211,9 @@ impl Runner {
         };
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
+        if config.perf_map {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if config.cache {
             wasm.cache(Some(wasmtime::Cache::from_file(None)?));
         }

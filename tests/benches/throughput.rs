@@ -4,7 +4,9 @@
 //! would use without usocket), run on the same engine with the network allowed
 //! (`inherit_network`, TCP, UDP, lookups). Each figure is the median of several rounds (the
 //! three alternate within a round). Arguments after `--` choose workloads by name;
-//! `USOCKET_BENCH_ROUNDS` sets the rounds.
+//! `USOCKET_BENCH_ROUNDS` sets the rounds, `USOCKET_BENCH_SIDES` (e.g. `usocket`) runs only
+//! some of the three (a side left out shows 0 and its ratios are meaningless), and
+//! `USOCKET_BENCH_VERBOSE` prints every round's time.
 //!
 //! Every workload is a fixed amount of work timed as a whole, so a ratio compares times:
 //! `u/native` is native time / usocket time, `u/wasi` is wasi:sockets time / usocket time.
@@ -297,9 +299,42 @@ async fn run_wasi(args: &[&str]) -> String {
     String::from_utf8_lossy(&stdout.contents()).into_owned()
 }
 
+/// The median, or zero for a side that did not run.
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Which of the three sides run: all, or those named in `USOCKET_BENCH_SIDES` (for example
+/// `usocket` alone, to profile it).
+struct Sides {
+    native: bool,
+    usocket: bool,
+    wasi: bool,
+}
+
+impl Sides {
+    fn from_env() -> Sides {
+        let Ok(names) = std::env::var("USOCKET_BENCH_SIDES") else {
+            return Sides {
+                native: true,
+                usocket: true,
+                wasi: true,
+            };
+        };
+        let has = |side: &str| names.split(',').any(|n| n.trim() == side);
+        let sides = Sides {
+            native: has("native"),
+            usocket: has("usocket"),
+            wasi: has("wasi"),
+        };
+        assert!(
+            sides.native || sides.usocket || sides.wasi,
+            "USOCKET_BENCH_SIDES={names:?}: name one or more of native, usocket, wasi, \
+             separated by commas"
+        );
+        sides
+    }
 }
 
 // The guests run as the `usocket` CLI runs its guest: on a current-thread runtime, where a
@@ -314,6 +349,7 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS);
+    let sides = Sides::from_env();
     // `cargo bench -p usocket-tests -- echo udp` runs only those workloads.
     let only: Vec<String> = std::env::args()
         .skip(1)
@@ -336,13 +372,33 @@ async fn main() {
         }
         let (mut n, mut u, mut w) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            n.push(
-                tokio::task::spawn_blocking(move || native(mode))
-                    .await
-                    .unwrap(),
+            if sides.native {
+                n.push(
+                    tokio::task::spawn_blocking(move || native(mode))
+                        .await
+                        .unwrap(),
+                );
+            }
+            if sides.usocket {
+                u.push(guest(Guest::Usocket, mode).await);
+            }
+            if sides.wasi {
+                w.push(guest(Guest::Wasi, mode).await);
+            }
+        }
+        if std::env::var_os("USOCKET_BENCH_VERBOSE").is_some() {
+            let ms = |v: &[Duration]| {
+                v.iter()
+                    .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            eprintln!(
+                "{mode} ms per round: native [{}] usocket [{}] wasi [{}]",
+                ms(&n),
+                ms(&u),
+                ms(&w)
             );
-            u.push(guest(Guest::Usocket, mode).await);
-            w.push(guest(Guest::Wasi, mode).await);
         }
         let (n, u, w) = (median(n), median(u), median(w));
         let show = |d: Duration| match mode {

@@ -118,3 +118,16 @@ async fn bufread_udp() {
     );
     h.await.unwrap();
 }
+
+/// The read-ahead's line scans and copies (wasm SIMD in a guest) give what the portable
+/// versions give, at every length and position around their 16-byte steps.
+#[tokio::test]
+async fn scans_in_wasm() {
+    let out = run("scan_check", &[], Options::default()).await.unwrap();
+    assert_eq!(
+        (out.code, out.stdout_text().as_str()),
+        (0, "ok\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -16,6 +16,7 @@ fn runner(max_guests: usize) -> Runner {
         cache: true,
         max_guests: Some(max_guests),
         workers: Some(2),
+        ..RunnerConfig::default()
     })
     .expect("runner")
 }
@@ -160,6 +161,7 @@ fn a_spinning_guest_does_not_hold_up_the_others_on_its_worker() {
         cache: true,
         max_guests: Some(8),
         workers: Some(1),
+        ..RunnerConfig::default()
     })
     .expect("runner");
     let component = probe(&runner);
