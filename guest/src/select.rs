@@ -17,6 +17,8 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
+
 use crate::bindings::usocket::net::usocket as wit;
 use crate::error::{OSError, Result};
 use crate::socket::Socket;
@@ -28,9 +30,7 @@ pub use usocket_abi::{POLL_CLOSED, POLLERR, POLLHUP, POLLIN, POLLOUT};
 
 /// `select.poll()`: a new, empty poller.
 pub fn poll() -> Poll {
-    Poll {
-        entries: Vec::new(),
-    }
+    Poll::default()
 }
 
 /// MicroPython's poll object: a list of registered sockets, each with an event mask.
@@ -40,12 +40,16 @@ pub fn poll() -> Poll {
 /// registered socket, and [`poll`](Poll::poll) returns those handles.
 #[derive(Debug, Default)]
 pub struct Poll {
+    /// In registration order, the order `poll` reports in.
     entries: Vec<(Socket, u32)>,
+    /// Where each registered socket is in `entries`: a server that registers a client again
+    /// after serving it finds it at once among thousands.
+    index: HashMap<Socket, usize>,
 }
 
 impl Poll {
     fn position(&self, sock: &Socket) -> Option<usize> {
-        self.entries.iter().position(|(s, _)| s == sock)
+        self.index.get(sock).copied()
     }
 
     /// `register(sock, mask)`: adds `sock`, or replaces its mask if it is already registered.
@@ -53,7 +57,10 @@ impl Poll {
     pub fn register(&mut self, sock: &Socket, mask: u32) {
         match self.position(sock) {
             Some(i) => self.entries[i].1 = mask,
-            None => self.entries.push((sock.clone(), mask)),
+            None => {
+                self.index.insert(sock.clone(), self.entries.len());
+                self.entries.push((sock.clone(), mask));
+            }
         }
     }
 
@@ -78,8 +85,14 @@ impl Poll {
 
     /// `unregister(sock)`: removes `sock`; does nothing if it is not registered.
     pub fn unregister(&mut self, sock: &Socket) {
-        if let Some(i) = self.position(sock) {
+        if let Some(i) = self.index.remove(sock) {
             self.entries.remove(i);
+            // The ones after it moved up by one.
+            for (s, _) in &self.entries[i..] {
+                if let Some(at) = self.index.get_mut(s) {
+                    *at -= 1;
+                }
+            }
         }
     }
 

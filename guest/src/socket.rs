@@ -709,6 +709,14 @@ impl PartialEq for Socket {
 
 impl Eq for Socket {}
 
+/// Hashes the host socket's identity, as [`PartialEq`] compares it: a `Socket` can key a
+/// `HashMap` (for example of a server's clients, looked up by the sockets `poll` returns).
+impl core::hash::Hash for Socket {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        Rc::as_ptr(&self.inner).hash(state);
+    }
+}
+
 impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Socket")

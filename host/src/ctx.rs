@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
 use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
@@ -162,9 +163,20 @@ impl Canceller {
     /// Runs `call` unless or until the guest is cancelled; then the call is dropped (socket
     /// calls are cancel-safe: nothing received is lost) and the guest traps.
     pub(crate) async fn guard<T>(&self, call: impl Future<Output = T>) -> wasmtime::Result<T> {
+        if self.is_cancelled() {
+            return Err(cancelled_error());
+        }
+        let mut call = std::pin::pin!(call);
+        // Most calls finish at their first poll (a send with room, data already here): they
+        // need no place in the notifier's list of waiters, which takes its lock twice.
+        if let Poll::Ready(out) =
+            std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+        {
+            return Ok(out);
+        }
         let cancelled = self.0.notify.notified();
         tokio::pin!(cancelled);
-        // Registered before the flag is read, so a cancel in between is not missed.
+        // Registered before the flag is read again, so a cancel in between is not missed.
         cancelled.as_mut().enable();
         if self.is_cancelled() {
             return Err(cancelled_error());

@@ -97,6 +97,7 @@ fn main() {
     let runner = Runner::with_config(RunnerConfig {
         cache: true,
         max_guests,
+        perf_map: std::env::var_os("USOCKET_PERF_MAP").is_some(),
         ..RunnerConfig::default()
     })
     .expect("runner");
@@ -812,7 +813,12 @@ fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, 
             Some((false, Layout::PerCore)),
         ),
     ];
+    // `USOCKET_ECHO_ONLY=spawn` runs the variants whose label contains it (and native).
+    let only = std::env::var("USOCKET_ECHO_ONLY").ok();
     for (label, variant) in variants {
+        if variant.is_some() && only.as_ref().is_some_and(|o| !label.contains(o.as_str())) {
+            continue;
+        }
         let mut rates = Vec::new();
         let mut failed = 0;
         for _ in 0..ROUNDS {

@@ -131,3 +131,20 @@ async fn scans_in_wasm() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `select::Poll` keeps registration order and one entry per socket through registering
+/// again, unregistering from the middle and modifying (its index must follow every move).
+#[tokio::test]
+async fn poll_keeps_registration_order() {
+    let out = run("poll_order", &[], Options::default()).await.unwrap();
+    assert_eq!(
+        out.stdout_text(),
+        "registered: 3 1 4 0 5 2 6 7\n\
+         without 1 and 5: 3 4 0 2 6 7\n\
+         1 again, 0 masked: 3 4 2 6 7 1\n\
+         modify unregistered: Err(2)\n\
+         without 3 and 7: 4 2 6 1\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

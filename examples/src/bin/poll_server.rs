@@ -10,6 +10,7 @@
 //!
 //! Run: `usocket run --allow bind=127.0.0.1:7001 --allow listen=127.0.0.1:7001 --allow accept=127.0.0.1:* target/wasm32-wasip2/release/poll_server.wasm 7001`
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -58,7 +59,12 @@ fn serve(port: i64, max: u64) -> usocket::Result<()> {
 
     let mut poller = select::poll();
     poller.register(&listener, POLLIN);
-    let mut clients: Vec<Client> = Vec::new();
+    // Keyed by socket: `poll` returns sockets, and a server of thousands finds each at once.
+    #[allow(
+        clippy::mutable_key_type,
+        reason = "a Socket hashes its identity, which never changes"
+    )]
+    let mut clients: HashMap<Socket, Client> = HashMap::new();
     let mut served = 0u64;
     // Whether new clients are deferred (the socket quota is full).
     let mut deferred = false;
@@ -85,19 +91,21 @@ fn serve(port: i64, max: u64) -> usocket::Result<()> {
                 }
                 continue;
             }
-            let Some(i) = clients.iter().position(|c| c.sock == sock) else {
+            let Some(client) = clients.get_mut(&sock) else {
                 continue;
             };
-            let done = match service(&mut clients[i], &mut poller, revents) {
+            let done = match service(client, &mut poller, revents) {
                 Ok(done) => done,
                 Err(e) => {
                     // One bad client must not stop the server: report it and drop it.
-                    eprintln!("poll_server: client {}: {e}", clients[i].name);
+                    eprintln!("poll_server: client {}: {e}", client.name);
                     true
                 }
             };
             if done {
-                let client = clients.swap_remove(i);
+                let Some(client) = clients.remove(&sock) else {
+                    continue;
+                };
                 poller.unregister(&client.sock);
                 client.sock.close();
                 println!("poll_server: client {} gone", client.name);
@@ -121,10 +129,14 @@ fn resume(listener: &Socket, poller: &mut select::Poll) -> bool {
 
 /// Accepts every pending connection and registers each new client for POLLIN. `Ok(false)`
 /// when the socket quota is full (ENOMEM): the rest stay pending.
+#[allow(
+    clippy::mutable_key_type,
+    reason = "a Socket hashes its identity, which never changes"
+)]
 fn accept(
     listener: &Socket,
     poller: &mut select::Poll,
-    clients: &mut Vec<Client>,
+    clients: &mut HashMap<Socket, Client>,
 ) -> usocket::Result<bool> {
     loop {
         match listener.accept() {
@@ -133,11 +145,12 @@ fn accept(
                 poller.register(&sock, POLLIN);
                 let name = format!("{peer}:{peer_port}");
                 println!("poll_server: client {name}");
-                clients.push(Client {
-                    sock,
+                let client = Client {
+                    sock: sock.clone(),
                     name,
                     pending: Vec::new(),
-                });
+                };
+                clients.insert(sock, client);
             }
             // No more pending connections, or one that went away before we took it.
             Err(e) if e.errno() == errno::EAGAIN || e.errno() == errno::ECONNABORTED => {
