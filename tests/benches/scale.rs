@@ -793,7 +793,6 @@ fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, 
         "  {:<36} {:>34}  {:>6}",
         "server", "requests/s min / median / max", "ratio"
     );
-    let mut native_median = None;
     let variants: [(&str, Option<(bool, Layout)>); 5] = [
         ("native tokio (multi-thread, 2)", None),
         (
@@ -815,30 +814,38 @@ fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, 
     ];
     // `USOCKET_ECHO_ONLY=spawn` runs the variants whose label contains it (and native).
     let only = std::env::var("USOCKET_ECHO_ONLY").ok();
-    for (label, variant) in variants {
-        if variant.is_some() && only.as_ref().is_some_and(|o| !label.contains(o.as_str())) {
-            continue;
-        }
-        let mut rates = Vec::new();
-        let mut failed = 0;
-        for _ in 0..ROUNDS {
-            let load = match variant {
+    let variants: Vec<_> = variants
+        .into_iter()
+        .filter(|(label, variant)| {
+            variant.is_none() || only.as_ref().is_none_or(|o| label.contains(o.as_str()))
+        })
+        .collect();
+    // Rounds alternate between the variants, so that a machine whose speed drifts (shared
+    // cores) weighs on all of them alike.
+    let mut rates = vec![Vec::new(); variants.len()];
+    let mut failed = vec![0; variants.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, variant)) in variants.iter().enumerate() {
+            let load = match *variant {
                 None => native_round(rt, clients),
                 Some((poll, layout)) => guest_round(runner, rt, layout, components, poll, clients),
             };
-            rates.push(load.rate as u64);
-            failed += load.failed;
+            rates[i].push(load.rate as u64);
+            failed[i] += load.failed;
         }
-        let med = median(&mut rates) as f64;
-        let native = *native_median.get_or_insert(med);
+    }
+    let native = median(&mut rates[0]) as f64;
+    for (i, (label, _)) in variants.iter().enumerate() {
+        let rates = &mut rates[i];
+        let med = median(rates) as f64;
         println!(
             "  {label:<36} {:>10} / {:>9} / {:>9}  {:>6.2}{}",
             rates[0],
             med as u64,
             rates[rates.len() - 1],
             med / native,
-            if failed > 0 {
-                format!("  ({failed} clients failed)")
+            if failed[i] > 0 {
+                format!("  ({} clients failed)", failed[i])
             } else {
                 String::new()
             }

@@ -16,12 +16,13 @@
 //! reactor has not taken in yet is seen at its next look, as if it had come a moment later).
 //! A call that must not wait still makes its syscall: for it, such a moment matters.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -180,12 +181,26 @@ const CLOSED_RECHECK: Duration = Duration::from_millis(10);
 /// connected nor listened reports EPOLLHUP, which tokio keeps as a final "closed" readiness,
 /// and every later wait would then spin. By the first wait the socket is connecting,
 /// connected or listening (or is a UDP socket, which has no such state).
+/// A stream read of at least this many bytes counts as large (see [`Os::recv_chunk`]).
+const SMALL_CHUNK: usize = 16 * 1024;
+
+/// The size of each thread's scratch buffer for small reads: the read-ahead's 64 KiB and the
+/// one byte more that tells whether the kernel has more.
+const SCRATCH: usize = 64 * 1024 + 1;
+
+thread_local! {
+    /// Where small stream reads land before they are copied into a buffer of their size.
+    static SCRATCH_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 pub(crate) struct Os {
     /// Declared before `sock` so that it is dropped (deregistered) before the socket closes.
     reactor: OnceLock<io::Result<AsyncFd<RawSocket>>>,
     /// Whether the reactor has caught up with the socket since it registered (see the module
     /// docs): only then does its "not ready" stand for the kernel's.
     primed: AtomicBool,
+    /// The size of the last stream read into a new buffer (see [`Os::recv_chunk`]).
+    last_chunk: AtomicUsize,
     sock: socket2::Socket,
     /// What the syscalls did, for the unit tests.
     #[cfg(test)]
@@ -301,6 +316,7 @@ impl Os {
         Os {
             reactor: OnceLock::new(),
             primed: AtomicBool::new(false),
+            last_chunk: AtomicUsize::new(0),
             sock,
             #[cfg(test)]
             counts: Counts::default(),
@@ -542,11 +558,26 @@ impl Os {
     /// Receives from a stream into a new buffer of up to `max` bytes, made only once the
     /// socket is ready (so a connection waiting for data holds no buffer): empty at the end of
     /// the stream.
+    ///
+    /// After a small read on this socket (a request, a line), the next one lands in this
+    /// thread's scratch buffer and is copied into a buffer of its own size: a buffer of `max`
+    /// bytes for every read would cost a large allocation and free per 64-byte request (and
+    /// glibc's `free` of 64 KiB or more sweeps its fast bins each time). After a large read
+    /// (a bulk transfer), the next one gets a buffer of `max` bytes and keeps it, with no copy.
     pub(crate) async fn recv_chunk(&self, max: usize, deadline: Deadline) -> SockResult<Vec<u8>> {
         let op = |s: &socket2::Socket| {
-            let mut buf = Vec::with_capacity(max);
-            let (n, _) = rustix::net::recv(s, spare_capacity(&mut buf), RecvFlags::empty())?;
-            debug_assert_eq!(n, buf.len());
+            let buf = if self.last_chunk.load(Ordering::Relaxed) >= SMALL_CHUNK || max > SCRATCH {
+                let mut buf = Vec::with_capacity(max);
+                rustix::net::recv(s, spare_capacity(&mut buf), RecvFlags::empty())?;
+                buf
+            } else {
+                SCRATCH_BUF.with_borrow_mut(|scratch| {
+                    scratch.resize(SCRATCH, 0); // zeroed once per thread
+                    let (n, _) = rustix::net::recv(s, &mut scratch[..max], RecvFlags::empty())?;
+                    Ok::<_, io::Error>(scratch[..n].to_vec())
+                })?
+            };
+            self.last_chunk.store(buf.len(), Ordering::Relaxed);
             Ok(buf)
         };
         // A short read took all there was (0 is the end of stream, which stays readable).

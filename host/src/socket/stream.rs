@@ -622,14 +622,18 @@ impl Stream {
                 _ => Err(Errno::ETIMEDOUT),
             };
         }
-        let mut chunk = Vec::with_capacity(allowed);
+        let mut chunk = Vec::new();
         let result = match rx.tls.as_mut() {
             Some(tls) => {
+                chunk.reserve_exact(allowed);
                 let result = tls.recv(os, &mut chunk, allowed, deadline).await;
                 audit_tls_failure(ctx, os, tls);
                 result
             }
-            None => os.recv_into(&mut chunk, deadline, RecvFlags::empty()).await,
+            None => os.recv_chunk(allowed, deadline).await.map(|got| {
+                chunk = got;
+                chunk.len()
+            }),
         };
         quota.refund(Direction::Recv, allowed - chunk.len());
         quota.received(chunk.len());

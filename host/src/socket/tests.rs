@@ -365,6 +365,45 @@ async fn read_ahead_lends_what_arrived_then_the_end() {
     assert_eq!(udp.read_ahead(&ctx, 1).await, Err(Errno::EBADF));
 }
 
+/// Small reads go through the thread's scratch buffer and large ones keep a buffer of their
+/// own (`Os::recv_chunk`): alternating them, every byte arrives once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_reads_alternate_without_losing_a_byte() {
+    let ctx = ctx();
+    let (mut sock, peer) = connected(&ctx).await;
+    sock.set_timeout(Some(5.0)).unwrap();
+    let mut sent = Vec::new();
+    let mut got = Vec::new();
+    for (round, size) in [10usize, 200_000, 64, 70_000, 1, 65_537, 3]
+        .into_iter()
+        .enumerate()
+    {
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 + round * 7) as u8).collect();
+        sent.extend_from_slice(&data);
+        let writer = {
+            let mut peer = peer.try_clone().unwrap();
+            std::thread::spawn(move || peer.write_all(&data).unwrap())
+        };
+        let want = sent.len();
+        while got.len() < want {
+            got.extend(sock.read_ahead(&ctx, 64 * 1024).await.unwrap().unwrap());
+        }
+        writer.join().unwrap();
+        assert_eq!(
+            got.len(),
+            want,
+            "round {round}: nothing beyond what was sent"
+        );
+    }
+    assert_eq!(got, sent);
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(
+        sock.read_ahead(&ctx, 100).await,
+        Ok(Some(Vec::new())),
+        "the end"
+    );
+}
+
 #[tokio::test]
 async fn connected_socket_refuses_a_second_connect_and_sendto() {
     let ctx = ctx();

@@ -21,7 +21,11 @@ fn main() {
     for s in &socks {
         let mut one = select::poll();
         one.register(s, POLLIN);
-        assert_eq!(one.poll(5000).unwrap().len(), 1, "a datagram to itself arrives");
+        assert_eq!(
+            one.poll(5000).unwrap().len(),
+            1,
+            "a datagram to itself arrives"
+        );
     }
     let mut poller = select::poll();
     let show = |poller: &mut select::Poll, what: &str| {
