@@ -611,6 +611,10 @@ const REQUEST: [u8; 64] = {
 struct Load {
     /// Round trips per second, counted over [`ECHO_WINDOW`].
     rate: f64,
+    /// CPU time the process spent per round trip over the window, the load generator's own
+    /// thread left out: the server's cost of a request (steadier than the rate on a machine
+    /// whose speed drifts).
+    server_cpu: Duration,
     /// Clients that failed (connect, timeout, short echo).
     failed: usize,
 }
@@ -652,8 +656,16 @@ fn load(ports: &[u16], clients: usize) -> Load {
             // Warm up: every client connected and going.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let (c0, t0) = (count.load(Ordering::Relaxed), Instant::now());
+            let (p0, g0) = (
+                cpu_time("/proc/self/stat"),
+                cpu_time("/proc/thread-self/stat"),
+            );
             tokio::time::sleep(ECHO_WINDOW).await;
             let (c1, t1) = (count.load(Ordering::Relaxed), Instant::now());
+            let (p1, g1) = (
+                cpu_time("/proc/self/stat"),
+                cpu_time("/proc/thread-self/stat"),
+            );
             stop.store(true, Ordering::Relaxed);
             let mut failed = 0;
             for t in tasks {
@@ -661,14 +673,28 @@ fn load(ports: &[u16], clients: usize) -> Load {
                     failed += 1;
                 }
             }
+            let server = (p1 - p0).saturating_sub(g1 - g0);
             Load {
                 rate: (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
+                server_cpu: server / u32::try_from(c1 - c0).unwrap_or(u32::MAX).max(1),
                 failed,
             }
         })
     })
     .join()
     .unwrap()
+}
+
+/// User and system CPU time of the process or thread whose `stat` file is `path`.
+fn cpu_time(path: &str) -> Duration {
+    let text = std::fs::read_to_string(path).expect("a /proc stat file");
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = text[text.rfind(')').expect("stat") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Linux reports these in USER_HZ, 100 a second on every architecture it runs on.
+    Duration::from_millis(ticks * 10)
 }
 
 /// How the guests of a round run.
@@ -790,8 +816,8 @@ fn native_round(rt: &tokio::runtime::Runtime, clients: usize) -> Load {
 fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, clients: usize) {
     println!("\necho {clients} clients, 64-byte round trips, {ROUNDS} rounds of {ECHO_WINDOW:?}");
     println!(
-        "  {:<36} {:>34}  {:>6}",
-        "server", "requests/s min / median / max", "ratio"
+        "  {:<36} {:>34}  {:>6}  {:>15}",
+        "server", "requests/s min / median / max", "ratio", "CPU/request, ratio"
     );
     let variants: [(&str, Option<(bool, Layout)>); 5] = [
         ("native tokio (multi-thread, 2)", None),
@@ -823,6 +849,7 @@ fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, 
     // Rounds alternate between the variants, so that a machine whose speed drifts (shared
     // cores) weighs on all of them alike.
     let mut rates = vec![Vec::new(); variants.len()];
+    let mut cpus = vec![Vec::new(); variants.len()];
     let mut failed = vec![0; variants.len()];
     for _ in 0..ROUNDS {
         for (i, (_, variant)) in variants.iter().enumerate() {
@@ -831,19 +858,24 @@ fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, 
                 Some((poll, layout)) => guest_round(runner, rt, layout, components, poll, clients),
             };
             rates[i].push(load.rate as u64);
+            cpus[i].push(load.server_cpu);
             failed[i] += load.failed;
         }
     }
     let native = median(&mut rates[0]) as f64;
+    let native_cpu = median(&mut cpus[0]);
     for (i, (label, _)) in variants.iter().enumerate() {
         let rates = &mut rates[i];
         let med = median(rates) as f64;
+        let cpu = median(&mut cpus[i]);
         println!(
-            "  {label:<36} {:>10} / {:>9} / {:>9}  {:>6.2}{}",
+            "  {label:<36} {:>10} / {:>9} / {:>9}  {:>6.2}  {:>6.1} us {:>5.2}{}",
             rates[0],
             med as u64,
             rates[rates.len() - 1],
             med / native,
+            cpu.as_secs_f64() * 1e6,
+            native_cpu.as_secs_f64() / cpu.as_secs_f64(),
             if failed[i] > 0 {
                 format!("  ({} clients failed)", failed[i])
             } else {
