@@ -146,6 +146,8 @@ pub struct Canceller(Arc<CancelState>);
 struct CancelState {
     cancelled: AtomicBool,
     notify: Notify,
+    /// Whether a call of the guest had to wait since [`Canceller::take_waited`] last looked.
+    waited: AtomicBool,
 }
 
 impl Canceller {
@@ -158,6 +160,13 @@ impl Canceller {
     /// Whether [`Canceller::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
         self.0.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Whether one of the guest's `usocket` calls had to wait (gave its thread to other
+    /// tasks) since the last time this was asked. A runner's epoch callback asks it at each
+    /// tick: a guest that waited is not hogging its thread and need not be made to yield.
+    pub(crate) fn take_waited(&self) -> bool {
+        self.0.waited.swap(false, Ordering::Relaxed)
     }
 
     /// Runs `call` unless or until the guest is cancelled; then the call is dropped (socket
@@ -174,6 +183,7 @@ impl Canceller {
         {
             return Ok(out);
         }
+        self.0.waited.store(true, Ordering::Relaxed);
         let cancelled = self.0.notify.notified();
         tokio::pin!(cancelled);
         // Registered before the flag is read again, so a cancel in between is not missed.

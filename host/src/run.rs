@@ -53,7 +53,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
@@ -460,7 +462,17 @@ impl Admitted {
         };
         let mut store = Store::new(&runner.shared.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_async_yield_and_update(1);
+        // At each epoch tick a guest that ran wasm the whole tick yields its thread to the
+        // other guests. One that waited in a socket call since the last tick already gave
+        // the thread up: making it yield again would cost a switch out of its fiber and
+        // back per request.
+        store.epoch_deadline_callback(|cx| {
+            Ok(if cx.data().usocket.canceller().take_waited() {
+                UpdateDeadline::Continue(1)
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         Ok(Started {
             pre,
             store,

@@ -111,8 +111,8 @@ async fn socket_quota_gives_enomem_at_once_and_slots_come_back() {
     assert!(start.elapsed() < Duration::from_secs(30));
 }
 
-#[test]
-fn a_spinning_guest_does_not_starve_another_on_the_same_thread() {
+/// `spinner` is a probe command that computes forever.
+fn spinner_does_not_starve_another_on_the_same_thread(spinner: &'static str) {
     // One runtime thread: only epoch yields let the echo guest make progress. A spinner is a
     // task that is always ready again, so tokio must check for I/O after every task poll
     // (`event_interval(1)`) or the echo guest's wake-ups wait 61 ticks (see run.rs docs).
@@ -133,7 +133,7 @@ fn a_spinning_guest_does_not_starve_another_on_the_same_thread() {
             time_limit: Duration::from_secs(3),
             ..Options::default()
         };
-        let spinner = tokio::spawn(async move { run("probe", &["spin"], spin_opts).await });
+        let spinner = tokio::spawn(async move { run("probe", &[spinner], spin_opts).await });
         let p = port.to_string();
         let echo = run("probe", &["echo", &p, "20"], Options::default())
             .await
@@ -147,6 +147,18 @@ fn a_spinning_guest_does_not_starve_another_on_the_same_thread() {
         let err = spun.expect_err("the spinner must hit its time limit");
         assert!(format!("{err}").contains("time limit"), "{err}");
     });
+}
+
+#[test]
+fn a_spinning_guest_does_not_starve_another_on_the_same_thread() {
+    spinner_does_not_starve_another_on_the_same_thread("spin");
+}
+
+/// A guest that waits in a socket call now and then is not made to yield at a tick after
+/// it waited (it gave the thread up already); it still is when it computes a whole tick.
+#[test]
+fn a_guest_that_computes_between_short_waits_does_not_starve_another() {
+    spinner_does_not_starve_another_on_the_same_thread("spin-wait");
 }
 
 /// The answers only; tests/memory.rs runs the same guest and measures what the host spent.

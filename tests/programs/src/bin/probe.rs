@@ -6,7 +6,8 @@
 //! (listen, then block in accept), `hold-recv PORT` (connect, then block in recv),
 //! `huge PORT SIZE` (TCP recv/read/readline, then UDP recvfrom/read/readline, with size SIZE
 //! or `max` for the largest), `read-close PORT N` (read N bytes, close with the rest unread), `lines PORT` (readline mixed with poll and recv),
-//! `readline-close PORT` (readline, close with read-ahead unread), `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever),
+//! `readline-close PORT` (readline, close with read-ahead unread), `trap PORT` (open a listener and sockets, then trap), `spin` (loop forever), `spin-wait`
+//! (compute, waiting 1 ms in a socket call every 3 ms, forever),
 //! `echo PORT COUNT` (COUNT 64-byte round trips to an echo server).
 //!
 //! For reset-on-close and receive accounting: `readline-then PORT ACTION`, `read-then PORT N
@@ -321,6 +322,20 @@ fn main() {
                 let mut x = 0u64;
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "spin-wait" => {
+                // Computes, but waits 1 ms in a socket call every 3 ms or so.
+                let u = usocket::socket(usocket::AF_INET, usocket::SOCK_DGRAM, 0).expect("udp");
+                u.bind(("127.0.0.1", 0)).expect("bind");
+                u.settimeout(Some(0.001)).expect("settimeout");
+                let mut x = 0u64;
+                loop {
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(3) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                    let _ = u.recv(1);
                 }
             }
             "echo" => {
