@@ -589,10 +589,15 @@ impl Socket {
         else {
             return Ok(None);
         };
-        *self.inner.ahead.borrow_mut() = Ahead {
-            data: Rc::new(extra),
-            pos: 0,
-        };
+        // The read-ahead is empty here (`receiving` gave it back): it changes only if the
+        // host lent more (a request-response peer's usual answer is none, and an empty one
+        // need not cost an allocation per line).
+        if !extra.is_empty() {
+            *self.inner.ahead.borrow_mut() = Ahead {
+                data: Rc::new(extra),
+                pos: 0,
+            };
+        }
         Ok(Some(line))
     }
 
