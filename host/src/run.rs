@@ -5,8 +5,11 @@
 //! # Runtimes
 //!
 //! [`Runner::run`] runs a guest as a future on whatever tokio runtime awaits it, current-thread
-//! or multi-thread. A guest blocked in a socket call holds no thread; a guest spinning in a
-//! loop yields every epoch tick (10 ms), so it cannot starve the others. (A spinning guest is a
+//! or multi-thread. A guest blocked in a socket call holds no thread; a guest that runs wasm
+//! for a whole epoch tick (10 ms) without waiting in a socket call yields at the tick, so it
+//! cannot starve the others (one that waited since the last tick already gave its thread up,
+//! and goes on: a forced yield would cost it a fiber switch out and back per request under
+//! load; so a guest computes for at most two ticks between yields). (A spinning guest is a
 //! task that is always ready again; tokio polls for I/O only every `event_interval` task polls,
 //! 61 by default, so hosts that expect CPU-bound guests should build their runtime with a
 //! small `event_interval` to keep the other guests' wake-ups prompt; the runner's own workers
