@@ -9,13 +9,14 @@
 //! Stream sockets:
 //!
 //! - `BufRead::fill_buf` shows the read-ahead (shared by all handles of the socket, not
-//!   copied). Only when it is empty does it make a host call: one `readline-ahead` that
-//!   returns as soon as at least one byte has arrived, with up to 64 KiB that the host
-//!   already received.
+//!   copied). Only when it is empty does it make a host call: one `read-ahead` that returns
+//!   as soon as at least one byte has arrived, with up to 64 KiB that the host already
+//!   received (the host's buffer, handed over whole).
 //! - `BufRead::consume(n)` uses `n` of those bytes without a host call (except to tell the
 //!   host, with an empty `unread`, once all of them are used).
-//! - `read_line`/`read_until` (the trait's own, over `fill_buf`/`consume`) therefore make no
-//!   host call and no allocation per line: one host call per refill of the read-ahead.
+//! - `read_line`/`read_until` work on the read-ahead directly (see `scan.rs`: one pass finds
+//!   a line's end, checks it and copies it) and make no host call and no allocation per
+//!   line: one host call per refill of the read-ahead.
 //! - `Read::read` takes from the read-ahead if it holds anything, else it is the host's
 //!   `recv`.
 //!

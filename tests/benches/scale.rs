@@ -15,7 +15,11 @@
 //!   echo server; the guests under two runtime layouts: one multi-thread runtime (2 workers,
 //!   `Runner::run` in its tasks) and `Runner::spawn` (one current-thread runtime per core).
 //!   The clients run on a runtime of their own; requests per second are min/median/max of
-//!   [`ROUNDS`] rounds, and the ratio is guest/native (median).
+//!   [`ROUNDS`] rounds (the variants take turns within a round), the ratio is guest/native
+//!   (median), and beside it the server's CPU time a request (the process's CPU time less
+//!   the clients' thread) and native's over it. `USOCKET_ECHO_ONLY=TEXT` runs native and the
+//!   variants whose label contains TEXT; `USOCKET_PERF_MAP=1` names the guests' functions
+//!   for `perf`.
 //!
 //! Without arguments: `idle 1000 echo 100`. The documented figures (README) come from
 //! `idle 10000` and `echo 100 echo 1000`. The bench raises its soft RLIMIT_NOFILE to the hard
