@@ -45,6 +45,10 @@
 //! The crate also compiles for native targets (for `cargo check` and unit tests), but
 //! there every host call is unreachable and panics.
 //!
+//! The line reads' scans use wasm SIMD (a few functions enable `simd128` themselves, whatever
+//! the build's target features), so the engine must support it: wasmtime does unless its
+//! `Config::wasm_simd(false)` turns it off, as do other current engines.
+//!
 //! # MicroPython to Rust
 //!
 //! Errors are `Err(OSError)` ([`OSError::errno`] is `e.errno`); MicroPython's `None` results
