@@ -173,14 +173,6 @@ const MAX_BACKLOG: i32 = 4096;
 /// How often `poll` re-checks a socket whose tokio readiness is stuck at "closed".
 const CLOSED_RECHECK: Duration = Duration::from_millis(10);
 
-/// One open OS socket, non-blocking, with the quota slot it takes. Dropping it deregisters
-/// it, closes the descriptor and gives the slot back.
-///
-/// Registration with tokio waits until the first blocking wait (or, for sockets that the
-/// caller says are safe to register, the first `poll`): a TCP socket that has neither
-/// connected nor listened reports EPOLLHUP, which tokio keeps as a final "closed" readiness,
-/// and every later wait would then spin. By the first wait the socket is connecting,
-/// connected or listening (or is a UDP socket, which has no such state).
 /// A stream read of at least this many bytes counts as large (see [`Os::recv_chunk`]).
 const SMALL_CHUNK: usize = 16 * 1024;
 
@@ -193,6 +185,14 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// One open OS socket, non-blocking, with the quota slot it takes. Dropping it deregisters
+/// it, closes the descriptor and gives the slot back.
+///
+/// Registration with tokio waits until the first blocking wait (or, for sockets that the
+/// caller says are safe to register, the first `poll`): a TCP socket that has neither
+/// connected nor listened reports EPOLLHUP, which tokio keeps as a final "closed" readiness,
+/// and every later wait would then spin. By the first wait the socket is connecting,
+/// connected or listening (or is a UDP socket, which has no such state).
 pub(crate) struct Os {
     /// Declared before `sock` so that it is dropped (deregistered) before the socket closes.
     reactor: OnceLock<io::Result<AsyncFd<RawSocket>>>,
