@@ -23,6 +23,7 @@
 )]
 
 use std::net::SocketAddr;
+use std::pin::pin;
 
 use wasmtime::component::{HasData, Linker, Resource};
 
@@ -102,7 +103,9 @@ impl wit::Host for UsocketCtxView<'_> {
         }
         let canceller = self.ctx.canceller();
         out(canceller
-            .guard(crate::socket::poll::poll(self.ctx, &entries, timeout_ms))
+            .guard(pin!(crate::socket::poll::poll(
+                self.ctx, &entries, timeout_ms
+            )))
             .await?)
     }
 
@@ -117,14 +120,14 @@ impl wit::Host for UsocketCtxView<'_> {
     ) -> Res<Vec<Addrinfo>> {
         let canceller = self.ctx.canceller();
         let found = canceller
-            .guard(getaddrinfo(
+            .guard(pin!(getaddrinfo(
                 &mut *self.ctx,
                 &host,
                 port,
                 family,
                 socktype,
                 proto,
-            ))
+            )))
             .await?;
         out(found.map(|list| {
             list.into_iter()
@@ -160,7 +163,11 @@ impl wit::HostSocket for UsocketCtxView<'_> {
 
     async fn accept(&mut self, this: Resource<Socket>) -> Res<(Resource<Socket>, Sockaddr)> {
         let sock = self.table.get_mut(&this)?;
-        let accepted = self.ctx.canceller().guard(sock.accept(self.ctx)).await?;
+        let accepted = self
+            .ctx
+            .canceller()
+            .guard(pin!(sock.accept(self.ctx)))
+            .await?;
         match accepted {
             Ok((conn, peer)) => Ok(Ok((self.table.push(conn)?, sockaddr(peer)))),
             Err(e) => out(Err(e)),
@@ -170,31 +177,31 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     async fn connect(&mut self, this: Resource<Socket>, addr: Sockaddr) -> Res<()> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.connect(self.ctx, &addr.address, addr.port);
-        out(self.ctx.canceller().guard(call).await?)
+        out(self.ctx.canceller().guard(pin!(call)).await?)
     }
 
     async fn send(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<u32> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.send(self.ctx, &data);
-        out(self.ctx.canceller().guard(call).await?.map(u32_len))
+        out(self.ctx.canceller().guard(pin!(call)).await?.map(u32_len))
     }
 
     async fn write(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<u32> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.write(self.ctx, &data);
-        out(self.ctx.canceller().guard(call).await?.map(u32_len))
+        out(self.ctx.canceller().guard(pin!(call)).await?.map(u32_len))
     }
 
     async fn send_to(&mut self, this: Resource<Socket>, data: Vec<u8>, addr: Sockaddr) -> Res<u32> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.send_to(self.ctx, &data, &addr.address, addr.port);
-        out(self.ctx.canceller().guard(call).await?.map(u32_len))
+        out(self.ctx.canceller().guard(pin!(call)).await?.map(u32_len))
     }
 
     async fn recv(&mut self, this: Resource<Socket>, max: u32, flags: i32) -> Res<Vec<u8>> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.recv(self.ctx, size(max), flags);
-        out(self.ctx.canceller().guard(call).await?)
+        out(self.ctx.canceller().guard(pin!(call)).await?)
     }
 
     async fn recv_from(
@@ -205,14 +212,14 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     ) -> Res<(Vec<u8>, Sockaddr)> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.recv_from(self.ctx, size(max), flags);
-        let got = self.ctx.canceller().guard(call).await?;
+        let got = self.ctx.canceller().guard(pin!(call)).await?;
         out(got.map(|(data, from)| (data, sockaddr(from))))
     }
 
     async fn read(&mut self, this: Resource<Socket>, n: Option<u32>) -> Res<Option<Vec<u8>>> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.read(self.ctx, n.map(size));
-        out(self.ctx.canceller().guard(call).await?)
+        out(self.ctx.canceller().guard(pin!(call)).await?)
     }
 
     async fn readline(
@@ -222,7 +229,7 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     ) -> Res<Option<Vec<u8>>> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.readline(self.ctx, limit.map(size));
-        out(self.ctx.canceller().guard(call).await?)
+        out(self.ctx.canceller().guard(pin!(call)).await?)
     }
 
     async fn readline_ahead(
@@ -233,13 +240,13 @@ impl wit::HostSocket for UsocketCtxView<'_> {
     ) -> Res<Option<(Vec<u8>, Vec<u8>)>> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.readline_ahead(self.ctx, limit.map(size), size(ahead));
-        out(self.ctx.canceller().guard(call).await?)
+        out(self.ctx.canceller().guard(pin!(call)).await?)
     }
 
     async fn read_ahead(&mut self, this: Resource<Socket>, max: u32) -> Res<Option<Vec<u8>>> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.read_ahead(self.ctx, size(max));
-        out(self.ctx.canceller().guard(call).await?)
+        out(self.ctx.canceller().guard(pin!(call)).await?)
     }
 
     async fn unread(&mut self, this: Resource<Socket>, data: Vec<u8>) -> Res<()> {
@@ -249,7 +256,7 @@ impl wit::HostSocket for UsocketCtxView<'_> {
 
     async fn close(&mut self, this: Resource<Socket>) -> wasmtime::Result<()> {
         let sock = self.table.get_mut(&this)?;
-        self.ctx.canceller().guard(sock.finish_tls()).await?;
+        self.ctx.canceller().guard(pin!(sock.finish_tls())).await?;
         sock.close();
         Ok(())
     }
@@ -299,7 +306,7 @@ impl wit::HostSocket for UsocketCtxView<'_> {
             key: params.key,
         };
         let call = sock.start_tls(self.ctx, params, handshake);
-        out(self.ctx.canceller().guard(call).await?)
+        out(self.ctx.canceller().guard(pin!(call)).await?)
     }
 
     async fn peer_certificate(&mut self, this: Resource<Socket>) -> Res<Option<Vec<u8>>> {
@@ -319,7 +326,7 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         // the guest is a deliberate close (a TLS stream ends with close_notify); a guest that
         // ends drops its table instead, and its TLS streams end without one.
         let mut sock = self.table.delete(this)?;
-        self.ctx.canceller().guard(sock.finish_tls()).await?;
+        self.ctx.canceller().guard(pin!(sock.finish_tls())).await?;
         sock.dropped_by_guest();
         Ok(())
     }

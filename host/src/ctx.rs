@@ -2,6 +2,7 @@
 //! (sockets, bytes, rate) and its cancellation switch; and the view a `Store`'s data gives the
 //! bindings.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -171,11 +172,17 @@ impl Canceller {
 
     /// Runs `call` unless or until the guest is cancelled; then the call is dropped (socket
     /// calls are cancel-safe: nothing received is lost) and the guest traps.
-    pub(crate) async fn guard<T>(&self, call: impl Future<Output = T>) -> wasmtime::Result<T> {
+    ///
+    /// The call comes pinned where the caller keeps it, so that this future holds only a
+    /// reference to it: host futures are boxed and moved whole, and a socket call's is about
+    /// a kilobyte.
+    pub(crate) async fn guard<F: Future>(
+        &self,
+        mut call: Pin<&mut F>,
+    ) -> wasmtime::Result<F::Output> {
         if self.is_cancelled() {
             return Err(cancelled_error());
         }
-        let mut call = std::pin::pin!(call);
         // Most calls finish at their first poll (a send with room, data already here): they
         // need no place in the notifier's list of waiters, which takes its lock twice.
         if let Poll::Ready(out) =
