@@ -1,6 +1,7 @@
 //! `BufRead` (`read_line`, `read_until`, `fill_buf`/`consume`) over the guest library's read-ahead,
 //! end to end, mixed with `readline`, `recv`, `poll`, `Read`, partial lines under timeouts and
-//! non-blocking mode, invalid UTF-8, long lines, and reset on close with read-ahead unread.
+//! non-blocking mode, invalid UTF-8, long lines, and reset on close with read-ahead unread;
+//! the library's wasm SIMD line scans checked inside a guest, and `select::Poll`'s bookkeeping.
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use usocket_tests::{Options, run};

@@ -490,14 +490,27 @@ impl Stream {
         }
     }
 
-    /// [`Stream::ensure_peer`] for the reads that answer "nothing available" with `None`
-    /// (`read`, `readline`): `Ok(false)` while a non-blocking connect is pending.
+    /// [`Stream::ensure_peer`] for the calls that answer "nothing done" while a non-blocking
+    /// connect is pending (`write`, and the reads through [`Stream::start_read`]):
+    /// `Ok(false)` then.
     async fn has_peer(&mut self, ctx: &UsocketCtx, deadline: Deadline) -> SockResult<bool> {
         match self.ensure_peer(ctx, deadline).await {
             Ok(()) => Ok(true),
             Err(Errno::EAGAIN) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The start of `read`, `readline` and `read_ahead`: their deadline, the connection there
+    /// and its receive queue settled; `None` while a non-blocking connect is pending (they
+    /// answer "nothing available").
+    async fn start_read(&mut self, ctx: &UsocketCtx) -> SockResult<Option<Deadline>> {
+        let deadline = self.timeout.deadline();
+        if !self.has_peer(ctx, deadline).await? {
+            return Ok(None);
+        }
+        self.connection()?.1.settle();
+        Ok(Some(deadline))
     }
 
     /// `recv`: up to `max` bytes as they come (`b""` at end of stream). Bytes from the
@@ -661,11 +674,9 @@ impl Stream {
         ctx: &UsocketCtx,
         n: Option<usize>,
     ) -> SockResult<Option<Vec<u8>>> {
-        let deadline = self.timeout.deadline();
-        if !self.has_peer(ctx, deadline).await? {
+        let Some(deadline) = self.start_read(ctx).await? else {
             return Ok(None);
-        }
-        self.connection()?.1.settle();
+        };
         loop {
             let (_, rx) = self.connection()?;
             let queued = rx.len();
@@ -697,11 +708,9 @@ impl Stream {
         ctx: &UsocketCtx,
         limit: Option<usize>,
     ) -> SockResult<Option<Vec<u8>>> {
-        let deadline = self.timeout.deadline();
-        if !self.has_peer(ctx, deadline).await? {
+        let Some(deadline) = self.start_read(ctx).await? else {
             return Ok(None);
-        }
-        self.connection()?.1.settle();
+        };
         let limit = limit.unwrap_or(usize::MAX);
         // Bytes already searched for a newline, so each byte is scanned once per call.
         let mut scanned = 0;
@@ -754,11 +763,9 @@ impl Stream {
         ctx: &UsocketCtx,
         max: usize,
     ) -> SockResult<Option<Vec<u8>>> {
-        let deadline = self.timeout.deadline();
-        if !self.has_peer(ctx, deadline).await? {
+        let Some(deadline) = self.start_read(ctx).await? else {
             return Ok(None);
-        }
-        self.connection()?.1.settle();
+        };
         loop {
             let (_, rx) = self.connection()?;
             if rx.len() > 0 {
