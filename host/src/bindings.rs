@@ -25,12 +25,13 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 
-use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
 use crate::addr;
 use crate::ctx::{UsocketCtxView, UsocketView};
 use crate::errno::{Errno, SockResult};
 use crate::socket::getaddrinfo::getaddrinfo;
+use crate::socket::poll::PollSet;
 use crate::socket::{OptValue, Socket};
 
 wasmtime::component::bindgen!({
@@ -91,22 +92,48 @@ fn u32_len(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// A `poll` call's sockets as the guest's handles name them; a handle that is not a socket
+/// traps, as in any call.
+struct TableSet<'a> {
+    table: &'a mut ResourceTable,
+    sockets: &'a [(Resource<Socket>, u32)],
+}
+
+impl PollSet for TableSet<'_> {
+    type Error = ResourceTableError;
+    fn len(&self) -> usize {
+        self.sockets.len()
+    }
+    fn for_each_mut(&mut self, mut f: impl FnMut(&mut Socket, u32)) -> Result<(), Self::Error> {
+        for (res, mask) in self.sockets {
+            f(self.table.get_mut(res)?, *mask);
+        }
+        Ok(())
+    }
+    fn shared(&self) -> Result<Vec<(&Socket, u32)>, Self::Error> {
+        self.sockets
+            .iter()
+            .map(|(res, mask)| Ok((self.table.get(res)?, *mask)))
+            .collect()
+    }
+}
+
 impl wit::Host for UsocketCtxView<'_> {
     async fn poll(
         &mut self,
         sockets: Vec<(Resource<Socket>, u32)>,
         timeout_ms: i32,
     ) -> Res<Vec<u32>> {
-        let mut entries = Vec::with_capacity(sockets.len());
-        for (res, mask) in &sockets {
-            entries.push((self.table.get(res)?, *mask));
-        }
         let canceller = self.ctx.canceller();
+        let mut set = TableSet {
+            table: self.table,
+            sockets: &sockets,
+        };
         out(canceller
             .guard(pin!(crate::socket::poll::poll(
-                self.ctx, &entries, timeout_ms
+                self.ctx, &mut set, timeout_ms
             )))
-            .await?)
+            .await??)
     }
 
     async fn getaddrinfo(

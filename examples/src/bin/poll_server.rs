@@ -169,17 +169,17 @@ fn service(client: &mut Client, poller: &mut select::Poll, revents: u32) -> usoc
         flush(client)?;
     }
     if revents & POLLIN != 0 && client.pending.is_empty() {
-        // Echo every line that is already here. A non-blocking `readline` returns a line, or
-        // the part of one received so far (echoed as it is: the stream stays the same), or
-        // None when nothing is queued.
-        while client.pending.is_empty() {
-            match client.sock.readline()? {
-                None => break,
-                Some(line) if line.is_empty() => return Ok(true), // end of stream
-                Some(line) => {
-                    client.pending = line;
-                    flush(client)?;
-                }
+        // Echo one line. A non-blocking `readline` returns a line, or the part of one
+        // received so far (echoed as it is: the stream stays the same), or None when nothing
+        // is queued. Lines already received after it keep the socket readable, so the next
+        // `poll` reports it again at once; reading on until None would mostly end in a read
+        // that finds nothing.
+        match client.sock.readline()? {
+            None => {}
+            Some(line) if line.is_empty() => return Ok(true), // end of stream
+            Some(line) => {
+                client.pending = line;
+                flush(client)?;
             }
         }
     } else if revents & (POLLERR | POLLHUP | POLL_CLOSED) != 0 && revents & POLLIN == 0 {

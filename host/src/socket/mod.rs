@@ -448,6 +448,18 @@ impl Socket {
         each_kind!(&self.0, s => s.revents(mask))
     }
 
+    /// `poll`'s look at this socket for `mask`: its revents now, after taking what a look
+    /// can take. A listener asked for POLLIN admits its pending connections first (see
+    /// [`Socket::admit_pending`]); a plain connection the reactor saw become readable reads
+    /// the kernel's bytes into the host (see [`stream::Stream::prefetch`]).
+    pub(crate) fn look(&mut self, ctx: &UsocketCtx, mask: u32) -> u32 {
+        self.admit_pending(ctx, mask);
+        if let Inner::Stream(s) = &mut self.0 {
+            s.prefetch(ctx, mask);
+        }
+        self.revents(mask)
+    }
+
     /// Before [`Socket::revents`] in `poll`: a listener asked for POLLIN takes its pending
     /// connections from the kernel and keeps only those the policy admits, so that it is
     /// readable only when `accept` has a connection to give.

@@ -383,6 +383,16 @@ impl Os {
         }
     }
 
+    /// Whether the reactor has seen the socket readable (or in error) since a read last
+    /// found it drained. Its word can be stale (an event taken in after a read that already
+    /// took the event's bytes); only a syscall can tell.
+    pub(crate) fn seen_readable(&self) -> bool {
+        matches!(
+            self.cached(with_errors(Interest::READABLE)),
+            Cached::Seen(_)
+        )
+    }
+
     /// Counts a syscall's outcome for the unit tests (nothing otherwise).
     fn note<R>(&self, result: &io::Result<R>) {
         #[cfg(test)]

@@ -66,6 +66,11 @@ impl RxQueue {
         self.len() > 0 || self.error.is_some()
     }
 
+    /// Whether an error waits to be reported (after the queued bytes).
+    pub(crate) fn has_error(&self) -> bool {
+        self.error.is_some()
+    }
+
     pub(crate) fn is_eof(&self) -> bool {
         self.eof
     }

@@ -16,11 +16,14 @@
 //! `write()` are one host call each and a timed-out read loses nothing.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Mutex;
+use std::task::{Context, Waker};
 
 use rustix::net::RecvFlags;
-use usocket_abi::{POLL_CLOSED, POLLIN, POLLOUT};
+use usocket_abi::{POLL_CLOSED, POLLERR, POLLIN, POLLOUT};
 
 use super::os::{Deadline, Kind, Look, OptValue, Os, Timeout};
 use super::rx_queue::RxQueue;
@@ -1066,6 +1069,29 @@ impl Stream {
         self.os()?.set_option(Kind::Stream, level, option, value)
     }
 
+    /// Before [`Stream::revents`] in `poll`, for a plain connection asked for POLLIN with
+    /// nothing queued in the host: when the reactor saw it become readable, reads what the
+    /// kernel holds into the queue (non-blocking, as any read: quota, rate and buffer limits
+    /// hold). That syscall replaces the one that would only confirm the reactor's word, and
+    /// the guest's read that follows takes the bytes without another; a read that finds
+    /// nothing clears the stale readiness (the next look answers without a syscall). TLS
+    /// connections, a loan outstanding, or an end or error already queued: nothing to do.
+    pub(super) fn prefetch(&mut self, ctx: &UsocketCtx, mask: u32) {
+        if mask & POLLIN == 0 {
+            return;
+        }
+        let Ok((os, rx)) = self.connection() else {
+            return;
+        };
+        if rx.tls.is_some() || rx.has_unread() || rx.is_finished() || !os.seen_readable() {
+            return;
+        }
+        // A non-blocking fill finishes at its first poll (it never waits for readiness,
+        // time or tokens); if it ever did not, dropping it here moves no bytes.
+        let fill = pin!(self.fill(ctx, READ_CHUNK, Deadline::Now));
+        let _ = fill.poll(&mut Context::from_waker(Waker::noop()));
+    }
+
     /// The kernel's revents, plus POLLIN for what the queue holds. A listener's POLLIN is
     /// for admitted connections only (see [`Stream::admit_pending`]), never the kernel's.
     pub(super) fn revents(&self, mask: u32) -> u32 {
@@ -1096,7 +1122,10 @@ impl Stream {
                 if mask & POLLIN != 0
                     && (rx.has_news() || rx.tls.as_ref().is_some_and(|t| t.has_news())) =>
             {
-                os.revents(mask & !POLLIN) | POLLIN
+                // An error the host took from the kernel (say, a reset after the last bytes)
+                // is POLLERR until a read reports it, as the kernel's own would be.
+                let held_error = if rx.has_error() { POLLERR } else { 0 };
+                os.revents(mask & !POLLIN) | POLLIN | held_error
             }
             State::Listening(os, admitted) => {
                 let kernel = os.revents(mask & !POLLIN);
@@ -1118,6 +1147,12 @@ impl Stream {
             State::Connected(os, rx) if rx.tls.as_ref().is_some_and(|t| t.waits_to_read()) => {
                 os.readiness(handshake_mask(mask), || self.revents(mask) != 0)
                     .await;
+            }
+            // Any event is news for `poll`'s next look, which reads (see `prefetch`) or asks
+            // the kernel and so clears a stale readiness: no syscall here to confirm it first.
+            // (A closed side's lasting readiness is POLLIN to this mask: the end of stream.)
+            State::Connected(os, rx) if rx.tls.is_none() && mask & POLLIN != 0 => {
+                os.readiness(mask, || true).await;
             }
             state => {
                 if let Ok(os) = state.os() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use usocket_abi::{AF_INET, IPPROTO_SEC, POLLIN, SOCK_STREAM};
 use usocket_test_pki::{Ca, Leaf, client_config, server_config};
 
+use super::tests::poll_on;
 use super::*;
 use crate::policy::Policy;
 use crate::tls::TlsConfig;
@@ -336,7 +337,9 @@ async fn non_blocking_tls_moves_on_with_poll() {
                 Err(e) => panic!("send: {e:?}"),
             }
         }
-        let ready = poll::poll(&ctx, &[(&sock, POLLIN)], 100).await.unwrap();
+        let ready = poll_on(&ctx, &mut [(&mut sock, POLLIN)], 100)
+            .await
+            .unwrap();
         if ready[0] & POLLIN != 0 {
             match sock.recv(&ctx, 100, 0).await {
                 Ok(data) => line.extend_from_slice(&data),
