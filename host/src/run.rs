@@ -9,11 +9,10 @@
 //! for a whole epoch tick (10 ms) without waiting in a socket call yields at the tick, so it
 //! cannot starve the others (one that waited since the last tick already gave its thread up,
 //! and goes on: a forced yield would cost it a fiber switch out and back per request under
-//! load; so a guest computes for at most two ticks between yields). (A spinning guest is a
-//! task that is always ready again; tokio polls for I/O only every `event_interval` task polls,
-//! 61 by default, so hosts that expect CPU-bound guests should build their runtime with a
-//! small `event_interval` to keep the other guests' wake-ups prompt; the runner's own workers
-//! poll for I/O after every task poll.)
+//! load; so a guest computes for at most two ticks between yields). It yields with tokio's
+//! `yield_now`, which runs it again only after the runtime has polled for I/O, so the guests
+//! it kept waiting see their wake-ups first on any tokio runtime, whatever its
+//! `event_interval`.
 //!
 //! For many guests, [`Runner::spawn`] is the default way: it runs each guest on one of the
 //! runner's worker threads (one per core unless [`RunnerConfig::workers`] says otherwise),
@@ -469,11 +468,14 @@ impl Admitted {
         // other guests. One that waited in a socket call since the last tick already gave
         // the thread up: making it yield again would cost a switch out of its fiber and
         // back per request.
+        // It yields with tokio's `yield_now`, which reschedules it only after the runtime
+        // has polled for I/O: the guests its spinning kept waiting see their wake-ups first,
+        // whatever the runtime's `event_interval`.
         store.epoch_deadline_callback(|cx| {
             Ok(if cx.data().usocket.canceller().take_waited() {
                 UpdateDeadline::Continue(1)
             } else {
-                UpdateDeadline::Yield(1)
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
             })
         });
         Ok(Started {
@@ -559,13 +561,11 @@ impl Workers {
         let workers = (0..count)
             .map(|i| {
                 // Without a runtime, no guest could ever run: nothing to go on with.
+                // tokio's default `event_interval` (61): under load a worker polls for I/O
+                // once per batch of guests it ran, not after each (an `epoll_wait` per
+                // request); a spinning guest's yields let the driver run first (see `start`).
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    // A guest spinning in wasm is a task ready again after each epoch tick
-                    // (10 ms); with tokio's default of polling for I/O every 61 task polls,
-                    // the others' wake-ups would wait 0.6 s beside it. Polling every time
-                    // cost no measurable echo throughput.
-                    .event_interval(1)
                     .build()
                     .expect("a tokio runtime for a usocket worker");
                 let handle = runtime.handle().clone();

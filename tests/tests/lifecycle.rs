@@ -113,11 +113,11 @@ async fn socket_quota_gives_enomem_at_once_and_slots_come_back() {
 
 /// `spinner` is a probe command that computes forever.
 fn spinner_does_not_starve_another_on_the_same_thread(spinner: &'static str) {
-    // One runtime thread: only epoch yields let the echo guest make progress. A spinner is a
-    // task that is always ready again, so tokio must check for I/O after every task poll
-    // (`event_interval(1)`) or the echo guest's wake-ups wait 61 ticks (see run.rs docs).
+    // One runtime thread, with tokio's default `event_interval` (61): only epoch yields let
+    // the echo guest make progress. A spinner is a task that is always ready again; its
+    // yields must let the runtime poll for I/O first, or the echo guest's wake-ups would
+    // wait 61 ticks (0.6 s) each (see run.rs docs).
     let rt = tokio::runtime::Builder::new_current_thread()
-        .event_interval(1)
         .enable_all()
         .build()
         .unwrap();
