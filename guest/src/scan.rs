@@ -48,6 +48,16 @@ pub(crate) fn append_line(s: &[u8], buf: &mut String) -> Option<(usize, bool)> {
     }
 }
 
+/// `s` through its first `byte`, in a new `Vec` of exactly that length (`None`: no `byte`):
+/// found and copied in one call.
+#[inline]
+pub(crate) fn copy_through(byte: u8, s: &[u8]) -> Option<Vec<u8>> {
+    #[cfg(target_arch = "wasm32")]
+    return simd::copy_through(byte, s);
+    #[cfg(not(target_arch = "wasm32"))]
+    word::scan(byte, s).map(|(at, _)| s[..=at].to_vec())
+}
+
 /// `s` in a new `Vec` of exactly its length.
 pub(crate) fn to_vec(s: &[u8]) -> Vec<u8> {
     #[cfg(target_arch = "wasm32")]
@@ -68,7 +78,15 @@ mod simd {
 
     #[target_feature(enable = "simd128")]
     pub(super) fn find_byte(byte: u8, s: &[u8]) -> Option<usize> {
-        scan(byte, s).map(|(at, _)| at)
+        find(byte, s)
+    }
+
+    #[target_feature(enable = "simd128")]
+    pub(super) fn copy_through(byte: u8, s: &[u8]) -> Option<Vec<u8>> {
+        let n = find(byte, s)? + 1;
+        let mut v = Vec::with_capacity(n);
+        extend(&mut v, &s[..n]);
+        Some(v)
     }
 
     #[target_feature(enable = "simd128")]
@@ -89,6 +107,26 @@ mod simd {
         let mut v = Vec::with_capacity(s.len());
         extend(&mut v, s);
         v
+    }
+
+    /// The position of the first `byte` in `s` (the scan without its ASCII check).
+    #[inline(always)]
+    fn find(byte: u8, s: &[u8]) -> Option<usize> {
+        let needle = u8x16_splat(byte);
+        let mut at = 0;
+        let mut chunks = s.chunks_exact(16);
+        for chunk in &mut chunks {
+            // SAFETY: `chunk` is 16 readable bytes; `v128_load` needs no alignment.
+            #[allow(unsafe_code)]
+            let v = unsafe { v128_load(chunk.as_ptr().cast::<v128>()) };
+            let found = u8x16_bitmask(u8x16_eq(v, needle));
+            if found != 0 {
+                return Some(at + found.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        let i = chunks.remainder().iter().position(|&b| b == byte)?;
+        Some(at + i)
     }
 
     /// The position of the first `byte` in `s`, and whether every byte before it is ASCII.
@@ -194,6 +232,11 @@ pub fn self_check() {
             }
             let want = s.iter().position(|&b| b == b'\n');
             assert_eq!(find_byte(b'\n', &s), want, "len {len}, at {at}");
+            assert_eq!(
+                copy_through(b'\n', &s),
+                want.map(|i| s[..=i].to_vec()),
+                "copy, len {len}, at {at}"
+            );
         }
     }
     assert_eq!(find_byte(0xff, b"abcdefgh\xffij"), Some(8));

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use crate::addr::{self, AddrArg, SockAddr};
 use crate::bindings::usocket::net::usocket as wit;
 use crate::error::{OSError, Result};
-use crate::scan::{append_line, find_byte, to_vec};
+use crate::scan::{append_line, copy_through, find_byte, to_vec};
 use crate::{SOCK_DGRAM, errno};
 
 /// MicroPython's default `listen()` backlog.
@@ -192,13 +192,12 @@ impl Ahead {
     fn take_line(&mut self, limit: Option<usize>) -> Option<Vec<u8>> {
         let rest = self.rest();
         let window = &rest[..rest.len().min(limit.unwrap_or(usize::MAX))];
-        let n = match find_byte(b'\n', window) {
-            Some(i) => i + 1,
-            None if Some(window.len()) == limit => window.len(),
+        let line = match copy_through(b'\n', window) {
+            Some(line) => line,
+            None if Some(window.len()) == limit => to_vec(window),
             None => return None,
         };
-        let line = to_vec(&window[..n]);
-        self.pos += n;
+        self.pos += line.len();
         Some(line)
     }
 }
