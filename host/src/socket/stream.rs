@@ -175,6 +175,11 @@ impl std::ops::DerefMut for Rx {
 /// kernel (a non-blocking write can leave some).
 const TLS_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The most bytes a look of `poll` takes into the host for a readable connection (see
+/// [`Stream::prefetch`]): a request or a line, as a rule; a larger message's rest comes with
+/// the guest's read.
+const PREFETCH: usize = 16 * 1024;
+
 /// The most connections a listener keeps admitted ahead of `accept`: one is enough to say
 /// "readable", and each holds a descriptor outside the socket quota until accepted.
 const MAX_ADMITTED: usize = 1;
@@ -1070,12 +1075,14 @@ impl Stream {
     }
 
     /// Before [`Stream::revents`] in `poll`, for a plain connection asked for POLLIN with
-    /// nothing queued in the host: when the reactor saw it become readable, reads what the
-    /// kernel holds into the queue (non-blocking, as any read: quota, rate and buffer limits
-    /// hold). That syscall replaces the one that would only confirm the reactor's word, and
-    /// the guest's read that follows takes the bytes without another; a read that finds
-    /// nothing clears the stale readiness (the next look answers without a syscall). TLS
-    /// connections, a loan outstanding, or an end or error already queued: nothing to do.
+    /// nothing queued in the host: when the reactor saw it become readable, reads up to
+    /// [`PREFETCH`] bytes of what the kernel holds into the queue (non-blocking, as any read:
+    /// quota, rate and buffer limits hold). That syscall replaces the one that would only
+    /// confirm the reactor's word, and the guest's read that follows takes the bytes without
+    /// another; a read that finds nothing clears the stale readiness (the next look answers
+    /// without a syscall). TLS connections, a loan outstanding, or an end or error already
+    /// queued: nothing to do. Nor when the buffer limits leave less than twice [`PREFETCH`]:
+    /// what `poll` takes never leaves the guest's own reads without room (ENOBUFS).
     pub(super) fn prefetch(&mut self, ctx: &UsocketCtx, mask: u32) {
         if mask & POLLIN == 0 {
             return;
@@ -1083,12 +1090,17 @@ impl Stream {
         let Ok((os, rx)) = self.connection() else {
             return;
         };
-        if rx.tls.is_some() || rx.has_unread() || rx.is_finished() || !os.seen_readable() {
+        if rx.tls.is_some()
+            || rx.has_unread()
+            || rx.is_finished()
+            || ctx.quota().buffer_room(rx.held()) < 2 * PREFETCH
+            || !os.seen_readable()
+        {
             return;
         }
         // A non-blocking fill finishes at its first poll (it never waits for readiness,
         // time or tokens); if it ever did not, dropping it here moves no bytes.
-        let fill = pin!(self.fill(ctx, READ_CHUNK, Deadline::Now));
+        let fill = pin!(self.fill(ctx, PREFETCH, Deadline::Now));
         let _ = fill.poll(&mut Context::from_waker(Waker::noop()));
     }
 

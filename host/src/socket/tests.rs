@@ -966,6 +966,52 @@ async fn a_poll_that_finds_data_reads_it_with_its_one_syscall() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_poll_reads_ahead_never_leaves_the_guests_reads_without_room() {
+    const MESSAGE: usize = 20 * 1024;
+    let ctx = ctx_with(crate::Limits {
+        max_buffered_total: 48 * 1024,
+        ..crate::Limits::default()
+    });
+    let mut socks = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..3u8 {
+        let (sock, mut peer) = connected(&ctx).await;
+        peer.write_all(&[b'a' + i; MESSAGE]).unwrap();
+        socks.push(sock);
+        peers.push(peer);
+    }
+    let [a, b, c] = &mut socks[..] else {
+        unreachable!()
+    };
+    // Every connection is readable; the looks take what they may of the 48 KiB.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut set = [(&mut *a, POLLIN), (&mut *b, POLLIN), (&mut *c, POLLIN)];
+        let revents = poll_on(&ctx, &mut set, 5000).await.unwrap();
+        if revents == [POLLIN; 3] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "revents {revents:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Each whole message can still be read, in order, whatever poll took of it.
+    for (i, sock) in socks.iter_mut().enumerate() {
+        sock.set_timeout(Some(5.0)).unwrap();
+        let got = sock
+            .read(&ctx, Some(MESSAGE))
+            .await
+            .map(|d| d.unwrap_or_default());
+        let want = b'a' + i as u8;
+        assert!(
+            got.as_ref()
+                .is_ok_and(|d| d.len() == MESSAGE && d.iter().all(|&b| b == want)),
+            "connection {i}: {:?}",
+            got.map(|d| d.len())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_write_that_fills_the_buffer_makes_no_failing_send() {
     use std::io::Read;
     use usocket_abi::{SO_SNDBUF, SOL_SOCKET};
