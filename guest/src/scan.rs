@@ -109,29 +109,22 @@ mod simd {
         v
     }
 
-    /// The position of the first `byte` in `s` (the scan without its ASCII check).
+    /// The position of the first `byte` in `s`.
     #[inline(always)]
     fn find(byte: u8, s: &[u8]) -> Option<usize> {
-        let needle = u8x16_splat(byte);
-        let mut at = 0;
-        let mut chunks = s.chunks_exact(16);
-        for chunk in &mut chunks {
-            // SAFETY: `chunk` is 16 readable bytes; `v128_load` needs no alignment.
-            #[allow(unsafe_code)]
-            let v = unsafe { v128_load(chunk.as_ptr().cast::<v128>()) };
-            let found = u8x16_bitmask(u8x16_eq(v, needle));
-            if found != 0 {
-                return Some(at + found.trailing_zeros() as usize);
-            }
-            at += 16;
-        }
-        let i = chunks.remainder().iter().position(|&b| b == byte)?;
-        Some(at + i)
+        scan_checking::<false>(byte, s).map(|(at, _)| at)
     }
 
     /// The position of the first `byte` in `s`, and whether every byte before it is ASCII.
     #[inline(always)]
     fn scan(byte: u8, s: &[u8]) -> Option<(usize, bool)> {
+        scan_checking::<true>(byte, s)
+    }
+
+    /// The position of the first `byte` in `s`, and, when `ASCII` asks for the check (else
+    /// `true`, and the check costs nothing), whether every byte before it is ASCII.
+    #[inline(always)]
+    fn scan_checking<const ASCII: bool>(byte: u8, s: &[u8]) -> Option<(usize, bool)> {
         let needle = u8x16_splat(byte);
         let mut high = u8x16_splat(0); // every byte passed so far, or-ed
         let mut at = 0;
@@ -143,16 +136,22 @@ mod simd {
             let found = u8x16_bitmask(u8x16_eq(v, needle));
             if found != 0 {
                 let i = found.trailing_zeros();
+                if !ASCII {
+                    return Some((at + i as usize, true));
+                }
                 // The high bits of the bytes before the match (i is at most 15).
                 let before = u32::from(u8x16_bitmask(v)) & ((1u32 << i) - 1);
                 return Some((at + i as usize, u8x16_bitmask(high) == 0 && before == 0));
             }
-            high = v128_or(high, v);
+            if ASCII {
+                high = v128_or(high, v);
+            }
             at += 16;
         }
         let tail = chunks.remainder();
         let i = tail.iter().position(|&b| b == byte)?;
-        Some((at + i, u8x16_bitmask(high) == 0 && tail[..i].is_ascii()))
+        let ascii = !ASCII || u8x16_bitmask(high) == 0 && tail[..i].is_ascii();
+        Some((at + i, ascii))
     }
 
     /// `dst.extend_from_slice(src)`, with v128 moves for a short `src`.
