@@ -375,8 +375,24 @@ impl Runner {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the process cannot start a single worker thread (out of threads or descriptors)
+    /// and the caller is not in a tokio runtime either, which could run a task that reports
+    /// it. (Workers that could not start are left out; in a runtime, the handle yields the
+    /// error.)
     pub fn spawn(&self, component: &Component, guest: Guest) -> JoinHandle<wasmtime::Result<i32>> {
-        let worker = self.shared.workers().least_busy();
+        let Some(worker) = self.shared.workers().least_busy() else {
+            let error = wasmtime::Error::msg(
+                "the runner could not start a worker thread (the process is out of threads \
+                 or file descriptors; see the log)",
+            );
+            match tokio::runtime::Handle::try_current() {
+                Ok(here) => return here.spawn(async move { Err(error) }),
+                Err(_) => panic!("usocket Runner::spawn: {error}"),
+            }
+        };
         // Set up here, so that the task holds only the guest's `Store` while it runs.
         let started = self
             .admit()
@@ -556,31 +572,16 @@ impl Shared {
 }
 
 impl Workers {
+    /// Starts up to `count` workers; one that cannot start (no runtime: out of descriptors;
+    /// no thread) is left out, with an error in the log.
     fn start(count: usize) -> Workers {
         let (stop, stopped) = tokio::sync::watch::channel(());
         let workers = (0..count)
-            .map(|i| {
-                // Without a runtime, no guest could ever run: nothing to go on with.
-                // tokio's default `event_interval` (61): under load a worker polls for I/O
-                // once per batch of guests it ran, not after each (an `epoll_wait` per
-                // request); a spinning guest's yields let the driver run first (see `start`).
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a tokio runtime for a usocket worker");
-                let handle = runtime.handle().clone();
-                let mut stopped = stopped.clone();
-                thread::Builder::new()
-                    .name(format!("usocket-worker-{i}"))
-                    .spawn(move || {
-                        // Drives this worker's guests until the runner is dropped; dropping
-                        // the runtime then drops the guests left (and their sockets).
-                        runtime.block_on(async { while stopped.changed().await.is_ok() {} });
-                    })
-                    .expect("a usocket worker thread");
-                Worker {
-                    handle,
-                    live: Arc::new(AtomicUsize::new(0)),
+            .filter_map(|i| match Worker::start(i, stopped.clone()) {
+                Ok(worker) => Some(worker),
+                Err(e) => {
+                    tracing::error!("usocket worker {i} could not start: {e}");
+                    None
                 }
             })
             .collect();
@@ -590,11 +591,36 @@ impl Workers {
         }
     }
 
-    fn least_busy(&self) -> &Worker {
+    /// The worker with the fewest guests; `None` if none could start.
+    fn least_busy(&self) -> Option<&Worker> {
         self.workers
             .iter()
             .min_by_key(|w| w.live.load(Ordering::Relaxed))
-            .expect("at least one worker")
+    }
+}
+
+impl Worker {
+    /// Worker `i`: a thread driving a current-thread runtime until `stopped` changes or
+    /// closes.
+    fn start(i: usize, mut stopped: tokio::sync::watch::Receiver<()>) -> std::io::Result<Worker> {
+        // tokio's default `event_interval` (61): under load a worker polls for I/O once per
+        // batch of guests it ran, not after each (an `epoll_wait` per request); a spinning
+        // guest's yields let the driver run first (see its epoch callback).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        thread::Builder::new()
+            .name(format!("usocket-worker-{i}"))
+            .spawn(move || {
+                // Drives this worker's guests until the runner is dropped; dropping the
+                // runtime then drops the guests left (and their sockets).
+                runtime.block_on(async { while stopped.changed().await.is_ok() {} });
+            })?;
+        Ok(Worker {
+            handle,
+            live: Arc::new(AtomicUsize::new(0)),
+        })
     }
 }
 
@@ -659,3 +685,34 @@ fn pooling(max_guests: usize) -> PoolingAllocationConfig {
 
 /// wasmtime's default memory reservation on 64-bit hosts, which the pool's slots use.
 const MEMORY_RESERVATION: usize = 4 << 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Policy;
+
+    /// An empty component: the binary format's header alone.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[tokio::test]
+    async fn a_runner_whose_workers_could_not_start_fails_the_guest_not_the_process() {
+        let runner = Runner::with_config(RunnerConfig {
+            max_guests: Some(4),
+            ..RunnerConfig::default()
+        })
+        .unwrap();
+        // As if the process could not start a single worker thread.
+        assert!(runner.shared.workers.set(Workers::start(0)).is_ok());
+        let component = runner.compile(EMPTY_COMPONENT).unwrap();
+        let guest = Guest {
+            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            usocket: UsocketCtx::new("guest", Arc::new(Policy::deny_all())),
+            time_limit: None,
+        };
+        let err = runner.spawn(&component, guest).await.unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("could not start a worker thread"),
+            "{err}"
+        );
+    }
+}
