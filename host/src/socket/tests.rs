@@ -948,8 +948,8 @@ async fn a_poll_that_finds_data_reads_it_with_its_one_syscall() {
             "a drained connection asked the kernel"
         );
     }
-    // Bytes the poll took count for the receive quota and reach the guest in order, across
-    // reads of any size; the end of stream after them is POLLIN, then b"".
+    // Bytes the poll took reach the guest in order, across reads of any size; the end of
+    // stream after them is POLLIN, then b"".
     peer.write_all(b"0123456789").unwrap();
     drop(peer);
     assert_eq!(
