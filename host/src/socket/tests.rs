@@ -565,6 +565,39 @@ async fn received_bytes_count_once_against_the_receive_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_poll_reads_counts_against_the_receive_quota_and_stays_within_it() {
+    let ctx = ctx_with(crate::Limits {
+        max_bytes_received: Some(100),
+        ..crate::Limits::default()
+    });
+    let received = || {
+        ctx.stats()
+            .bytes_received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (mut sock, mut peer) = connected(&ctx).await;
+    peer.write_all(&[b'x'; 300]).unwrap();
+    assert_eq!(
+        poll_on(&ctx, &mut [(&mut sock, POLLIN)], 5000).await,
+        Ok(vec![POLLIN])
+    );
+    assert!(received() <= 100, "the poll took {} bytes", received());
+    sock.set_timeout(Some(0.0)).unwrap();
+    let mut got = 0;
+    for _ in 0..100 {
+        match sock.recv(&ctx, 1000, 0).await {
+            Ok(d) if d.is_empty() => break,
+            Ok(d) => got += d.len(),
+            Err(Errno::ENOMEM) => break,
+            Err(Errno::EAGAIN) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => panic!("recv after {got} bytes: {e:?}"),
+        }
+    }
+    assert_eq!(got, 100, "the quota's bytes, no more, no fewer");
+    assert_eq!(received(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_write_goes_out_no_faster_than_the_bucket_allows() {
     let ctx = ctx_with(crate::Limits {
         rate: Some(1000),
