@@ -48,14 +48,14 @@ pub(crate) fn append_line(s: &[u8], buf: &mut String) -> Option<(usize, bool)> {
     }
 }
 
-/// `s` through its first `byte`, in a new `Vec` of exactly that length (`None`: no `byte`):
-/// found and copied in one call.
+/// `s` through its first `BYTE`, in a new `Vec` of exactly that length (`None`: no `BYTE`):
+/// found and copied in one call. (A constant byte is a constant vector in the compiled loop.)
 #[inline]
-pub(crate) fn copy_through(byte: u8, s: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn copy_through<const BYTE: u8>(s: &[u8]) -> Option<Vec<u8>> {
     #[cfg(target_arch = "wasm32")]
-    return simd::copy_through(byte, s);
+    return simd::copy_through::<BYTE>(s);
     #[cfg(not(target_arch = "wasm32"))]
-    word::scan(byte, s).map(|(at, _)| s[..=at].to_vec())
+    word::scan(BYTE, s).map(|(at, _)| s[..=at].to_vec())
 }
 
 /// `s` in a new `Vec` of exactly its length.
@@ -82,8 +82,8 @@ mod simd {
     }
 
     #[target_feature(enable = "simd128")]
-    pub(super) fn copy_through(byte: u8, s: &[u8]) -> Option<Vec<u8>> {
-        let n = find(byte, s)? + 1;
+    pub(super) fn copy_through<const BYTE: u8>(s: &[u8]) -> Option<Vec<u8>> {
+        let n = find(BYTE, s)? + 1;
         let mut v = Vec::with_capacity(n);
         extend(&mut v, &s[..n]);
         Some(v)
@@ -232,7 +232,7 @@ pub fn self_check() {
             let want = s.iter().position(|&b| b == b'\n');
             assert_eq!(find_byte(b'\n', &s), want, "len {len}, at {at}");
             assert_eq!(
-                copy_through(b'\n', &s),
+                copy_through::<b'\n'>(&s),
                 want.map(|i| s[..=i].to_vec()),
                 "copy, len {len}, at {at}"
             );

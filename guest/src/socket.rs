@@ -192,7 +192,7 @@ impl Ahead {
     fn take_line(&mut self, limit: Option<usize>) -> Option<Vec<u8>> {
         let rest = self.rest();
         let window = &rest[..rest.len().min(limit.unwrap_or(usize::MAX))];
-        let line = match copy_through(b'\n', window) {
+        let line = match copy_through::<b'\n'>(window) {
             Some(line) => line,
             None if Some(window.len()) == limit => to_vec(window),
             None => return None,
@@ -569,12 +569,19 @@ impl Socket {
 
     #[inline]
     fn readline_up_to(&self, limit: Option<usize>) -> Result<Option<Vec<u8>>> {
-        let served = self.inner.ahead.borrow_mut().take_line(limit);
-        if let Some(line) = served {
-            self.inner.used_ahead();
-            return Ok(Some(line));
+        let served = {
+            let mut ahead = self.inner.ahead.borrow_mut();
+            ahead.take_line(limit).map(|line| (line, ahead.len() == 0))
+        };
+        let Some((line, used_up)) = served else {
+            return self.readline_from_host(limit);
+        };
+        // As `used_ahead`, with the read-ahead's length known from the same borrow.
+        self.inner.invalidate();
+        if used_up {
+            let _ = self.inner.give_back();
         }
-        self.readline_from_host(limit)
+        Ok(Some(line))
     }
 
     /// `readline` when the read-ahead holds no whole line: the partial rest goes back, and
