@@ -239,8 +239,15 @@ impl Inner {
     /// the (empty) read-ahead stays, and the next receiving call reports it.
     #[inline]
     pub(crate) fn used_ahead(&self) {
+        let used_up = self.ahead.borrow().len() == 0;
+        self.took_ahead(used_up);
+    }
+
+    /// [`Inner::used_ahead`] for a caller that already knows whether the read-ahead is used up.
+    #[inline]
+    pub(crate) fn took_ahead(&self, used_up: bool) {
         self.invalidate();
-        if self.ahead.borrow().len() == 0 {
+        if used_up {
             let _ = self.give_back();
         }
     }
@@ -576,11 +583,7 @@ impl Socket {
         let Some((line, used_up)) = served else {
             return self.readline_from_host(limit);
         };
-        // As `used_ahead`, with the read-ahead's length known from the same borrow.
-        self.inner.invalidate();
-        if used_up {
-            let _ = self.inner.give_back();
-        }
+        self.inner.took_ahead(used_up);
         Ok(Some(line))
     }
 

@@ -481,12 +481,11 @@ impl Admitted {
         let mut store = Store::new(&runner.shared.engine, state);
         store.limiter(|state| &mut state.limiter);
         // At each epoch tick a guest that ran wasm the whole tick yields its thread to the
-        // other guests. One that waited in a socket call since the last tick already gave
-        // the thread up: making it yield again would cost a switch out of its fiber and
-        // back per request.
-        // It yields with tokio's `yield_now`, which reschedules it only after the runtime
-        // has polled for I/O: the guests its spinning kept waiting see their wake-ups first,
-        // whatever the runtime's `event_interval`.
+        // other guests, with tokio's `yield_now`, which reschedules it only after the runtime
+        // has polled for I/O (the guests it kept waiting see their wake-ups first, whatever
+        // the runtime's `event_interval`). One that waited in a socket call since the last
+        // tick already gave the thread up: making it yield again would cost a switch out of
+        // its fiber and back per request.
         store.epoch_deadline_callback(|cx| {
             Ok(if cx.data().usocket.canceller().take_waited() {
                 UpdateDeadline::Continue(1)
