@@ -1082,7 +1082,9 @@ impl Stream {
     /// another; a read that finds nothing clears the stale readiness (the next look answers
     /// without a syscall). TLS connections, a loan outstanding, or an end or error already
     /// queued: nothing to do. Nor when the buffer limits leave less than twice [`PREFETCH`]:
-    /// what `poll` takes never leaves the guest's own reads without room (ENOBUFS).
+    /// what `poll` takes never leaves the guest's own reads without room (ENOBUFS). (On a
+    /// multi-thread runtime the reactor may take in the event just after this look: the
+    /// revents that follow then confirm it with the kernel, as without a prefetch.)
     pub(super) fn prefetch(&mut self, ctx: &UsocketCtx, mask: u32) {
         if mask & POLLIN == 0 {
             return;
