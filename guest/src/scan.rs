@@ -53,7 +53,9 @@ pub(crate) fn append_line(s: &[u8], buf: &mut String) -> Option<(usize, bool)> {
 #[inline]
 pub(crate) fn copy_through<const BYTE: u8>(s: &[u8]) -> Option<Vec<u8>> {
     #[cfg(target_arch = "wasm32")]
-    return simd::copy_through::<BYTE>(s);
+    // SAFETY: the packed line comes straight from `simd::copy_through`.
+    #[allow(unsafe_code)]
+    return unsafe { simd::unpack(simd::copy_through::<BYTE>(s)) };
     #[cfg(not(target_arch = "wasm32"))]
     word::scan(BYTE, s).map(|(at, _)| s[..=at].to_vec())
 }
@@ -81,12 +83,45 @@ mod simd {
         find(byte, s)
     }
 
+    /// `s` through its first `BYTE` in a new `Vec`, packed (see [`unpack`]); 0 if there is
+    /// no `BYTE`.
+    ///
+    /// The line comes back in one register: returned as an `Option<Vec<u8>>` it went through
+    /// memory as three 4-byte stores that the caller read back as an 8-byte load, which the
+    /// CPU cannot forward from the stores (a stall a line, about a tenth of `readline`'s time).
     #[target_feature(enable = "simd128")]
-    pub(super) fn copy_through<const BYTE: u8>(s: &[u8]) -> Option<Vec<u8>> {
-        let n = find(BYTE, s)? + 1;
+    pub(super) fn copy_through<const BYTE: u8>(s: &[u8]) -> u64 {
+        let Some(at) = find(BYTE, s) else {
+            return 0;
+        };
+        let n = at + 1;
+        // `with_capacity` gives exactly `n` (a documented guarantee), which `unpack` relies on.
         let mut v = Vec::with_capacity(n);
         extend(&mut v, &s[..n]);
-        Some(v)
+        let v = core::mem::ManuallyDrop::new(v);
+        (v.as_ptr().expose_provenance() as u64) << 32 | n as u64
+    }
+
+    /// The `Vec` that [`copy_through`] packed: its pointer in the high half, its length (which
+    /// is also its capacity, and never 0) in the low half; 0 is `None`.
+    ///
+    /// # Safety
+    ///
+    /// `packed` is 0 or a value [`copy_through`] returned, unpacked at most once.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn unpack(packed: u64) -> Option<Vec<u8>> {
+        if packed == 0 {
+            return None;
+        }
+        // Both halves are 32-bit on wasm32: the casts are exact.
+        let ptr = core::ptr::with_exposed_provenance_mut::<u8>((packed >> 32) as usize);
+        let n = (packed & u64::from(u32::MAX)) as usize;
+        // SAFETY: `copy_through` allocated `ptr` for exactly `n` bytes (length and capacity)
+        // with the global allocator, filled them and gave up ownership; the caller unpacks it
+        // once.
+        #[allow(unsafe_code)]
+        Some(unsafe { Vec::from_raw_parts(ptr, n, n) })
     }
 
     #[target_feature(enable = "simd128")]
@@ -165,18 +200,27 @@ mod simd {
         let len = dst.len();
         let from = src.as_ptr();
         // SAFETY: `reserve` made room for `n` bytes after `len`. Every load reads within
-        // `src` and every store writes within `dst[len..len + n]` (the last move overlaps the
-        // one before it rather than passing the end), and all `n` bytes are written before
+        // `src` and every store writes within `dst[len..len + n]` (the last moves overlap the
+        // ones before them rather than passing the end), and all `n` bytes are written before
         // `set_len`.
         #[allow(unsafe_code)]
         unsafe {
             let to = dst.as_mut_ptr().add(len);
-            let mut i = 0;
-            while i + 16 < n {
-                v128_store(to.add(i).cast(), v128_load(from.add(i).cast()));
-                i += 16;
+            let step = |at: usize| v128_store(to.add(at).cast(), v128_load(from.add(at).cast()));
+            if n >= 32 {
+                // Two moves a turn: a loop of single moves is what LLVM recognizes as a copy
+                // and turns back into `memory.copy`.
+                let mut i = 0;
+                while i + 32 < n {
+                    step(i);
+                    step(i + 16);
+                    i += 32;
+                }
+                step(n - 32);
+            } else {
+                step(0);
             }
-            v128_store(to.add(n - 16).cast(), v128_load(from.add(n - 16).cast()));
+            step(n - 16);
             dst.set_len(len + n);
         }
     }
