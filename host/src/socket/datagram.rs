@@ -142,8 +142,13 @@ impl Datagram {
             return Err(deadline.missed());
         }
         let result = self.os()?.send_to(&grant, data, deadline).await;
-        if let State::Fresh(_) = self.state {
-            // The kernel bound an ephemeral port for the first datagram.
+        if let State::Fresh(os) = &self.state
+            && os.bound_addr().is_some()
+        {
+            // The kernel bound an ephemeral port for the first datagram. (Not when the call
+            // ended before the datagram reached the kernel, a timeout waiting for the socket
+            // to be writable: the socket is still without an address, and its next datagram
+            // is again an implicit bind for the policy.)
             self.enter(State::Bound);
         }
         let n = *result.as_ref().unwrap_or(&0);
@@ -243,7 +248,8 @@ impl Datagram {
     pub(super) fn local_address(&self) -> SockResult<SocketAddr> {
         match &self.state {
             State::Fresh(_) => Err(Errno::EINVAL),
-            state => state.os()?.local_addr(),
+            // Never ("0.0.0.0", 0): without a port the socket is not bound.
+            state => state.os()?.bound_addr().ok_or(Errno::EINVAL),
         }
     }
 

@@ -693,6 +693,13 @@ impl Os {
         self.sock.local_addr()?.as_socket().ok_or(Errno::EINVAL)
     }
 
+    /// The socket's local address if the kernel gave it a port: a socket that was never bound
+    /// (explicitly, or implicitly by a datagram that left or a connect) has none, whatever
+    /// the caller's bookkeeping believes. (`getsockname` then says port 0.)
+    pub(crate) fn bound_addr(&self) -> Option<SocketAddr> {
+        self.local_addr().ok().filter(|a| a.port() != 0)
+    }
+
     pub(crate) fn peer_addr(&self) -> SockResult<SocketAddr> {
         self.sock.peer_addr()?.as_socket().ok_or(Errno::ENOTCONN)
     }
@@ -822,5 +829,46 @@ fn zero() -> rustix::time::Timespec {
     rustix::time::Timespec {
         tv_sec: 0,
         tv_nsec: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Policy, UsocketCtx};
+
+    #[test]
+    fn a_socket_has_a_local_address_only_once_the_kernel_gave_it_a_port() {
+        let ctx = UsocketCtx::new("test", Arc::new(Policy::deny_all()));
+        let open = |kind| Os::open(Family::V6, kind, ctx.quota().take_slot().unwrap()).unwrap();
+        // A v4-mapped destination on an IPV6_V6ONLY socket: unreachable.
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
+        let unreachable = Some(Errno::ENETUNREACH.0);
+
+        let tcp = open(Kind::Stream);
+        assert_eq!(tcp.bound_addr(), None, "fresh");
+        // A connect that fails this early takes no port: getsockname says ("::", 0), which
+        // is no address.
+        let err = tcp.sock.connect(&mapped.into()).unwrap_err();
+        assert_eq!(err.raw_os_error(), unreachable);
+        assert_eq!(tcp.local_addr().map(|a| a.port()), Ok(0));
+        assert_eq!(tcp.bound_addr(), None);
+        tcp.sock
+            .bind(&"[::1]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let bound = tcp.bound_addr().unwrap();
+        assert_eq!(
+            (bound.ip().to_string(), bound.port() != 0),
+            ("::1".into(), true)
+        );
+
+        // A datagram takes a port before the kernel looks at its destination.
+        let udp = open(Kind::Datagram);
+        assert_eq!(udp.bound_addr(), None, "fresh");
+        let err = udp.sock.send_to(b"x", &mapped.into()).unwrap_err();
+        assert_eq!(err.raw_os_error(), unreachable);
+        assert_ne!(udp.bound_addr().map(|a| a.port()), None);
     }
 }

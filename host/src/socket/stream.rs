@@ -471,9 +471,15 @@ impl Stream {
             }
             Ok(Err(e)) => {
                 // The failure left a final HUP readiness; a later connect needs a fresh one.
+                // The socket keeps the port its connect took (Linux keeps it); one without a
+                // port is fresh again, so its next connect is an implicit bind for the policy.
                 self.enter(|mut os| {
                     os.unregister();
-                    State::Bound(os)
+                    if os.bound_addr().is_some() {
+                        State::Bound(os)
+                    } else {
+                        State::Fresh(os)
+                    }
                 });
                 Err(e.into())
             }
@@ -1053,7 +1059,8 @@ impl Stream {
     pub(super) fn local_address(&self) -> SockResult<SocketAddr> {
         match &self.state {
             State::Fresh(_) => Err(Errno::EINVAL),
-            state => state.os()?.local_addr(),
+            // Never ("::", 0): without a port the socket is not bound.
+            state => state.os()?.bound_addr().ok_or(Errno::EINVAL),
         }
     }
 

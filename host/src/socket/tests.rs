@@ -147,6 +147,32 @@ async fn bound_datagram_socket_becomes_bound_by_its_first_sendto() {
     assert_eq!(udp.local_address().unwrap().port(), from.port());
 }
 
+#[tokio::test]
+async fn a_sendto_with_a_tiny_timeout_sends_and_binds_or_leaves_the_socket_unbound() {
+    // A timeout may end the call before the datagram reaches the kernel (waiting for the
+    // reactor's word that the socket is writable); then the kernel bound nothing, and the
+    // socket must not claim an address (the fuzz harness once saw ("::", 0)). Either way,
+    // never a "bound" socket without a port.
+    let ctx = ctx();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = i32::from(peer.local_addr().unwrap().port());
+    for timeout in [1e-300, 1e-9, 1e-6] {
+        let mut udp = Socket::create(&ctx, AF_INET, SOCK_DGRAM, 0).unwrap();
+        udp.set_timeout(Some(timeout)).unwrap();
+        match udp.send_to(&ctx, b"hi", "127.0.0.1", port).await {
+            Ok(2) => {
+                assert_eq!(udp.phase(), Phase::Bound);
+                assert_ne!(udp.local_address().unwrap().port(), 0, "timeout {timeout}");
+            }
+            Err(Errno::ETIMEDOUT) => {
+                assert_eq!(udp.phase(), Phase::Fresh, "timeout {timeout}");
+                assert_eq!(udp.local_address(), Err(Errno::EINVAL), "timeout {timeout}");
+            }
+            other => panic!("timeout {timeout}: {other:?}"),
+        }
+    }
+}
+
 // Listening: accepting connections.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
