@@ -493,11 +493,13 @@ class socket:
         got = _call(self._s.readline_ahead, limit, _READ_AHEAD)
         if got is None:
             return None
-        line, extra = got
-        if extra:
-            self._ahead = extra
-            self._pos = 0
-        return line
+        # One buffer: the line (its first `line_len` bytes), then what the host lent.
+        data, n = got.bytes, got.line_len
+        if n >= len(data):
+            return data
+        self._ahead = data
+        self._pos = n
+        return data[:n]
 
     # -- modes and options --
 

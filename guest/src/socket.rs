@@ -592,21 +592,24 @@ impl Socket {
     #[inline(never)]
     fn readline_from_host(&self, limit: Option<usize>) -> Result<Option<Vec<u8>>> {
         let host = self.receiving()?;
-        let Some((line, extra)) = host
+        let Some(got) = host
             .readline_ahead(limit.map(size_arg), READ_AHEAD)
             .map_err(OSError::new)?
         else {
             return Ok(None);
         };
-        // The read-ahead is empty here (`receiving` gave it back): it changes only if the
-        // host lent more (a request-response peer's usual answer is none, and an empty one
-        // need not cost an allocation per line).
-        if !extra.is_empty() {
-            *self.inner.ahead.borrow_mut() = Ahead {
-                data: Rc::new(extra),
-                pos: 0,
-            };
+        let n = usize::try_from(got.line_len).map_or(got.bytes.len(), |n| n.min(got.bytes.len()));
+        if n == got.bytes.len() {
+            // Nothing lent (a request-response peer's usual answer): the buffer is the line,
+            // and the read-ahead stays empty (`receiving` gave it back).
+            return Ok(Some(got.bytes));
         }
+        // The bytes after the line become the read-ahead, the line a buffer of its own.
+        let line = to_vec(&got.bytes[..n]);
+        *self.inner.ahead.borrow_mut() = Ahead {
+            data: Rc::new(got.bytes),
+            pos: n,
+        };
         Ok(Some(line))
     }
 

@@ -42,7 +42,7 @@ wasmtime::component::bindgen!({
 });
 
 use usocket::net::usocket::{
-    self as wit, Addrinfo, Errno as WitErrno, Sockaddr, SockoptValue, TlsParams,
+    self as wit, Addrinfo, Errno as WitErrno, LineAhead, Sockaddr, SockoptValue, TlsParams,
 };
 
 /// The `HasData` marker of the `usocket` bindings: its data is the [`UsocketCtxView`] that
@@ -264,10 +264,17 @@ impl wit::HostSocket for UsocketCtxView<'_> {
         this: Resource<Socket>,
         limit: Option<u32>,
         ahead: u32,
-    ) -> Res<Option<(Vec<u8>, Vec<u8>)>> {
+    ) -> Res<Option<LineAhead>> {
         let sock = self.table.get_mut(&this)?;
         let call = sock.readline_ahead(self.ctx, limit.map(size), size(ahead));
-        out(self.ctx.canceller().guard(pin!(call)).await?)
+        let got = self.ctx.canceller().guard(pin!(call)).await?;
+        // (`line_len` is at most `bytes`' length, which lowers only below 4 GiB.)
+        out(got.map(|line| {
+            line.map(|(bytes, n)| LineAhead {
+                bytes,
+                line_len: u32_len(n),
+            })
+        }))
     }
 
     async fn read_ahead(&mut self, this: Resource<Socket>, max: u32) -> Res<Option<Vec<u8>>> {
@@ -377,7 +384,9 @@ pub mod sync {
         with: { "usocket:net/usocket.socket": crate::socket::Socket },
     });
 
-    use usocket::net::usocket::{self as wit, Addrinfo, Errno, Sockaddr, SockoptValue, TlsParams};
+    use usocket::net::usocket::{
+        self as wit, Addrinfo, Errno, LineAhead, Sockaddr, SockoptValue, TlsParams,
+    };
 
     type Res<T> = wasmtime::Result<Result<T, Errno>>;
 
@@ -496,8 +505,14 @@ pub mod sync {
             this: Resource<Socket>,
             limit: Option<u32>,
             ahead: u32,
-        ) -> Res<Option<(Vec<u8>, Vec<u8>)>> {
-            in_tokio(asynch::HostSocket::readline_ahead(self, this, limit, ahead))
+        ) -> Res<Option<LineAhead>> {
+            let got = in_tokio(asynch::HostSocket::readline_ahead(self, this, limit, ahead))?;
+            Ok(got.map(|line| {
+                line.map(|l| LineAhead {
+                    bytes: l.bytes,
+                    line_len: l.line_len,
+                })
+            }))
         }
 
         fn read_ahead(&mut self, this: Resource<Socket>, max: u32) -> Res<Option<Vec<u8>>> {

@@ -306,20 +306,23 @@ impl Socket {
         }
     }
 
-    /// `readline(limit)` for guest libraries with a read-ahead buffer: the line, plus up to
+    /// `readline(limit)` for guest libraries with a read-ahead buffer: the line, then up to
     /// `ahead` bytes already queued in the host after it (never waiting for more; none for
-    /// datagrams). The guest then owns those bytes, and gives back what it does not use with
-    /// [`Socket::unread`].
+    /// datagrams), in one buffer, and the line's length. The guest then owns the bytes after
+    /// the line, and gives back what it does not use with [`Socket::unread`].
     pub(crate) async fn readline_ahead(
         &mut self,
         ctx: &UsocketCtx,
         limit: Option<usize>,
         ahead: usize,
-    ) -> SockResult<Option<(Vec<u8>, Vec<u8>)>> {
+    ) -> SockResult<Option<(Vec<u8>, usize)>> {
         self.ensure_open()?;
         match &mut self.0 {
             Inner::Stream(s) => s.readline_ahead(ctx, limit, ahead).await,
-            Inner::Datagram(_) => Ok(self.read(ctx, limit).await?.map(|d| (d, Vec::new()))),
+            Inner::Datagram(_) => Ok(self.read(ctx, limit).await?.map(|d| {
+                let n = d.len();
+                (d, n)
+            })),
         }
     }
 

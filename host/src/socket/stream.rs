@@ -139,8 +139,14 @@ impl Rx {
 
     /// Takes `n` bytes as a loan to the guest library.
     fn lend(&mut self, n: usize) -> Vec<u8> {
-        let out = self.queue.take(n);
-        self.lent += out.len();
+        self.take_lending(0, n)
+    }
+
+    /// Takes the first `n` bytes, and up to `ahead` more after them as a loan to the guest
+    /// library, in one buffer (without a copy when that is everything queued).
+    fn take_lending(&mut self, n: usize, ahead: usize) -> Vec<u8> {
+        let out = self.queue.take(n.saturating_add(ahead));
+        self.lent += out.len().saturating_sub(n);
         self.sync();
         out
     }
@@ -722,6 +728,39 @@ impl Stream {
         ctx: &UsocketCtx,
         limit: Option<usize>,
     ) -> SockResult<Option<Vec<u8>>> {
+        let Some(n) = self.line_queued(ctx, limit).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.connection()?.1.take(n)))
+    }
+
+    /// `readline` plus up to `ahead` bytes already queued after the line (never waiting for
+    /// more), which the guest library then owns until it gives them back with `unread`: in
+    /// one buffer, the line first, and the line's length.
+    pub(super) async fn readline_ahead(
+        &mut self,
+        ctx: &UsocketCtx,
+        limit: Option<usize>,
+        ahead: usize,
+    ) -> SockResult<Option<(Vec<u8>, usize)>> {
+        let Some(n) = self.line_queued(ctx, limit).await? else {
+            return Ok(None);
+        };
+        let (_, rx) = self.connection()?;
+        // Queued bytes become lent ones: the socket's share stays the same, so read-ahead
+        // never holds more than the buffer limits allow, and giving it back fits.
+        Ok(Some((rx.take_lending(n, ahead), n)))
+    }
+
+    /// Receives (waiting as `read` does) until the queue holds `readline(limit)`'s answer,
+    /// and says how many of the queued bytes it is: a line with its `\n`, `limit` bytes, the
+    /// last partial line at EOF, nothing (0) after it; for a non-blocking socket without a
+    /// whole line, whatever is queued (`None`: nothing).
+    async fn line_queued(
+        &mut self,
+        ctx: &UsocketCtx,
+        limit: Option<usize>,
+    ) -> SockResult<Option<usize>> {
         let Some(deadline) = self.start_read(ctx).await? else {
             return Ok(None);
         };
@@ -732,41 +771,24 @@ impl Stream {
             let (_, rx) = self.connection()?;
             let window = rx.len().min(limit);
             if let Some(i) = rx.find(b'\n', scanned, window) {
-                return Ok(Some(rx.take(i + 1)));
+                return Ok(Some(i + 1));
             }
             if window == limit {
-                return Ok(Some(rx.take(limit)));
+                return Ok(Some(limit));
             }
             scanned = window;
             if rx.is_finished() {
                 return match rx.take_error() {
                     Some(err) => Err(err),
-                    None => Ok(Some(rx.take(scanned))),
+                    None => Ok(Some(scanned)),
                 };
             }
             // A line longer than the buffer limits allow: fill fails with ENOBUFS.
             if !self.fill(ctx, READ_CHUNK, deadline).await? {
-                return self.whatever_is_queued();
+                let (_, rx) = self.connection()?;
+                return Ok((rx.len() > 0).then(|| rx.len()));
             }
         }
-    }
-
-    /// `readline` plus up to `ahead` bytes already queued after the line (never waiting for
-    /// more), which the guest library then owns until it gives them back with `unread`.
-    pub(super) async fn readline_ahead(
-        &mut self,
-        ctx: &UsocketCtx,
-        limit: Option<usize>,
-        ahead: usize,
-    ) -> SockResult<Option<(Vec<u8>, Vec<u8>)>> {
-        let Some(line) = self.readline(ctx, limit).await? else {
-            return Ok(None);
-        };
-        let (_, rx) = self.connection()?;
-        // Queued bytes become lent ones: the socket's share stays the same, so read-ahead
-        // never holds more than the buffer limits allow, and giving it back fits.
-        let extra = rx.lend(ahead);
-        Ok(Some((line, extra)))
     }
 
     /// `read-ahead(max)`: at least one received byte (waiting as `read` does) or the end of

@@ -59,6 +59,19 @@ fn full_listener() -> (i32, socket2::Socket, Vec<std::net::TcpStream>) {
     (i32::from(port), l, fillers)
 }
 
+/// `readline_ahead` (no limit) as the line and the bytes lent after it.
+async fn line_and_ahead(
+    sock: &mut Socket,
+    ctx: &UsocketCtx,
+    ahead: usize,
+) -> SockResult<Option<(Vec<u8>, Vec<u8>)>> {
+    let got = sock.readline_ahead(ctx, None, ahead).await?;
+    Ok(got.map(|(mut bytes, n)| {
+        let lent = bytes.split_off(n);
+        (bytes, lent)
+    }))
+}
+
 // Fresh: just created.
 
 #[tokio::test]
@@ -279,7 +292,7 @@ async fn pending_non_blocking_connect_reads_none_and_writes_nothing() {
     assert_eq!(sock.read(&ctx, Some(4)).await, Ok(None));
     assert_eq!(sock.read(&ctx, None).await, Ok(None));
     assert_eq!(sock.readline(&ctx, None).await, Ok(None));
-    assert_eq!(sock.readline_ahead(&ctx, None, 100).await, Ok(None));
+    assert_eq!(line_and_ahead(&mut sock, &ctx, 100).await, Ok(None));
     assert_eq!(sock.write(&ctx, b"x").await, Ok(0));
     assert_eq!(
         sock.recv(&ctx, 4, 0).await,
@@ -322,13 +335,39 @@ async fn timed_read_of_a_huge_size_times_out_and_keeps_what_arrived() {
 }
 
 #[tokio::test]
+async fn readline_ahead_hands_the_line_and_what_follows_in_one_buffer() {
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    sock.set_timeout(Some(2.0)).unwrap();
+    // Alone: the buffer is the line.
+    peer.write_all(b"one\n").unwrap();
+    assert_eq!(
+        sock.readline_ahead(&ctx, None, 100).await,
+        Ok(Some((b"one\n".to_vec(), 4)))
+    );
+    // With bytes after it: the line first, then as many as `ahead` allows, lent.
+    peer.write_all(b"two\nthree\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        sock.readline_ahead(&ctx, None, 3).await,
+        Ok(Some((b"two\nthr".to_vec(), 4)))
+    );
+    sock.unread(&ctx, b"thr").unwrap();
+    // A limit cuts the line; then nothing more is lent than `ahead`.
+    assert_eq!(
+        sock.readline_ahead(&ctx, Some(2), 0).await,
+        Ok(Some((b"th".to_vec(), 2)))
+    );
+    assert_eq!(sock.readline(&ctx, None).await, Ok(Some(b"ree\n".to_vec())));
+}
+
+#[tokio::test]
 async fn readline_ahead_and_unread_keep_the_stream_in_order() {
     let ctx = ctx();
     let (mut sock, mut peer) = connected(&ctx).await;
     peer.write_all(b"one\ntwo\nthr").unwrap();
     sock.set_timeout(Some(2.0)).unwrap();
-    let mut got = sock
-        .readline_ahead(&ctx, None, 1 << 16)
+    let mut got = line_and_ahead(&mut sock, &ctx, 1 << 16)
         .await
         .unwrap()
         .unwrap();
@@ -715,8 +754,7 @@ async fn read_ahead_stays_within_max_buffered_and_giving_it_back_cannot_fail() {
     peer.write_all(&data).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     sock.set_timeout(Some(2.0)).unwrap();
-    let (line, ahead) = sock
-        .readline_ahead(&ctx, None, 65536)
+    let (line, ahead) = line_and_ahead(&mut sock, &ctx, 65536)
         .await
         .unwrap()
         .unwrap();
