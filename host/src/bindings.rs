@@ -25,7 +25,8 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError, WasmList};
 
 use crate::addr;
 use crate::ctx::{UsocketCtxView, UsocketView};
@@ -54,10 +55,87 @@ impl HasData for Usocket {
 }
 
 /// Adds the `usocket` interface to an async `linker` (guests run with `*_async` calls).
+///
+/// `write` and `send` are then defined a second time, over the generated ones, so that they
+/// send straight from the guest's memory (see [`sends_from_guest_memory`]): the linker's
+/// shadowing is allowed for that and turned off afterwards (wasmtime's default; call
+/// `linker.allow_shadowing(true)` again if you rely on it).
 pub fn add_to_linker_async<T: UsocketView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, Usocket>(linker, T::usocket)
+    wit::add_to_linker::<T, Usocket>(linker, T::usocket)?;
+    linker.allow_shadowing(true);
+    let defined = sends_from_guest_memory(linker);
+    linker.allow_shadowing(false);
+    defined
+}
+
+/// The WIT interface's name in a linker.
+const INTERFACE: &str = "usocket:net/usocket@0.1.0";
+
+/// Defines `[method]socket.write` and `[method]socket.send` to send the guest's bytes from
+/// its own memory: the generated bindings would first copy the whole `list<u8>` into a host
+/// buffer (as wasmtime-wasi's streams do), a second copy of every byte sent (the kernel's is
+/// the first) and, for a large blocking `write`, a host buffer as large as the guest's, held
+/// until the last byte is out.
+fn sends_from_guest_memory<T: UsocketView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    let mut instance = linker.instance(INTERFACE)?;
+    instance.func_wrap_async(
+        "[method]socket.write",
+        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
+            Box::new(send_from_guest_memory(store, this, data, SendKind::Write))
+        },
+    )?;
+    instance.func_wrap_async(
+        "[method]socket.send",
+        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
+            Box::new(send_from_guest_memory(store, this, data, SendKind::Send))
+        },
+    )?;
+    Ok(())
+}
+
+/// Which send [`send_from_guest_memory`] makes.
+#[derive(Clone, Copy)]
+enum SendKind {
+    /// `write`: all of it (blocking).
+    Write,
+    /// `send`: what fits.
+    Send,
+}
+
+async fn send_from_guest_memory<T: UsocketView>(
+    mut store: StoreContextMut<'_, T>,
+    this: Resource<Socket>,
+    data: WasmList<u8>,
+    send: SendKind,
+) -> wasmtime::Result<(Result<u32, WitErrno>,)> {
+    let bytes = data.as_le_slice(&store);
+    let (ptr, len) = (bytes.as_ptr(), bytes.len());
+    // SAFETY: `bytes` is in the guest's linear memory, which stays where it is and unchanged
+    // while this future lives: the future holds the store (exclusively) for that long, the
+    // guest is suspended in this call, and only the guest or a holder of the store could grow
+    // or write its memory. (The store data borrowed below is host memory, disjoint from it.)
+    #[allow(
+        unsafe_code,
+        reason = "a view of guest memory held across the store's borrow"
+    )]
+    let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+    let view = T::usocket(store.data_mut());
+    let sock = view.table.get_mut(&this)?;
+    let result = match send {
+        SendKind::Write => {
+            let call = sock.write(view.ctx, bytes);
+            view.ctx.canceller().guard(pin!(call)).await?
+        }
+        SendKind::Send => {
+            let call = sock.send(view.ctx, bytes);
+            view.ctx.canceller().guard(pin!(call)).await?
+        }
+    };
+    Ok((out(result.map(u32_len))?,))
 }
 
 /// Adds the `usocket` interface to a synchronous `linker` (guests run with the plain calls,

@@ -25,7 +25,9 @@
 //! SIZE bytes to 127.0.0.1:PORT), `recv-seq PORT SIZE COUNT`, `read-seq PORT SIZE COUNT`,
 //! `readline-seq PORT LIMIT COUNT` (connect, then COUNT `recv(SIZE)`s, `read(SIZE)`s or
 //! `readline(LIMIT)`s, one line each), `blast PORT BYTES`
-//! (connect, send BYTES with `sendall`, close; prints the milliseconds it took).
+//! (connect, send BYTES with `sendall`, close; prints the milliseconds it took),
+//! `pattern PORT SIZE write|send` (connect, send SIZE bytes of [`pattern`] with one `write`,
+//! or `send`s until all are out, close).
 
 use std::time::{Duration, Instant};
 
@@ -444,7 +446,35 @@ fn main() {
                 s.close();
                 println!("ok blast {sent} {}", started.elapsed().as_millis());
             }
+            "pattern" => {
+                let (p, size) = (port(arg()), arg().parse::<usize>().expect("size"));
+                let how = arg();
+                let data = pattern(size);
+                let s = tcp();
+                s.connect(("127.0.0.1", p)).expect("connect");
+                let mut sent = 0;
+                match how.as_str() {
+                    "write" => sent = s.write(&data).expect("write").expect("blocking"),
+                    "send" => {
+                        while sent < size {
+                            sent += s.send(&data[sent..]).expect("send");
+                        }
+                    }
+                    other => panic!("pattern: write or send, not {other}"),
+                }
+                s.close();
+                println!("ok pattern {sent}");
+            }
             other => panic!("unknown command {other}"),
         }
     }
+}
+
+/// `size` bytes, byte `i` being `i ^ i >> 8 ^ i >> 16` (truncated): not periodic at any
+/// buffer size, so a chunk sent twice, dropped or out of order shows.
+/// `tests/tests/sends.rs` checks what arrives against the same formula.
+fn pattern(size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i ^ (i >> 8) ^ (i >> 16)) as u8)
+        .collect()
 }
