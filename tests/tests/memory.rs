@@ -8,6 +8,9 @@
 //! run needs anyway). The resident peak sees memory the host fills; the virtual peak also sees
 //! a reservation it never touches (`Vec::with_capacity(4 GiB)` costs no resident memory).
 //!
+//! And a guest's large `write` costs the host no copy of it: a guest blocked writing 96 MiB to
+//! a peer that does not read raises the peak by its own buffer, not twice that.
+//!
 //! One test in its own test binary: the figures belong to the whole process, so no other test
 //! may run beside it.
 
@@ -75,6 +78,31 @@ async fn huge(size: &str) -> String {
     out.stdout_text()
 }
 
+/// The size of the blocked write of [`blocked_write`].
+const WRITE: u64 = 96 * MIB;
+
+/// Runs `probe pattern PORT 96MiB write` against a peer that accepts and never reads, so that
+/// the guest's `write` waits with most of its bytes unsent until its 2 s time limit.
+async fn blocked_write() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
+    let peer = tokio::spawn(async move {
+        let (conn, _) = server.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(conn);
+    });
+    let opts = Options {
+        time_limit: Duration::from_secs(2),
+        ..Options::default()
+    };
+    let size = WRITE.to_string();
+    let err = run("probe", &["pattern", &port, &size, "write"], opts)
+        .await
+        .expect_err("nobody reads: the write waits until the time limit");
+    assert!(err.to_string().contains("time limit"), "{err}");
+    peer.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_sizes_from_a_guest_cost_the_host_almost_no_memory() {
     // Warm-up with the same calls at a small size: compiles the guest, starts the threads,
@@ -97,6 +125,20 @@ async fn huge_sizes_from_a_guest_cost_the_host_almost_no_memory() {
     eprintln!("{report}");
     assert!(rss < MAX_RESIDENT_GROWTH, "{report}");
     assert!(virt < MAX_VIRTUAL_GROWTH, "{report}");
+
+    // The guest's 96 MiB are resident in its own memory; a host copy of them would be as much
+    // again. (The kernel's socket buffers are not the process's.)
+    let ((), rss, _) = growth(blocked_write()).await;
+    eprintln!(
+        "a blocked write of 96 MiB: resident peak +{} KiB",
+        rss >> 10
+    );
+    assert!(rss >= WRITE - 8 * MIB, "the guest's buffer: +{rss}");
+    assert!(
+        rss < WRITE + WRITE / 2,
+        "a host copy of the write: +{} KiB",
+        rss >> 10
+    );
 
     // The readings do see memory: 128 MiB filled raise the resident peak, and a 2 GiB
     // reservation never touched raises the virtual size (the virtual peak is its maximum).
