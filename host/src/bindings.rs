@@ -160,10 +160,51 @@ async fn send_from_guest_memory<T: UsocketView>(
 /// e.g. `instantiate` and `call_run`). Each blocking call blocks the calling thread on a tokio
 /// runtime (the current one if the thread is in one, else a process-wide one), as
 /// wasmtime-wasi's `add_to_linker_sync` does: do not call guests from inside async tasks.
+///
+/// As with [`add_to_linker_async`], `write`, `send` and `send-to` send from the guest's
+/// memory, defined over the generated functions with the linker's shadowing allowed for that
+/// moment (it is off afterwards).
 pub fn add_to_linker_sync<T: UsocketView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    sync::usocket::net::usocket::add_to_linker::<T, Usocket>(linker, T::usocket)
+    sync::usocket::net::usocket::add_to_linker::<T, Usocket>(linker, T::usocket)?;
+    linker.allow_shadowing(true);
+    let defined = sends_from_guest_memory_sync(linker);
+    linker.allow_shadowing(false);
+    defined
+}
+
+/// [`sends_from_guest_memory`] for a synchronous linker: each call blocks on a tokio runtime as
+/// the other synchronous calls do.
+fn sends_from_guest_memory_sync<T: UsocketView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    use wasmtime_wasi::runtime::in_tokio;
+    let mut instance = linker.instance(INTERFACE)?;
+    instance.func_wrap(
+        "[method]socket.write",
+        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
+            in_tokio(send_from_guest_memory(store, this, data, SendKind::Write))
+        },
+    )?;
+    instance.func_wrap(
+        "[method]socket.send",
+        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
+            in_tokio(send_from_guest_memory(store, this, data, SendKind::Send))
+        },
+    )?;
+    instance.func_wrap(
+        "[method]socket.send-to",
+        |store, (this, data, addr): (Resource<Socket>, WasmList<u8>, Sockaddr)| {
+            in_tokio(send_from_guest_memory(
+                store,
+                this,
+                data,
+                SendKind::SendTo(addr),
+            ))
+        },
+    )?;
+    Ok(())
 }
 
 type Res<T> = wasmtime::Result<Result<T, WitErrno>>;

@@ -90,10 +90,20 @@ fn a_sync_host_runs_a_guest_under_its_own_check_and_audit_hook() {
     let port = server.local_addr().unwrap().port();
     let serving = std::thread::spawn(move || {
         let mut conn = accept_within(&server, Duration::from_secs(20));
-        let mut request = [0u8; 256];
-        let _ = conn.read(&mut request).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        // The guest's `sendall`, through the sync linker's send from guest memory.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 256];
+        while !request.ends_with(b"\r\n\r\n") {
+            match conn.read(&mut buf).unwrap() {
+                0 => break,
+                n => request.extend_from_slice(&buf[..n]),
+            }
+        }
         conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello from a sync host\n")
             .unwrap();
+        request
     });
     let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
     let seen = events.clone();
@@ -103,7 +113,11 @@ fn a_sync_host_runs_a_guest_under_its_own_check_and_audit_hook() {
     let (result, stdout) = run_http_get(usocket, port);
     assert!(matches!(result, Ok(Ok(()))), "{result:?}");
     assert!(stdout.ends_with("hello from a sync host\n"), "{stdout:?}");
-    serving.join().unwrap();
+    let request = serving.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&request),
+        "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    );
     let events = events.lock().unwrap();
     let connect = events
         .iter()
