@@ -75,6 +75,38 @@ pub fn add_to_linker_async<T: UsocketView + 'static>(
 /// The WIT interface's name in a linker.
 const INTERFACE: &str = "usocket:net/usocket@0.1.0";
 
+/// Defines `write`, `send` and `send-to` in `$instance` with `$define` (`func_wrap_async` or
+/// `func_wrap`), each call's [`send_from_guest_memory`] future handed to `$finish` (boxed for
+/// the async linker, run to its end for the sync one).
+macro_rules! define_sends {
+    ($instance:ident, $define:ident, $finish:path) => {{
+        $instance.$define(
+            "[method]socket.write",
+            |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
+                $finish(send_from_guest_memory(store, this, data, SendKind::Write))
+            },
+        )?;
+        $instance.$define(
+            "[method]socket.send",
+            |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
+                $finish(send_from_guest_memory(store, this, data, SendKind::Send))
+            },
+        )?;
+        $instance.$define(
+            "[method]socket.send-to",
+            |store, (this, data, addr): (Resource<Socket>, WasmList<u8>, Sockaddr)| {
+                $finish(send_from_guest_memory(
+                    store,
+                    this,
+                    data,
+                    SendKind::SendTo(addr),
+                ))
+            },
+        )?;
+        Ok(())
+    }};
+}
+
 /// Defines `[method]socket.write`, `[method]socket.send` and `[method]socket.send-to` to send
 /// the guest's bytes from its own memory: the generated bindings would first copy the whole
 /// `list<u8>` into a host buffer (as wasmtime-wasi's streams do), a second copy of every byte
@@ -84,30 +116,7 @@ fn sends_from_guest_memory<T: UsocketView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     let mut instance = linker.instance(INTERFACE)?;
-    instance.func_wrap_async(
-        "[method]socket.write",
-        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
-            Box::new(send_from_guest_memory(store, this, data, SendKind::Write))
-        },
-    )?;
-    instance.func_wrap_async(
-        "[method]socket.send",
-        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
-            Box::new(send_from_guest_memory(store, this, data, SendKind::Send))
-        },
-    )?;
-    instance.func_wrap_async(
-        "[method]socket.send-to",
-        |store, (this, data, addr): (Resource<Socket>, WasmList<u8>, Sockaddr)| {
-            Box::new(send_from_guest_memory(
-                store,
-                this,
-                data,
-                SendKind::SendTo(addr),
-            ))
-        },
-    )?;
-    Ok(())
+    define_sends!(instance, func_wrap_async, Box::new)
 }
 
 /// Which send [`send_from_guest_memory`] makes.
@@ -181,30 +190,7 @@ fn sends_from_guest_memory_sync<T: UsocketView + 'static>(
 ) -> wasmtime::Result<()> {
     use wasmtime_wasi::runtime::in_tokio;
     let mut instance = linker.instance(INTERFACE)?;
-    instance.func_wrap(
-        "[method]socket.write",
-        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
-            in_tokio(send_from_guest_memory(store, this, data, SendKind::Write))
-        },
-    )?;
-    instance.func_wrap(
-        "[method]socket.send",
-        |store, (this, data): (Resource<Socket>, WasmList<u8>)| {
-            in_tokio(send_from_guest_memory(store, this, data, SendKind::Send))
-        },
-    )?;
-    instance.func_wrap(
-        "[method]socket.send-to",
-        |store, (this, data, addr): (Resource<Socket>, WasmList<u8>, Sockaddr)| {
-            in_tokio(send_from_guest_memory(
-                store,
-                this,
-                data,
-                SendKind::SendTo(addr),
-            ))
-        },
-    )?;
-    Ok(())
+    define_sends!(instance, func_wrap, in_tokio)
 }
 
 type Res<T> = wasmtime::Result<Result<T, WitErrno>>;
