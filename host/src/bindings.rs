@@ -9,7 +9,9 @@
 //! wasmtime-wasi's sync bindings do).
 //!
 //! A host with a `bindgen!` world of its own that imports `usocket:net/usocket` maps the
-//! interface to these bindings with `with:` (and [`Usocket`] as the `HasData` marker):
+//! interface to these bindings with `with:` (and [`Usocket`] as the `HasData` marker), then
+//! calls [`redefine_sends_async`] (or [`redefine_sends_sync`]) after the world's
+//! `add_to_linker`, so that sends go out from the guest's memory:
 //!
 //! ```text
 //! wasmtime::component::bindgen!({
@@ -17,6 +19,8 @@
 //!     imports: { default: async | trappable },
 //!     with: { "usocket:net/usocket": usocket_host::bindings::usocket::net::usocket },
 //! });
+//! // MyWorld::add_to_linker::<_, usocket_host::Usocket>(&mut linker, |s| s.usocket())?;
+//! // usocket_host::bindings::redefine_sends_async(&mut linker)?;
 //! ```
 
 #![allow(
@@ -67,6 +71,16 @@ pub fn add_to_linker_async<T: UsocketView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, Usocket>(linker, T::usocket)?;
+    redefine_sends_async(linker)
+}
+
+/// For an async linker that got the `usocket` interface from a `bindgen!` world of the
+/// embedder's own (mapped with `with:`): redefines `write`, `send` and `send-to` to send from
+/// the guest's memory, as [`add_to_linker_async`] does. Call it after the world's
+/// `add_to_linker`; the linker's shadowing is off when it returns.
+pub fn redefine_sends_async<T: UsocketView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let defined = sends_from_guest_memory(linker);
     linker.allow_shadowing(false);
@@ -178,6 +192,13 @@ pub fn add_to_linker_sync<T: UsocketView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     sync::usocket::net::usocket::add_to_linker::<T, Usocket>(linker, T::usocket)?;
+    redefine_sends_sync(linker)
+}
+
+/// [`redefine_sends_async`] for a synchronous linker.
+pub fn redefine_sends_sync<T: UsocketView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let defined = sends_from_guest_memory_sync(linker);
     linker.allow_shadowing(false);

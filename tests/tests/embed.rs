@@ -219,20 +219,29 @@ mod own_world {
 async fn a_host_world_of_its_own_maps_usocket_with_with() {
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = server.local_addr().unwrap().port();
-    tokio::spawn(async move {
+    let serving = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut conn, _) = server.accept().await.unwrap();
-        let mut request = [0u8; 256];
-        let _ = conn.read(&mut request).await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 256];
+        while !request.ends_with(b"\r\n\r\n") {
+            match conn.read(&mut buf).await.unwrap() {
+                0 => break,
+                n => request.extend_from_slice(&buf[..n]),
+            }
+        }
         conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nmapped\n")
             .await
             .unwrap();
+        request
     });
     let engine = Engine::default();
     let mut linker = Linker::<Host>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     own_world::Plugin::add_to_linker::<Host, usocket_host::Usocket>(&mut linker, |h| h.usocket())
         .unwrap();
+    // The generated functions copy what the guest sends; this makes them send from its memory.
+    usocket_host::bindings::redefine_sends_async(&mut linker).unwrap();
     let component = Component::from_file(&engine, guest_path("http_get")).unwrap();
     let stdout = MemoryOutputPipe::new(1 << 20);
     let argv = ["http_get".to_string(), "127.0.0.1".into(), port.to_string()];
@@ -253,4 +262,9 @@ async fn a_host_world_of_its_own_maps_usocket_with_with() {
     assert_eq!(result, Ok(()));
     let out = String::from_utf8_lossy(&stdout.contents()).into_owned();
     assert!(out.ends_with("mapped\n"), "{out:?}");
+    let request = serving.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&request),
+        "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    );
 }
