@@ -60,39 +60,16 @@ impl HasData for Usocket {
     type Data<'a> = UsocketCtxView<'a>;
 }
 
-/// Adds the `usocket` interface to an async `linker` (guests run with `*_async` calls).
-///
-/// `write`, `send` and `send-to` are then defined a second time, over the generated ones, so
-/// that they send straight from the guest's memory instead of a host copy of it (the generated
-/// bindings copy a `list<u8>` argument whole before the call): the linker's shadowing is
-/// allowed for that and turned off afterwards (wasmtime's default; call
-/// `linker.allow_shadowing(true)` again if you rely on it).
-pub fn add_to_linker_async<T: UsocketView + 'static>(
-    linker: &mut Linker<T>,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, Usocket>(linker, T::usocket)?;
-    redefine_sends_async(linker)
-}
-
-/// For an async linker that got the `usocket` interface from a `bindgen!` world of the
-/// embedder's own (mapped with `with:`): redefines `write`, `send` and `send-to` to send from
-/// the guest's memory, as [`add_to_linker_async`] does. Call it after the world's
-/// `add_to_linker`; the linker's shadowing is off when it returns.
-pub fn redefine_sends_async<T: UsocketView + 'static>(
-    linker: &mut Linker<T>,
-) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    let defined = sends_from_guest_memory(linker);
-    linker.allow_shadowing(false);
-    defined
-}
-
 /// The WIT interface's name in a linker.
 const INTERFACE: &str = "usocket:net/usocket@0.1.0";
 
 /// Defines `write`, `send` and `send-to` in `$instance` with `$define` (`func_wrap_async` or
 /// `func_wrap`), each call's [`send_from_guest_memory`] future handed to `$finish` (boxed for
-/// the async linker, run to its end for the sync one).
+/// the async linker, run to its end for the sync one). They send the guest's bytes from its
+/// own memory: the generated bindings would first copy the whole `list<u8>` into a host buffer
+/// (as wasmtime-wasi's streams do), a second copy of every byte sent (the kernel's is the
+/// first) and, for a large blocking `write`, a host buffer as large as the guest's, held until
+/// the last byte is out.
 macro_rules! define_sends {
     ($instance:ident, $define:ident, $finish:path) => {{
         $instance.$define(
@@ -122,16 +99,42 @@ macro_rules! define_sends {
     }};
 }
 
-/// Defines `[method]socket.write`, `[method]socket.send` and `[method]socket.send-to` to send
-/// the guest's bytes from its own memory: the generated bindings would first copy the whole
-/// `list<u8>` into a host buffer (as wasmtime-wasi's streams do), a second copy of every byte
-/// sent (the kernel's is the first) and, for a large blocking `write`, a host buffer as large
-/// as the guest's, held until the last byte is out.
-fn sends_from_guest_memory<T: UsocketView + 'static>(
+/// Adds the `usocket` interface to an async `linker` (guests run with `*_async` calls).
+///
+/// `write`, `send` and `send-to` are then defined a second time, over the generated ones, so
+/// that they send straight from the guest's memory instead of a host copy of it (the generated
+/// bindings copy a `list<u8>` argument whole before the call): the linker's shadowing is
+/// allowed for that and turned off afterwards (wasmtime's default; call
+/// `linker.allow_shadowing(true)` again if you rely on it).
+pub fn add_to_linker_async<T: UsocketView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    let mut instance = linker.instance(INTERFACE)?;
-    define_sends!(instance, func_wrap_async, Box::new)
+    wit::add_to_linker::<T, Usocket>(linker, T::usocket)?;
+    redefine_sends_async(linker)
+}
+
+/// For an async linker that got the `usocket` interface from a `bindgen!` world of the
+/// embedder's own (mapped with `with:`): redefines `write`, `send` and `send-to` to send from
+/// the guest's memory, as [`add_to_linker_async`] does. Call it after the world's
+/// `add_to_linker`; the linker's shadowing is off when it returns.
+pub fn redefine_sends_async<T: UsocketView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    with_shadowing(linker, |linker| {
+        let mut instance = linker.instance(INTERFACE)?;
+        define_sends!(instance, func_wrap_async, Box::new)
+    })
+}
+
+/// Runs `define` with the linker's shadowing allowed, then turns it off (wasmtime's default).
+fn with_shadowing<T>(
+    linker: &mut Linker<T>,
+    define: impl FnOnce(&mut Linker<T>) -> wasmtime::Result<()>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let defined = define(linker);
+    linker.allow_shadowing(false);
+    defined
 }
 
 /// Which send [`send_from_guest_memory`] makes.
@@ -199,20 +202,12 @@ pub fn add_to_linker_sync<T: UsocketView + 'static>(
 pub fn redefine_sends_sync<T: UsocketView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    let defined = sends_from_guest_memory_sync(linker);
-    linker.allow_shadowing(false);
-    defined
-}
-
-/// [`sends_from_guest_memory`] for a synchronous linker: each call blocks on a tokio runtime as
-/// the other synchronous calls do.
-fn sends_from_guest_memory_sync<T: UsocketView + 'static>(
-    linker: &mut Linker<T>,
-) -> wasmtime::Result<()> {
     use wasmtime_wasi::runtime::in_tokio;
-    let mut instance = linker.instance(INTERFACE)?;
-    define_sends!(instance, func_wrap, in_tokio)
+    // Each call blocks on a tokio runtime as the other synchronous calls do.
+    with_shadowing(linker, |linker| {
+        let mut instance = linker.instance(INTERFACE)?;
+        define_sends!(instance, func_wrap, in_tokio)
+    })
 }
 
 type Res<T> = wasmtime::Result<Result<T, WitErrno>>;
