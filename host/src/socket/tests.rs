@@ -1326,3 +1326,70 @@ async fn listeners_waiting_in_accept_hold_no_socket_slot() {
     assert!(still_waiting(&mut accept_c).await);
     assert_eq!(ctx.open_sockets(), 4);
 }
+
+/// After a bulk transfer has drained the socket (its reads come in pieces of many KiB, each
+/// short of the room), the next read waits as any other: data that comes ends the wait, with
+/// at most one failing `recv` on the way (an event for bytes already read can leave the
+/// readiness set); a timed read times out; `poll` and a non-blocking read report nothing. The
+/// guest never sees a spurious EAGAIN, from `recv` or from the read-ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_bulk_transfer_drains_the_socket_the_next_read_waits() {
+    const BULK: usize = 40 * 1024;
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    for round in 0..4u8 {
+        // `recv` and the read-ahead (`read_ahead`, as `readline` and `BufRead` use it).
+        let read_ahead = round % 2 == 1;
+        let mut bulk = async |sock: &mut Socket, peer: &mut std::net::TcpStream, fill: u8| {
+            sock.set_timeout(Some(5.0)).unwrap();
+            peer.write_all(&vec![fill; BULK]).unwrap();
+            let mut got = 0;
+            while got < BULK {
+                let chunk = if read_ahead {
+                    sock.read_ahead(&ctx, 64 * 1024).await.unwrap().unwrap()
+                } else {
+                    sock.recv(&ctx, 64 * 1024, 0).await.unwrap()
+                };
+                assert!(chunk.iter().all(|&b| b == fill), "round {round}");
+                got += chunk.len();
+            }
+            assert_eq!(got, BULK, "round {round}: nothing beyond what was sent");
+        };
+        // Data that comes while the next read waits ends the wait.
+        bulk(&mut sock, &mut peer, round).await;
+        let mut writer = peer.try_clone().unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            writer.write_all(b"late").unwrap();
+        });
+        let before = counts(&sock);
+        assert_eq!(sock.recv(&ctx, 64 * 1024, 0).await, Ok(b"late".to_vec()));
+        late.join().unwrap();
+        let (syscalls, failed) = counts(&sock);
+        assert!(
+            syscalls - before.0 <= 2 && failed - before.1 <= 1,
+            "round {round}: {} syscalls, {} failed, for one late read",
+            syscalls - before.0,
+            failed - before.1
+        );
+        // Nothing comes: a timed read times out; then poll says not readable, and a
+        // non-blocking read says EAGAIN.
+        bulk(&mut sock, &mut peer, round + 10).await;
+        sock.set_timeout(Some(0.05)).unwrap();
+        assert_eq!(sock.recv(&ctx, 64 * 1024, 0).await, Err(Errno::ETIMEDOUT));
+        assert_eq!(
+            poll_on(&ctx, &mut [(&mut sock, POLLIN)], 0).await,
+            Ok(vec![0]),
+            "round {round}"
+        );
+        sock.set_timeout(Some(0.0)).unwrap();
+        assert_eq!(sock.recv(&ctx, 10, 0).await, Err(Errno::EAGAIN));
+        // And after a bulk read, poll alone finds the socket drained.
+        bulk(&mut sock, &mut peer, round + 20).await;
+        assert_eq!(
+            poll_on(&ctx, &mut [(&mut sock, POLLIN)], 0).await,
+            Ok(vec![0]),
+            "round {round}: a drained socket polled readable"
+        );
+    }
+}
