@@ -1340,7 +1340,7 @@ async fn after_a_bulk_transfer_drains_the_socket_the_next_read_waits() {
     for round in 0..4u8 {
         // `recv` and the read-ahead (`read_ahead`, as `readline` and `BufRead` use it).
         let read_ahead = round % 2 == 1;
-        let mut bulk = async |sock: &mut Socket, peer: &mut std::net::TcpStream, fill: u8| {
+        let bulk = async |sock: &mut Socket, peer: &mut std::net::TcpStream, fill: u8| {
             sock.set_timeout(Some(5.0)).unwrap();
             peer.write_all(&vec![fill; BULK]).unwrap();
             let mut got = 0;
