@@ -8,6 +8,11 @@
 //! some of the three (a side left out shows 0 and its ratios are meaningless), and
 //! `USOCKET_BENCH_VERBOSE` prints every round's time.
 //!
+//! Each side's CPU time is measured too (the whole process's, so the side's peer thread is in
+//! it, the same peer code for all three), and printed per unit of work in a second table: on
+//! a machine shared with others, where wall times swing by tens of percent from round to
+//! round, it says more steadily what a change cost.
+//!
 //! Every workload is a fixed amount of work timed as a whole, so a ratio compares times:
 //! `u/native` is native time / usocket time, `u/wasi` is wasi:sockets time / usocket time.
 //! Higher is better for usocket; 1.0 is parity. For the latency workloads (echo, udp) that is
@@ -299,6 +304,35 @@ async fn run_wasi(args: &[&str]) -> String {
     String::from_utf8_lossy(&stdout.contents()).into_owned()
 }
 
+/// The CPU time of the whole process so far: every thread, the measured side and its peer.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Runs one side's round: its wall time as the side measured it, and the process's CPU time
+/// over the whole round (connection set-up and, for a guest, its instantiation included:
+/// small beside a round's work).
+async fn measured(round: impl Future<Output = Duration>) -> (Duration, Duration) {
+    let before = process_cpu();
+    let wall = round.await;
+    (wall, process_cpu().saturating_sub(before))
+}
+
+/// How the CPU table shows a workload: its unit, that unit in seconds, and how many units a
+/// round does.
+fn unit(mode: &str) -> (&'static str, f64, f64) {
+    match mode {
+        "send" | "recv" => ("ms/GiB", 1e-3, BULK as f64 / f64::from(1u32 << 30)),
+        "echo" => ("us/rtt", 1e-6, ECHOES as f64),
+        "udp" => ("us/rtt", 1e-6, DATAGRAMS as f64),
+        _ => ("ns/line", 1e-9, (LINES_TOTAL / LINE) as f64),
+    }
+}
+
 /// The median, or zero for a side that did not run.
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -359,6 +393,7 @@ async fn main() {
         "{:<10} {:>15} {:>15} {:>15} {:>8} {:>8}  target (usocket/native)",
         "workload", "native", "usocket", "wasi:sockets", "u/native", "u/wasi"
     );
+    let mut cpu_rows = Vec::new();
     for (mode, target) in [
         ("send", ">= 0.95"),
         ("recv", ">= 0.95"),
@@ -371,21 +406,26 @@ async fn main() {
             continue;
         }
         let (mut n, mut u, mut w) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut n_cpu, mut u_cpu, mut w_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             if sides.native {
-                n.push(
-                    tokio::task::spawn_blocking(move || native(mode))
-                        .await
-                        .unwrap(),
-                );
+                let native = async { tokio::task::spawn_blocking(move || native(mode)).await };
+                let (wall, cpu) = measured(async { native.await.unwrap() }).await;
+                n.push(wall);
+                n_cpu.push(cpu);
             }
             if sides.usocket {
-                u.push(guest(Guest::Usocket, mode).await);
+                let (wall, cpu) = measured(guest(Guest::Usocket, mode)).await;
+                u.push(wall);
+                u_cpu.push(cpu);
             }
             if sides.wasi {
-                w.push(guest(Guest::Wasi, mode).await);
+                let (wall, cpu) = measured(guest(Guest::Wasi, mode)).await;
+                w.push(wall);
+                w_cpu.push(cpu);
             }
         }
+        cpu_rows.push((mode, median(n_cpu), median(u_cpu), median(w_cpu)));
         if std::env::var_os("USOCKET_BENCH_VERBOSE").is_some() {
             let ms = |v: &[Duration]| {
                 v.iter()
@@ -425,5 +465,26 @@ async fn main() {
     println!(
         "medians of {rounds} rounds; u/native = native time / usocket time, u/wasi = \
          wasi:sockets time / usocket time (higher is better for usocket)"
+    );
+    println!(
+        "\nCPU time per unit of work (the whole process: the side and its peer)\n\
+         {:<10} {:>15} {:>15} {:>15} {:>8} {:>8}",
+        "workload", "native", "usocket", "wasi:sockets", "u/native", "u/wasi"
+    );
+    for (mode, n, u, w) in cpu_rows {
+        let (name, seconds, units) = unit(mode);
+        let show = |d: Duration| format!("{:.1} {name}", d.as_secs_f64() / seconds / units);
+        println!(
+            "{mode:<10} {:>15} {:>15} {:>15} {:>8.2} {:>8.2}",
+            show(n),
+            show(u),
+            show(w),
+            n.as_secs_f64() / u.as_secs_f64(),
+            w.as_secs_f64() / u.as_secs_f64()
+        );
+    }
+    println!(
+        "medians of {rounds} rounds; u/native = native CPU / usocket CPU, u/wasi = \
+         wasi:sockets CPU / usocket CPU (higher is better for usocket)"
     );
 }
