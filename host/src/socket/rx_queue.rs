@@ -85,11 +85,19 @@ impl RxQueue {
         self.error = Some(err);
     }
 
-    /// Removes and returns the first `n` queued bytes.
+    /// Removes and returns the first `n` queued bytes, copying the smaller part: the `n`
+    /// bytes, or what stays queued after them. Taking all but a few bytes of a chunk just
+    /// received then moves its buffer, not its bytes (a queue whose ring has wrapped or
+    /// moved is straightened first, by `Vec::from`).
     pub(crate) fn take(&mut self, n: usize) -> Vec<u8> {
         let n = n.min(self.len());
         if n == self.len() {
             return self.take_all();
+        }
+        if self.len() - n < n {
+            let mut out = self.take_all();
+            self.buf = VecDeque::from(out.split_off(n));
+            return out;
         }
         let out = self.peek(n);
         self.buf.drain(..n);
@@ -109,6 +117,25 @@ impl RxQueue {
         } else {
             self.buf.extend(data);
         }
+    }
+
+    /// A buffer in which more bytes can join the queued ones without being copied to do so:
+    /// a copy of the queued bytes with room for `more` after them. Receive into its spare
+    /// room, then hand it to [`RxQueue::adopt`]; dropping it instead leaves the queue as it
+    /// was (a read cancelled meanwhile loses nothing).
+    pub(crate) fn extension(&self, more: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.len().saturating_add(more));
+        let (a, b) = self.buf.as_slices();
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b);
+        buf
+    }
+
+    /// Takes `buf`, made by [`RxQueue::extension`] and grown since, as the queue: the queued
+    /// bytes it starts with, then the new ones.
+    pub(crate) fn adopt(&mut self, buf: Vec<u8>) {
+        debug_assert!(buf.len() >= self.len(), "an extension of this queue");
+        self.buf = VecDeque::from(buf);
     }
 
     /// Puts `data` back in front of the queue.
@@ -163,6 +190,51 @@ mod tests {
         assert_eq!(q.len(), 0);
         let mut q = queue(b"abc");
         assert_eq!(q.take_all(), b"abc");
+    }
+
+    #[test]
+    fn taking_most_of_a_chunk_moves_its_buffer_and_copies_the_rest() {
+        for (len, n) in [(65_537, 65_536), (10, 6), (10, 5), (10, 4), (1, 0), (7, 7)] {
+            let chunk: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let received = chunk.clone();
+            let ptr = received.as_ptr();
+            let mut q = RxQueue::default();
+            q.append(received);
+            let out = q.take(n);
+            assert_eq!(out, chunk[..n], "take({n}) of {len}");
+            assert_eq!(q.len(), len - n);
+            assert_eq!(q.take_all(), chunk[n..], "the rest, in order");
+            if n > len - n {
+                assert_eq!(out.as_ptr(), ptr, "take({n}) of {len} moved the buffer");
+            }
+        }
+        // After the ring has wrapped too.
+        let mut q = queue(b"0123456789");
+        q.take(8);
+        q.append(b"abcdef".to_vec());
+        q.unread(b"xy");
+        assert_eq!(q.take(7), b"xy89abc");
+        assert_eq!(q.take(100), b"def");
+    }
+
+    #[test]
+    fn an_extension_joins_new_bytes_to_the_queued_ones_or_leaves_them_be() {
+        let mut q = RxQueue::default();
+        q.append(b"0123456789".to_vec());
+        q.take(8);
+        q.unread(b"xy");
+        let mut ext = q.extension(100);
+        assert!(ext.capacity() >= 104);
+        assert_eq!(ext, b"xy89");
+        drop(ext);
+        assert_eq!(q.peek(100), b"xy89", "dropped: the queue is as it was");
+        ext = q.extension(100);
+        ext.extend_from_slice(b"new");
+        let ptr = ext.as_ptr();
+        q.adopt(ext);
+        assert_eq!(q.len(), 7);
+        let all = q.take_all();
+        assert_eq!((all.as_slice(), all.as_ptr()), (&b"xy89new"[..], ptr));
     }
 
     #[test]

@@ -77,6 +77,20 @@ impl State {
     }
 }
 
+/// How much [`Stream::fill_probing`] asks the kernel for beyond what its caller wants.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// One byte more, where it fits: a read that gets all it asked for cannot tell whether
+    /// the kernel has more, and the next one would make a syscall bound to fail; one that
+    /// comes back short tells (see `Os::wait`). The extra byte waits in the queue like any
+    /// other.
+    OneMore,
+    /// Just what was wanted: for a caller that hands out all it reads (the read-ahead), where
+    /// a byte more would be left behind, to be split off its buffer and fetched by a host
+    /// call of its own.
+    Exact,
+}
+
 /// A connection's received bytes in the host: its receive queue, the read-ahead that
 /// `readline-ahead` lent the guest library, and their share of the guest's host-buffered
 /// total. Every change of the queue or the loan goes through here and updates the share.
@@ -153,6 +167,12 @@ impl Rx {
 
     fn append(&mut self, data: Vec<u8>) {
         self.queue.append(data);
+        self.sync();
+    }
+
+    /// See [`RxQueue::adopt`].
+    fn adopt(&mut self, joined: Vec<u8>) {
+        self.queue.adopt(joined);
         self.sync();
     }
 
@@ -635,17 +655,28 @@ impl Stream {
         want: usize,
         deadline: Deadline,
     ) -> SockResult<bool> {
+        self.fill_probing(ctx, want, Probe::Exact, deadline).await
+    }
+
+    /// [`Stream::fill`], reading `want` bytes and the `probe`.
+    async fn fill_probing(
+        &mut self,
+        ctx: &UsocketCtx,
+        want: usize,
+        probe: Probe,
+        deadline: Deadline,
+    ) -> SockResult<bool> {
         let quota = ctx.quota();
         let (os, rx) = self.connection()?;
         let room = quota.buffer_room(rx.held());
         if room == 0 {
             return Err(Errno::ENOBUFS);
         }
-        // One byte more than wanted, where it fits: a read that gets all it asked for cannot
-        // tell whether the kernel has more, and the next one would make a syscall bound to
-        // fail; one that comes back short tells (see `Os::wait`). The extra byte waits in the
-        // queue like any other.
-        let want = quota.recv_budget(want.saturating_add(1).min(room))?;
+        let want = match probe {
+            Probe::OneMore => want.saturating_add(1),
+            Probe::Exact => want,
+        };
+        let want = quota.recv_budget(want.min(room))?;
         let allowed = quota
             .allowance(Direction::Recv, want, false, deadline.until())
             .await;
@@ -654,6 +685,22 @@ impl Stream {
                 Deadline::Now => Ok(false),
                 _ => Err(Errno::ETIMEDOUT),
             };
+        }
+        // Bytes still queued (a line's first part, the rest of a read) that are fewer than a
+        // read may bring: the new bytes join them in a buffer that starts with a copy of
+        // them, rather than being copied onto the end of the queue.
+        if rx.tls.is_none() && (1..allowed).contains(&rx.len()) {
+            let mut joined = rx.extension(allowed);
+            let result = os
+                .recv_into(&mut joined, deadline, RecvFlags::empty())
+                .await;
+            let got = *result.as_ref().unwrap_or(&0);
+            quota.refund(Direction::Recv, allowed - got);
+            quota.received(got);
+            if result.is_ok() {
+                rx.adopt(joined);
+            }
+            return Self::filled(rx, result, deadline);
         }
         let mut chunk = Vec::new();
         let result = match rx.tls.as_mut() {
@@ -671,6 +718,12 @@ impl Stream {
         quota.refund(Direction::Recv, allowed - chunk.len());
         quota.received(chunk.len());
         rx.append(chunk);
+        Self::filled(rx, result, deadline)
+    }
+
+    /// How a fill's read ended, for [`Stream::fill`]: the end of the stream and a reset are
+    /// queued after the bytes.
+    fn filled(rx: &mut Rx, result: SockResult<usize>, deadline: Deadline) -> SockResult<bool> {
         match result {
             Ok(0) => rx.set_eof(),
             Ok(_) => {}
@@ -813,7 +866,9 @@ impl Stream {
                     None => Ok(Some(Vec::new())),
                 };
             }
-            if !self.fill(ctx, READ_CHUNK.min(max.max(1)), deadline).await? {
+            // All that is read is lent: a probe byte would stay behind.
+            let want = READ_CHUNK.min(max.max(1));
+            if !self.fill_probing(ctx, want, Probe::Exact, deadline).await? {
                 return Ok(None);
             }
         }

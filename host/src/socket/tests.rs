@@ -1393,3 +1393,77 @@ async fn after_a_bulk_transfer_drains_the_socket_the_next_read_waits() {
         );
     }
 }
+
+/// The read-ahead reads no probe byte past what it lends: a full read-ahead leaves nothing
+/// behind in the host, so the next one is not a host call for one byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_ahead_leaves_no_byte_behind() {
+    const AHEAD: usize = 64 * 1024;
+    let ctx = ctx();
+    let (mut sock, peer) = connected(&ctx).await;
+    sock.set_timeout(Some(5.0)).unwrap();
+    let sent: Vec<u8> = (0..AHEAD + 10).map(|i| (i % 253) as u8).collect();
+    let writer = {
+        let (mut peer, sent) = (peer.try_clone().unwrap(), sent.clone());
+        std::thread::spawn(move || {
+            peer.write_all(&sent).unwrap();
+            peer.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    writer.join().unwrap();
+    revents_become(&sock, POLLIN, POLLIN).await;
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    loop {
+        let chunk = sock
+            .read_ahead(&ctx, AHEAD as u32 as usize)
+            .await
+            .unwrap()
+            .unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        sizes.push(chunk.len());
+        got.extend(chunk);
+    }
+    assert_eq!(got, sent);
+    assert_eq!(sizes, [AHEAD, 10], "the read-ahead's pieces");
+}
+
+/// A line that comes in pieces: what is queued and what comes next join in one buffer, in
+/// order; a timed read that gives up meanwhile keeps what was queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_in_pieces_joins_in_order_and_a_timeout_keeps_the_first_piece() {
+    let ctx = ctx();
+    let (mut sock, mut peer) = connected(&ctx).await;
+    peer.write_all(b"abc").unwrap();
+    sock.set_timeout(Some(0.05)).unwrap();
+    assert_eq!(sock.readline(&ctx, None).await, Err(Errno::ETIMEDOUT));
+    assert_eq!(sock.read(&ctx, Some(10)).await, Err(Errno::ETIMEDOUT));
+    sock.set_timeout(Some(5.0)).unwrap();
+    let mut writer = peer.try_clone().unwrap();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        writer.write_all(b"def\nrest").unwrap();
+    });
+    assert_eq!(
+        line_and_ahead(&mut sock, &ctx, 100).await,
+        Ok(Some((b"abcdef\n".to_vec(), b"rest".to_vec())))
+    );
+    late.join().unwrap();
+    // Long pieces too: a partial line, then more than a read brings at once.
+    sock.unread(&ctx, b"").unwrap();
+    let long: Vec<u8> = (0..200_000).map(|i| b'a' + (i % 26) as u8).collect();
+    peer.write_all(&long[..1000]).unwrap();
+    revents_become(&sock, POLLIN, POLLIN).await;
+    let mut writer = peer.try_clone().unwrap();
+    let rest = long[1000..].to_vec();
+    let late = std::thread::spawn(move || {
+        writer.write_all(&rest).unwrap();
+        writer.write_all(b"\n").unwrap();
+    });
+    let mut want = long.clone();
+    want.push(b'\n');
+    assert_eq!(sock.readline(&ctx, None).await, Ok(Some(want)));
+    late.join().unwrap();
+}
