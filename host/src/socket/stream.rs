@@ -655,7 +655,7 @@ impl Stream {
         want: usize,
         deadline: Deadline,
     ) -> SockResult<bool> {
-        self.fill_probing(ctx, want, Probe::Exact, deadline).await
+        self.fill_probing(ctx, want, Probe::OneMore, deadline).await
     }
 
     /// [`Stream::fill`], reading `want` bytes and the `probe`.
