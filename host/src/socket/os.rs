@@ -575,24 +575,48 @@ impl Os {
     /// glibc's `free` of 64 KiB or more sweeps its fast bins each time). After a large read
     /// (a bulk transfer), the next one gets a buffer of `max` bytes and keeps it, with no copy.
     pub(crate) async fn recv_chunk(&self, max: usize, deadline: Deadline) -> SockResult<Vec<u8>> {
+        self.recv_chunk_after([&[], &[]], max, deadline).await
+    }
+
+    /// [`Os::recv_chunk`] into a buffer that starts with a copy of `prefix` (its two parts in
+    /// order): bytes already received that the new ones join. The buffer, `prefix` included,
+    /// is made only once the socket is ready, as `recv_chunk`'s; empty at the end of the
+    /// stream.
+    pub(crate) async fn recv_chunk_after(
+        &self,
+        prefix: [&[u8]; 2],
+        max: usize,
+        deadline: Deadline,
+    ) -> SockResult<Vec<u8>> {
+        let before = prefix[0].len() + prefix[1].len();
+        let with_prefix = |capacity: usize| {
+            let mut buf = Vec::with_capacity(before.saturating_add(capacity));
+            buf.extend_from_slice(prefix[0]);
+            buf.extend_from_slice(prefix[1]);
+            buf
+        };
         let op = |s: &socket2::Socket| {
             let buf = if self.last_chunk.load(Ordering::Relaxed) >= SMALL_CHUNK || max > SCRATCH {
-                let mut buf = Vec::with_capacity(max);
+                let mut buf = with_prefix(max);
                 rustix::net::recv(s, spare_capacity(&mut buf), RecvFlags::empty())?;
                 buf
             } else {
                 SCRATCH_BUF.with_borrow_mut(|scratch| {
                     scratch.resize(SCRATCH, 0); // zeroed once per thread
                     let (n, _) = rustix::net::recv(s, &mut scratch[..max], RecvFlags::empty())?;
-                    Ok::<_, io::Error>(scratch[..n].to_vec())
+                    let mut buf = with_prefix(n);
+                    buf.extend_from_slice(&scratch[..n]);
+                    Ok::<_, io::Error>(buf)
                 })?
             };
-            self.last_chunk.store(buf.len(), Ordering::Relaxed);
-            Ok(buf)
+            let got = buf.len() - before;
+            self.last_chunk.store(got, Ordering::Relaxed);
+            Ok((buf, got))
         };
         // A short read took all there was (0 is the end of stream, which stays readable).
-        let drained = |buf: &Vec<u8>| !buf.is_empty() && buf.len() < max;
-        self.wait(Interest::READABLE, deadline, op, drained).await
+        let drained = |&(_, got): &(Vec<u8>, usize)| got > 0 && got < max;
+        let (buf, got) = self.wait(Interest::READABLE, deadline, op, drained).await?;
+        Ok(if got == 0 { Vec::new() } else { buf })
     }
 
     /// Receives one datagram into the spare room of `buf`: its sender.

@@ -119,22 +119,17 @@ impl RxQueue {
         }
     }
 
-    /// A buffer in which more bytes can join the queued ones without being copied to do so:
-    /// a copy of the queued bytes with room for `more` after them. Receive into its spare
-    /// room, then hand it to [`RxQueue::adopt`]; dropping it instead leaves the queue as it
-    /// was (a read cancelled meanwhile loses nothing).
-    pub(crate) fn extension(&self, more: usize) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.len().saturating_add(more));
+    /// The queued bytes, in order, in the ring's two parts.
+    pub(crate) fn as_slices(&self) -> [&[u8]; 2] {
         let (a, b) = self.buf.as_slices();
-        buf.extend_from_slice(a);
-        buf.extend_from_slice(b);
-        buf
+        [a, b]
     }
 
-    /// Takes `buf`, made by [`RxQueue::extension`] and grown since, as the queue: the queued
-    /// bytes it starts with, then the new ones.
+    /// Takes `buf` as the queue: a buffer that starts with a copy of the queued bytes (see
+    /// [`RxQueue::as_slices`]) and goes on with newly received ones, which so join the queue
+    /// without a copy of their own.
     pub(crate) fn adopt(&mut self, buf: Vec<u8>) {
-        debug_assert!(buf.len() >= self.len(), "an extension of this queue");
+        debug_assert!(buf.len() >= self.len(), "a copy of the queue and more");
         self.buf = VecDeque::from(buf);
     }
 
@@ -218,20 +213,19 @@ mod tests {
     }
 
     #[test]
-    fn an_extension_joins_new_bytes_to_the_queued_ones_or_leaves_them_be() {
+    fn an_adopted_buffer_becomes_the_queue_as_it_is() {
         let mut q = RxQueue::default();
         q.append(b"0123456789".to_vec());
         q.take(8);
         q.unread(b"xy");
-        let mut ext = q.extension(100);
-        assert!(ext.capacity() >= 104);
-        assert_eq!(ext, b"xy89");
-        drop(ext);
-        assert_eq!(q.peek(100), b"xy89", "dropped: the queue is as it was");
-        ext = q.extension(100);
-        ext.extend_from_slice(b"new");
-        let ptr = ext.as_ptr();
-        q.adopt(ext);
+        let mut joined = Vec::with_capacity(100);
+        for part in q.as_slices() {
+            joined.extend_from_slice(part);
+        }
+        assert_eq!(joined, b"xy89");
+        joined.extend_from_slice(b"new");
+        let ptr = joined.as_ptr();
+        q.adopt(joined);
         assert_eq!(q.len(), 7);
         let all = q.take_all();
         assert_eq!((all.as_slice(), all.as_ptr()), (&b"xy89new"[..], ptr));

@@ -686,23 +686,12 @@ impl Stream {
                 _ => Err(Errno::ETIMEDOUT),
             };
         }
-        // Bytes still queued (a line's first part, the rest of a read) that are fewer than a
-        // read may bring: the new bytes join them in a buffer that starts with a copy of
-        // them, rather than being copied onto the end of the queue.
-        if rx.tls.is_none() && (1..allowed).contains(&rx.len()) {
-            let mut joined = rx.extension(allowed);
-            let result = os
-                .recv_into(&mut joined, deadline, RecvFlags::empty())
-                .await;
-            let got = *result.as_ref().unwrap_or(&0);
-            quota.refund(Direction::Recv, allowed - got);
-            quota.received(got);
-            if result.is_ok() {
-                rx.adopt(joined);
-            }
-            return Self::filled(rx, result, deadline);
-        }
         let mut chunk = Vec::new();
+        // Bytes still queued (a line's first part, the rest of a read) that are fewer than a
+        // read may bring: the new bytes join them in one buffer that starts with a copy of
+        // them, rather than being copied onto the end of the queue. The queue stays as it is
+        // until the read is in, so a call cancelled meanwhile loses nothing.
+        let mut joined = 0;
         let result = match rx.tls.as_mut() {
             Some(tls) => {
                 chunk.reserve_exact(allowed);
@@ -710,14 +699,29 @@ impl Stream {
                 audit_tls_failure(ctx, os, tls);
                 result
             }
-            None => os.recv_chunk(allowed, deadline).await.map(|got| {
-                chunk = got;
-                chunk.len()
-            }),
+            None => {
+                let prefix = if (1..allowed).contains(&rx.len()) {
+                    rx.as_slices()
+                } else {
+                    [&[][..], &[][..]]
+                };
+                joined = prefix[0].len() + prefix[1].len();
+                os.recv_chunk_after(prefix, allowed, deadline)
+                    .await
+                    .map(|got| {
+                        chunk = got;
+                        chunk.len().saturating_sub(joined)
+                    })
+            }
         };
-        quota.refund(Direction::Recv, allowed - chunk.len());
-        quota.received(chunk.len());
-        rx.append(chunk);
+        let got = chunk.len().saturating_sub(joined);
+        quota.refund(Direction::Recv, allowed - got);
+        quota.received(got);
+        if joined == 0 {
+            rx.append(chunk);
+        } else if got > 0 {
+            rx.adopt(chunk);
+        }
         Self::filled(rx, result, deadline)
     }
 
