@@ -409,8 +409,11 @@ async fn main() {
         let (mut n_cpu, mut u_cpu, mut w_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             if sides.native {
-                let native = async { tokio::task::spawn_blocking(move || native(mode)).await };
-                let (wall, cpu) = measured(async { native.await.unwrap() }).await;
+                let round = async {
+                    let round = tokio::task::spawn_blocking(move || native(mode));
+                    round.await.unwrap()
+                };
+                let (wall, cpu) = measured(round).await;
                 n.push(wall);
                 n_cpu.push(cpu);
             }

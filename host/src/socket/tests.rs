@@ -1415,11 +1415,7 @@ async fn a_full_read_ahead_leaves_no_byte_behind() {
     let mut sizes = Vec::new();
     let mut got = Vec::new();
     loop {
-        let chunk = sock
-            .read_ahead(&ctx, AHEAD as u32 as usize)
-            .await
-            .unwrap()
-            .unwrap();
+        let chunk = sock.read_ahead(&ctx, AHEAD).await.unwrap().unwrap();
         if chunk.is_empty() {
             break;
         }
