@@ -13,7 +13,9 @@
 //!   for a few seconds against: the `poll_server` example (one guest, every client), the
 //!   `echo_server` example (one guest per client, each on its own port), and a native tokio
 //!   echo server; the guests under two runtime layouts: one multi-thread runtime (2 workers,
-//!   `Runner::run` in its tasks) and `Runner::spawn` (one current-thread runtime per core).
+//!   `Runner::run` in its tasks) and `Runner::spawn` (one current-thread runtime per core);
+//!   and the peer, a Rust `std::net` guest per client over wasmtime-wasi's `wasi:sockets`
+//!   (`bench_wasi serve`, `echo_server`'s loop) in tasks of the multi-thread runtime.
 //!   The clients run on a runtime of their own; requests per second are min/median/max of
 //!   [`ROUNDS`] rounds (the variants take turns within a round), the ratio is guest/native
 //!   (median), and beside it the server's CPU time a request (the process's CPU time less
@@ -148,6 +150,8 @@ struct Components {
     probe: Component,
     echo_server: Component,
     poll_server: Component,
+    /// `bench_wasi`, the load test's wasi:sockets server.
+    wasi_server: Component,
 }
 
 impl Components {
@@ -163,6 +167,7 @@ impl Components {
             probe: load("probe"),
             echo_server: load("echo_server"),
             poll_server: load("poll_server"),
+            wasi_server: load("bench_wasi"),
         }
     }
 }
@@ -789,6 +794,94 @@ fn guest_round(
     result
 }
 
+/// A server of the echo load test.
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    /// A tokio echo server in the bench's process, a task per connection.
+    Native,
+    /// usocket guests: `poll_server` (true: one guest for all) or `echo_server` (one a client).
+    Usocket(bool, Layout),
+    /// The peer: `bench_wasi serve`, a Rust `std::net` guest per client over wasmtime-wasi's
+    /// `wasi:sockets`, as tasks of the multi-thread runtime (same engine and pools).
+    Wasi,
+}
+
+/// The `Store` data of a wasi:sockets guest: WASI alone, the network allowed.
+struct WasiOnly {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for WasiOnly {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// One round against wasi:sockets guests, one a client (`bench_wasi serve PORT`), as a user
+/// of plain wasmtime-wasi would run them: tasks of a multi-thread runtime, linking done once.
+fn wasi_round(
+    runner: &Runner,
+    rt: &tokio::runtime::Runtime,
+    components: &Components,
+    clients: usize,
+) -> Load {
+    let engine = runner.engine();
+    let mut linker = Linker::<WasiOnly>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    let pre = CommandPre::new(linker.instantiate_pre(&components.wasi_server).unwrap()).unwrap();
+    let ports = free_ports(clients);
+    let mut guests = Vec::new();
+    for &port in &ports {
+        let stdout = MemoryOutputPipe::new(1 << 10);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(MemoryOutputPipe::new(64 << 10))
+            .args(&["bench_wasi", "serve", &port.to_string()])
+            .allow_tcp(true)
+            .socket_addr_check(|addr, _| Box::pin(async move { addr.ip().is_loopback() }))
+            .build();
+        let mut store = Store::new(
+            engine,
+            WasiOnly {
+                wasi,
+                table: ResourceTable::new(),
+            },
+        );
+        store.epoch_deadline_async_yield_and_update(1);
+        let pre = pre.clone();
+        let task = rt.spawn(async move {
+            let command = pre.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        });
+        guests.push((task, stdout));
+    }
+    // Listening: the guest printed so after `listen`.
+    let deadline = Instant::now() + PATIENCE;
+    for (i, (task, stdout)) in guests.iter().enumerate() {
+        while stdout.contents().is_empty() {
+            assert!(
+                !task.is_finished() && Instant::now() < deadline,
+                "wasi:sockets guest {i} of {clients} did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let result = load(&ports, clients);
+    for (task, _) in &guests {
+        task.abort();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while guests.iter().any(|(task, _)| !task.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    result
+}
+
 /// One round against a native tokio echo server (a task per connection) on `rt`.
 fn native_round(rt: &tokio::runtime::Runtime, clients: usize) -> Load {
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -823,31 +916,32 @@ fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, 
         "  {:<36} {:>34}  {:>6}  {:>15}",
         "server", "requests/s min / median / max", "ratio", "CPU/request, ratio"
     );
-    let variants: [(&str, Option<(bool, Layout)>); 5] = [
-        ("native tokio (multi-thread, 2)", None),
+    let variants: [(&str, Server); 6] = [
+        ("native tokio (multi-thread, 2)", Server::Native),
         (
             "poll_server, 1 guest, multi-thread",
-            Some((true, Layout::Multi)),
+            Server::Usocket(true, Layout::Multi),
         ),
         (
             "poll_server, 1 guest, Runner::spawn",
-            Some((true, Layout::PerCore)),
+            Server::Usocket(true, Layout::PerCore),
         ),
         (
             "echo_server, guest/client, multi-thr.",
-            Some((false, Layout::Multi)),
+            Server::Usocket(false, Layout::Multi),
         ),
         (
             "echo_server, guest/client, spawn",
-            Some((false, Layout::PerCore)),
+            Server::Usocket(false, Layout::PerCore),
         ),
+        ("wasi:sockets, guest/client, multi-thr.", Server::Wasi),
     ];
     // `USOCKET_ECHO_ONLY=spawn` runs the variants whose label contains it (and native).
     let only = std::env::var("USOCKET_ECHO_ONLY").ok();
     let variants: Vec<_> = variants
         .into_iter()
         .filter(|(label, variant)| {
-            variant.is_none() || only.as_ref().is_none_or(|o| label.contains(o.as_str()))
+            *variant == Server::Native || only.as_ref().is_none_or(|o| label.contains(o.as_str()))
         })
         .collect();
     // Rounds alternate between the variants, so that a machine whose speed drifts (shared
@@ -858,8 +952,11 @@ fn echo(runner: &Runner, components: &Components, rt: &tokio::runtime::Runtime, 
     for _ in 0..ROUNDS {
         for (i, (_, variant)) in variants.iter().enumerate() {
             let load = match *variant {
-                None => native_round(rt, clients),
-                Some((poll, layout)) => guest_round(runner, rt, layout, components, poll, clients),
+                Server::Native => native_round(rt, clients),
+                Server::Usocket(poll, layout) => {
+                    guest_round(runner, rt, layout, components, poll, clients)
+                }
+                Server::Wasi => wasi_round(runner, rt, components, clients),
             };
             rates[i].push(load.rate as u64);
             cpus[i].push(load.server_cpu);

@@ -6,9 +6,13 @@
 //! (`BufReader::read_line` into one reused `String`), `readline PORT` (`read_until` into a new
 //! `Vec` per line, as MicroPython's `readline()` returns), `udp PORT COUNT`. The `BufReader`
 //! holds 64 KiB, as usocket's read-ahead does.
+//!
+//! `serve PORT` is the `echo_server` example's loop for the `scale` bench's load test: listen
+//! on 127.0.0.1:PORT, print `listening`, accept one client, echo its lines (a new `Vec` each,
+//! as `readline()` returns) until it closes.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Instant;
 
 const BUF: usize = 64 * 1024;
@@ -16,6 +20,10 @@ const BUF: usize = 64 * 1024;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let port: u16 = args[2].parse().expect("port");
+    if args[1] == "serve" {
+        serve(port);
+        return;
+    }
     if args[1] == "udp" {
         let count: u64 = args[3].parse().expect("count");
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -91,4 +99,20 @@ fn main() {
         other => panic!("unknown mode {other}"),
     };
     println!("{} {units}", start.elapsed().as_nanos());
+}
+
+fn serve(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    println!("listening");
+    std::io::stdout().flush().expect("flush");
+    let (conn, _) = listener.accept().expect("accept");
+    let mut r = BufReader::with_capacity(BUF, conn);
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).expect("read_until") == 0 {
+            break;
+        }
+        // The echo goes out through the stream the reader wraps.
+        r.get_mut().write_all(&line).expect("write_all");
+    }
 }
