@@ -334,9 +334,23 @@ fn unit(mode: &str) -> (&'static str, f64, f64) {
 }
 
 /// The median, or zero for a side that did not run.
-fn median(mut v: Vec<Duration>) -> Duration {
+/// The median of a side's rounds; `None` for a side that did not run.
+fn median(mut v: Vec<Duration>) -> Option<Duration> {
     v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
+    v.get(v.len() / 2).copied()
+}
+
+/// A side's figure, or `-` for a side that did not run.
+fn cell(d: Option<Duration>, show: impl Fn(Duration) -> String) -> String {
+    d.map_or_else(|| "-".to_string(), show)
+}
+
+/// `other / usocket` (higher is better for usocket), or `-` if either side did not run.
+fn ratio(other: Option<Duration>, usocket: Option<Duration>) -> String {
+    match (other, usocket) {
+        (Some(o), Some(u)) => format!("{:.2}", o.as_secs_f64() / u.as_secs_f64()),
+        _ => "-".to_string(),
+    }
 }
 
 /// Which of the three sides run: all, or those named in `USOCKET_BENCH_SIDES` (for example
@@ -454,15 +468,13 @@ async fn main() {
             ),
         };
         // Time ratios: the other's time over usocket's (higher is better for usocket).
-        let (vs_native, vs_wasi) = (
-            n.as_secs_f64() / u.as_secs_f64(),
-            w.as_secs_f64() / u.as_secs_f64(),
-        );
         println!(
-            "{mode:<10} {:>15} {:>15} {:>15} {vs_native:>8.2} {vs_wasi:>8.2}  {target}",
-            show(n),
-            show(u),
-            show(w)
+            "{mode:<10} {:>15} {:>15} {:>15} {:>8} {:>8}  {target}",
+            cell(n, show),
+            cell(u, show),
+            cell(w, show),
+            ratio(n, u),
+            ratio(w, u)
         );
     }
     println!(
@@ -478,12 +490,12 @@ async fn main() {
         let (name, seconds, units) = unit(mode);
         let show = |d: Duration| format!("{:.1} {name}", d.as_secs_f64() / seconds / units);
         println!(
-            "{mode:<10} {:>15} {:>15} {:>15} {:>8.2} {:>8.2}",
-            show(n),
-            show(u),
-            show(w),
-            n.as_secs_f64() / u.as_secs_f64(),
-            w.as_secs_f64() / u.as_secs_f64()
+            "{mode:<10} {:>15} {:>15} {:>15} {:>8} {:>8}",
+            cell(n, show),
+            cell(u, show),
+            cell(w, show),
+            ratio(n, u),
+            ratio(w, u)
         );
     }
     println!(
