@@ -21,7 +21,7 @@
 //!   (median), and beside it the server's CPU time a request (the process's CPU time less
 //!   the clients' thread) and native's over it. `USOCKET_ECHO_ONLY=TEXT` runs native and the
 //!   variants whose label contains TEXT; `USOCKET_PERF_MAP=1` names the guests' functions
-//!   for `perf`.
+//!   for `perf`; `USOCKET_SCALE_WORKERS=N` gives the runner N workers (default: one a core).
 //!
 //! Without arguments: `idle 1000 echo 100`. The documented figures (README) come from
 //! `idle 10000` and `echo 100 echo 1000`. The bench raises its soft RLIMIT_NOFILE to the hard
@@ -100,9 +100,14 @@ fn main() {
     let max_guests = std::env::var("USOCKET_SCALE_MAX_GUESTS")
         .ok()
         .and_then(|n| n.parse().ok());
+    // `USOCKET_SCALE_WORKERS=N`: the runner's worker threads (default: one per core).
+    let workers = std::env::var("USOCKET_SCALE_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok());
     let runner = Runner::with_config(RunnerConfig {
         cache: true,
         max_guests,
+        workers,
         perf_map: std::env::var_os("USOCKET_PERF_MAP").is_some(),
         ..RunnerConfig::default()
     })
