@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use usocket_host::run::{Guest, Runner, RunnerConfig};
 use usocket_host::{Limits, Policy, TlsConfig, UsocketCtx};
-use wasmtime::component::Component;
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Where the build script put the guest programs (`<name>.wasm`).
 pub fn guest_path(name: &str) -> PathBuf {
@@ -211,3 +211,28 @@ pub fn proc_status(field: &str) -> u64 {
 }
 
 pub mod multitest;
+
+/// The `Store` data of a guest of plain wasmtime-wasi (the benches' `wasi:sockets` peer):
+/// WASI alone, no usocket.
+pub struct WasiOnly {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiOnly {
+    pub fn new(wasi: WasiCtx) -> WasiOnly {
+        WasiOnly {
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for WasiOnly {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

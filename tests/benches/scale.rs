@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use usocket_host::audit::AuditEvent;
 use usocket_host::run::{Guest, Runner, RunnerConfig};
 use usocket_host::{Limits, Policy, UsocketCtx, UsocketCtxView, UsocketView};
-use usocket_tests::{conformance_policy, guest_path, proc_status};
+use usocket_tests::{WasiOnly, conformance_policy, guest_path, proc_status};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -109,7 +109,6 @@ fn main() {
         max_guests,
         workers,
         perf_map: std::env::var_os("USOCKET_PERF_MAP").is_some(),
-        ..RunnerConfig::default()
     })
     .expect("runner");
     let components = Components::load(&runner);
@@ -811,21 +810,6 @@ enum Server {
     Wasi,
 }
 
-/// The `Store` data of a wasi:sockets guest: WASI alone, the network allowed.
-struct WasiOnly {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for WasiOnly {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
 /// One round against wasi:sockets guests, one a client (`bench_wasi serve PORT`), as a user
 /// of plain wasmtime-wasi would run them: tasks of a multi-thread runtime, linking done once.
 fn wasi_round(
@@ -849,13 +833,7 @@ fn wasi_round(
             .allow_tcp(true)
             .socket_addr_check(|addr, _| Box::pin(async move { addr.ip().is_loopback() }))
             .build();
-        let mut store = Store::new(
-            engine,
-            WasiOnly {
-                wasi,
-                table: ResourceTable::new(),
-            },
-        );
+        let mut store = Store::new(engine, WasiOnly::new(wasi));
         store.epoch_deadline_async_yield_and_update(1);
         let pre = pre.clone();
         let task = rt.spawn(async move {

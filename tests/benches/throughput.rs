@@ -31,12 +31,12 @@ use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use usocket_tests::{Options, run};
+use usocket_tests::{Options, WasiOnly, run};
 use wasmtime::Store;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::Linker;
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Rounds per workload (`USOCKET_BENCH_ROUNDS` overrides, for a quick look).
 const ROUNDS: usize = 7;
@@ -242,21 +242,6 @@ async fn guest(which: Guest, mode: &str) -> Duration {
     Duration::from_nanos(nanos)
 }
 
-/// The store data of the wasi:sockets guest: WASI alone.
-struct WasiState {
-    ctx: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for WasiState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
 /// Runs `bench_wasi` with `args` as a user of plain wasmtime-wasi would: wasi:sockets linked,
 /// the network allowed (TCP and UDP to any address, name lookups). Same engine (configuration, epoch
 /// ticks) as the usocket guest, so only the socket layer differs. Returns its stdout.
@@ -277,13 +262,7 @@ async fn run_wasi(args: &[&str]) -> String {
         .allow_udp(true)
         .allow_ip_name_lookup(true)
         .build();
-    let mut store = Store::new(
-        engine,
-        WasiState {
-            ctx,
-            table: ResourceTable::new(),
-        },
-    );
+    let mut store = Store::new(engine, WasiOnly::new(ctx));
     // The engine interrupts guests at epoch ticks (as the usocket host's runner does).
     store.epoch_deadline_async_yield_and_update(1);
     let component = usocket_tests::component("bench_wasi");
