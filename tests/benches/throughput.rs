@@ -324,6 +324,19 @@ fn cell(d: Option<Duration>, show: impl Fn(Duration) -> String) -> String {
     d.map_or_else(|| "-".to_string(), show)
 }
 
+/// A table row's figures: native, usocket, wasi:sockets, then the ratios of native's and
+/// wasi:sockets' to usocket's.
+fn row([n, u, w]: [Option<Duration>; 3], show: impl Fn(Duration) -> String) -> String {
+    format!(
+        "{:>15} {:>15} {:>15} {:>8} {:>8}",
+        cell(n, &show),
+        cell(u, &show),
+        cell(w, &show),
+        ratio(n, u),
+        ratio(w, u)
+    )
+}
+
 /// `other / usocket` (higher is better for usocket), or `-` if either side did not run.
 fn ratio(other: Option<Duration>, usocket: Option<Duration>) -> String {
     match (other, usocket) {
@@ -446,15 +459,7 @@ async fn main() {
                 (LINES_TOTAL / LINE) as f64 / d.as_secs_f64() / 1e6
             ),
         };
-        // Time ratios: the other's time over usocket's (higher is better for usocket).
-        println!(
-            "{mode:<10} {:>15} {:>15} {:>15} {:>8} {:>8}  {target}",
-            cell(n, show),
-            cell(u, show),
-            cell(w, show),
-            ratio(n, u),
-            ratio(w, u)
-        );
+        println!("{mode:<10} {}  {target}", row([n, u, w], show));
     }
     println!(
         "medians of {rounds} rounds; u/native = native time / usocket time, u/wasi = \
@@ -468,14 +473,7 @@ async fn main() {
     for (mode, n, u, w) in cpu_rows {
         let (name, seconds, units) = unit(mode);
         let show = |d: Duration| format!("{:.1} {name}", d.as_secs_f64() / seconds / units);
-        println!(
-            "{mode:<10} {:>15} {:>15} {:>15} {:>8} {:>8}",
-            cell(n, show),
-            cell(u, show),
-            cell(w, show),
-            ratio(n, u),
-            ratio(w, u)
-        );
+        println!("{mode:<10} {}", row([n, u, w], show));
     }
     println!(
         "medians of {rounds} rounds; u/native = native CPU / usocket CPU, u/wasi = \
