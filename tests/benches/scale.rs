@@ -97,13 +97,9 @@ fn main() {
             .trim()
     );
     // `USOCKET_SCALE_MAX_GUESTS=N`: a runner of N guests, beyond the default if need be.
-    let max_guests = std::env::var("USOCKET_SCALE_MAX_GUESTS")
-        .ok()
-        .and_then(|n| n.parse().ok());
+    let max_guests = env_count("USOCKET_SCALE_MAX_GUESTS");
     // `USOCKET_SCALE_WORKERS=N`: the runner's worker threads (default: one per core).
-    let workers = std::env::var("USOCKET_SCALE_WORKERS")
-        .ok()
-        .and_then(|n| n.parse().ok());
+    let workers = env_count("USOCKET_SCALE_WORKERS");
     let runner = Runner::with_config(RunnerConfig {
         cache: true,
         max_guests,
@@ -127,6 +123,15 @@ fn main() {
     }
     // Guests left behind (a failed wait) must not keep the bench alive.
     std::process::exit(0);
+}
+
+/// A count from the environment variable `name`, if set; a value that is not one stops the
+/// bench rather than silently running with the default.
+fn env_count(name: &str) -> Option<usize> {
+    let value = std::env::var(name).ok()?;
+    Some(value.trim().parse().unwrap_or_else(|_| {
+        panic!("{name}={value:?}: not a count (a whole number such as 2); unset it for the default")
+    }))
 }
 
 enum Job {
@@ -811,7 +816,8 @@ enum Server {
 }
 
 /// One round against wasi:sockets guests, one a client (`bench_wasi serve PORT`), as a user
-/// of plain wasmtime-wasi would run them: tasks of a multi-thread runtime, linking done once.
+/// of plain wasmtime-wasi would run them: tasks of a multi-thread runtime, the linking done
+/// once for all the round's guests.
 fn wasi_round(
     runner: &Runner,
     rt: &tokio::runtime::Runtime,
